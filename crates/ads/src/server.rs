@@ -1,0 +1,206 @@
+//! The gRPC service: authenticates the proxy from its client certificate, then runs one task per
+//! stream that feeds requests and config changes through the SotW or delta state machine.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use futures::Stream;
+use osm_ca::{TrustDomain, XdsClientIdentity};
+use osm_xds::ProxyConfig;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::cache::{AdsEvent, SnapshotCache};
+use crate::delta::DeltaStream;
+use crate::sotw::{Output, SotwStream};
+
+/// Answers "is there a pod with this proxy uuid running as this ServiceAccount?".
+pub trait ProxyRegistry: Send + Sync + 'static {
+    fn check(&self, id: &XdsClientIdentity) -> Result<(), String>;
+}
+
+pub struct AdsService {
+    cache: SnapshotCache,
+    registry: Arc<dyn ProxyRegistry>,
+    trust_domain: TrustDomain,
+    shutdown: watch::Receiver<bool>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl AdsService {
+    pub fn new(
+        cache: SnapshotCache,
+        registry: Arc<dyn ProxyRegistry>,
+        trust_domain: TrustDomain,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            cache,
+            registry,
+            trust_domain,
+            shutdown,
+        }
+    }
+
+    pub fn into_server(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(256 << 20)
+    }
+
+    /// The proxy behind a stream: the CN of its client certificate, which must name a known pod.
+    fn authenticate<T>(&self, req: &Request<T>) -> Result<XdsClientIdentity, Status> {
+        let refuse = |reason: String| {
+            tracing::warn!(%reason, "refusing ADS stream");
+            self.cache.record(AdsEvent::Refused {
+                reason: reason.clone(),
+            });
+            Status::unauthenticated(reason)
+        };
+        let certs = req
+            .peer_certs()
+            .ok_or_else(|| refuse("no client certificate".to_string()))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| refuse("no client certificate".to_string()))?;
+        let cn = osm_ca::peer_common_name(leaf.as_ref())
+            .map_err(|e| refuse(format!("unreadable client certificate: {e}")))?;
+        let id = XdsClientIdentity::parse(&cn, &self.trust_domain).map_err(|e| {
+            refuse(format!(
+                "client certificate CN {cn:?} is not a proxy identity: {e}"
+            ))
+        })?;
+        self.registry
+            .check(&id)
+            .map_err(|e| refuse(format!("proxy {cn}: {e}")))?;
+        Ok(id)
+    }
+}
+
+/// Drives one stream: `handle` maps a request (or a config change, as `None`) to responses.
+fn run_stream<Req, Resp, S>(
+    proxy: String,
+    mut requests: Streaming<Req>,
+    cache: SnapshotCache,
+    mut shutdown: watch::Receiver<bool>,
+    mut state: S,
+    on_request: fn(&mut S, &Req, Option<&ProxyConfig>) -> Output<Resp>,
+    on_config: fn(&mut S, &ProxyConfig) -> Output<Resp>,
+    node_id: fn(&Req) -> Option<&str>,
+) -> BoxStream<Resp>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    S: Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Result<Resp, Status>>(16);
+    let mut config_rx = cache.subscribe(&proxy);
+    tokio::spawn(async move {
+        let span = tracing::info_span!("ads", %proxy);
+        let _enter = span.enter();
+        drop(_enter);
+        cache.record(AdsEvent::Connected {
+            proxy: proxy.clone(),
+        });
+        let mut node_checked = false;
+        loop {
+            let out = tokio::select! {
+                msg = requests.next() => match msg {
+                    Some(Ok(req)) => {
+                        if !node_checked {
+                            if let Some(node) = node_id(&req).filter(|n| *n != proxy) {
+                                let reason = format!("node id {node:?} does not match certificate {proxy:?}");
+                                cache.record(AdsEvent::Refused { reason: reason.clone() });
+                                let _ = tx.send(Err(Status::permission_denied(reason))).await;
+                                break;
+                            }
+                            node_checked = true;
+                        }
+                        let config = config_rx.borrow_and_update().clone();
+                        on_request(&mut state, &req, config.as_deref())
+                    }
+                    Some(Err(status)) => {
+                        tracing::debug!(%proxy, %status, "stream error");
+                        break;
+                    }
+                    None => break,
+                },
+                changed = config_rx.changed() => {
+                    if changed.is_err() {
+                        // The proxy was removed from the cache: its pod is gone.
+                        break;
+                    }
+                    let config = config_rx.borrow_and_update().clone();
+                    match config {
+                        Some(config) => on_config(&mut state, &config),
+                        None => continue,
+                    }
+                }
+                _ = shutdown.changed() => break,
+            };
+            for event in out.events {
+                cache.record(event);
+            }
+            for resp in out.responses {
+                if tx.send(Ok(resp)).await.is_err() {
+                    break;
+                }
+            }
+        }
+        cache.record(AdsEvent::Disconnected { proxy });
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsService {
+    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let id = self.authenticate(&request)?;
+        let proxy = id.common_name();
+        let stream = run_stream(
+            proxy.clone(),
+            request.into_inner(),
+            self.cache.clone(),
+            self.shutdown.clone(),
+            SotwStream::new(proxy),
+            SotwStream::on_request,
+            SotwStream::on_config,
+            |r: &DiscoveryRequest| r.node.as_ref().map(|n| n.id.as_str()),
+        );
+        Ok(Response::new(stream))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let id = self.authenticate(&request)?;
+        let proxy = id.common_name();
+        let stream = run_stream(
+            proxy.clone(),
+            request.into_inner(),
+            self.cache.clone(),
+            self.shutdown.clone(),
+            DeltaStream::new(proxy),
+            DeltaStream::on_request,
+            DeltaStream::on_config,
+            |r: &DeltaDiscoveryRequest| r.node.as_ref().map(|n| n.id.as_str()),
+        );
+        Ok(Response::new(stream))
+    }
+}

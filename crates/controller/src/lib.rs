@@ -1,0 +1,308 @@
+//! The control plane's core loop, without any source or server attached: the current `MeshInput`
+//! goes through the pure model and the memoising xDS generator into the ADS snapshot cache. A change
+//! is applied with [`ControlPlane::update`], which recomputes synchronously (no debounce window): the
+//! memo tables make an unchanged resource free, and the cache wakes only proxies whose config changed.
+#![forbid(unsafe_code)]
+
+mod certs;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use osm_ads::{AdsTls, ProxyRegistry, SnapshotCache};
+use osm_ca::{CertificateAuthority, TrustDomain, XdsClientIdentity};
+use osm_model::{MeshInput, MeshModel, Pod, ServiceIdentity};
+use osm_xds::Generator;
+use osm_xds::bootstrap::{self, AdsApi, BootstrapConfig};
+
+pub use certs::IdentityCerts;
+
+/// The DNS name of the ADS server, as Envoy checks it (upstream: the `osm-controller` Service).
+pub fn ads_server_name(osm_namespace: &str) -> String {
+    format!("osm-controller.{osm_namespace}.svc.cluster.local")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("issuing a certificate for {what}")]
+    Certificate {
+        what: String,
+        #[source]
+        source: osm_ca::CaError,
+    },
+    #[error("pod {0} has no osm-proxy-uuid: it has no sidecar")]
+    NotMeshed(String),
+}
+
+/// Counters of one recompute, for logs and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecomputeStats {
+    pub proxies: usize,
+    /// Proxies whose config changed and were woken.
+    pub changed: usize,
+    pub removed: usize,
+    pub warnings: usize,
+    pub micros: u128,
+}
+
+struct State {
+    input: MeshInput,
+    generator: Generator,
+    certs: IdentityCerts,
+    published: HashSet<String>,
+    last_warnings: Vec<String>,
+}
+
+/// Proxy uuid → (namespace, service account) of the pod, read by ADS stream authentication.
+type PodIndex = HashMap<String, (String, String)>;
+
+pub struct ControlPlane {
+    state: Mutex<State>,
+    pods: Arc<RwLock<PodIndex>>,
+    cache: SnapshotCache,
+    ca: Arc<CertificateAuthority>,
+    trust_domain: TrustDomain,
+}
+
+impl ControlPlane {
+    pub fn new(ca: Arc<CertificateAuthority>, input: MeshInput) -> Self {
+        let trust_domain = ca.trust_domain().clone();
+        let generator = Generator::new(trust_domain.as_str(), ca.root_cert_pem());
+        let cp = Self {
+            state: Mutex::new(State {
+                certs: IdentityCerts::new(ca.clone()),
+                input: MeshInput::new(trust_domain.as_str()),
+                generator,
+                published: HashSet::new(),
+                last_warnings: Vec::new(),
+            }),
+            pods: Arc::default(),
+            cache: SnapshotCache::new(),
+            ca,
+            trust_domain,
+        };
+        cp.update(|i| *i = input);
+        cp
+    }
+
+    pub fn cache(&self) -> &SnapshotCache {
+        &self.cache
+    }
+
+    pub fn ca(&self) -> &Arc<CertificateAuthority> {
+        &self.ca
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the current input (for status and debugging).
+    pub fn input(&self) -> MeshInput {
+        self.lock().input.clone()
+    }
+
+    /// Applies a change to the input and pushes the result to every affected proxy.
+    pub fn update(&self, change: impl FnOnce(&mut MeshInput)) -> RecomputeStats {
+        let mut state = self.lock();
+        change(&mut state.input);
+        self.recompute(&mut state)
+    }
+
+    fn recompute(&self, state: &mut State) -> RecomputeStats {
+        let started = Instant::now();
+        state.input.trust_domain = self.trust_domain.to_string();
+        let model: MeshModel = osm_model::compute(&state.input);
+        if model.warnings != state.last_warnings {
+            for w in &model.warnings {
+                tracing::warn!(warning = %w, "policy not applied");
+            }
+            state.last_warnings = model.warnings.clone();
+        }
+        let validity = service_cert_validity(&state.input);
+        state.certs.set_validity(validity);
+
+        let State {
+            generator,
+            certs,
+            published,
+            ..
+        } = state;
+        generator.begin();
+        let mut stats = RecomputeStats {
+            proxies: model.proxies.len(),
+            warnings: model.warnings.len(),
+            ..Default::default()
+        };
+        let mut now_published = HashSet::with_capacity(model.proxies.len());
+        let mut pod_index = PodIndex::with_capacity(model.proxies.len());
+        for proxy in model.proxies.values() {
+            let secrets = match certs.secrets_for(&proxy.identity) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(identity = %proxy.identity, error = %e, "cannot issue certificate; proxy keeps its last config");
+                    continue;
+                }
+            };
+            let key = proxy_key(&proxy.proxy_uuid, &proxy.identity, &self.trust_domain);
+            let config = generator.proxy_config(proxy, secrets);
+            if self.cache.set(&key, config) {
+                stats.changed += 1;
+            }
+            pod_index.insert(
+                proxy.proxy_uuid.clone(),
+                (
+                    proxy.identity.namespace.clone(),
+                    proxy.identity.service_account.clone(),
+                ),
+            );
+            now_published.insert(key);
+        }
+        generator.sweep();
+        for gone in published.difference(&now_published) {
+            self.cache.remove(gone);
+            stats.removed += 1;
+        }
+        *published = now_published;
+        certs.retain(model.proxies.values().map(|p| &p.identity));
+        *self.pods.write().unwrap_or_else(|e| e.into_inner()) = pod_index;
+        stats.micros = started.elapsed().as_micros();
+        tracing::debug!(?stats, "recomputed");
+        stats
+    }
+
+    /// Rotates every certificate that is due and republishes; returns when the next one is due.
+    pub fn rotate_due(&self, now: SystemTime) -> Option<SystemTime> {
+        let mut state = self.lock();
+        let rotated = state.certs.rotate_due(now);
+        if rotated > 0 {
+            tracing::info!(rotated, "rotated service certificates");
+            self.recompute(&mut state);
+        }
+        state.certs.next_deadline()
+    }
+
+    /// Rotates certificates as they come due until `shutdown` flips to true.
+    pub async fn run_rotation(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let next = self.rotate_due(SystemTime::now());
+            let wait = next
+                .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// The ADS server's TLS material: a server certificate for `dns_names` from the mesh CA.
+    pub fn ads_tls(&self, dns_names: &[String]) -> Result<AdsTls, ControllerError> {
+        let cert = self
+            .ca
+            .issue_server_cert(dns_names, Duration::from_secs(365 * 24 * 3600))
+            .map_err(|source| ControllerError::Certificate {
+                what: "the ADS server".into(),
+                source,
+            })?;
+        Ok(AdsTls {
+            cert_pem: cert.cert_pem,
+            key_pem: cert.private_key.expose_pem().to_string(),
+            client_ca_pem: self.ca.root_cert_pem().to_string(),
+        })
+    }
+
+    /// The authenticator ADS streams use: the pod with the certificate's uuid must exist and run as the
+    /// certificate's ServiceAccount.
+    pub fn registry(&self) -> Arc<dyn ProxyRegistry> {
+        Arc::new(PodRegistry {
+            pods: self.pods.clone(),
+        })
+    }
+
+    /// An Envoy bootstrap for `pod`, with a fresh xDS client certificate (CN
+    /// `<uuid>.sidecar.<sa>.<ns>.<trustDomain>`). The result contains a private key.
+    pub fn bootstrap_for(
+        &self,
+        pod: &Pod,
+        ads_host: &str,
+        ads_server_name: &str,
+        api: AdsApi,
+        probes: &[bootstrap::Probe],
+    ) -> Result<String, ControllerError> {
+        let uuid = pod
+            .proxy_uuid
+            .clone()
+            .ok_or_else(|| ControllerError::NotMeshed(pod.id.to_string()))?;
+        let identity = XdsClientIdentity {
+            proxy_uuid: uuid,
+            identity: osm_ca::ServiceIdentity::new(&pod.service_account, &pod.id.namespace),
+            trust_domain: self.trust_domain.clone(),
+        };
+        let cert = self
+            .ca
+            .issue_xds_client_cert(&identity, Duration::from_secs(365 * 24 * 3600))
+            .map_err(|source| ControllerError::Certificate {
+                what: format!("proxy of pod {}", pod.id),
+                source,
+            })?;
+        let node_id = identity.common_name();
+        Ok(bootstrap::render(&BootstrapConfig {
+            node_id: &node_id,
+            node_cluster: &format!("{}.{}", pod.service_account, pod.id.namespace),
+            ads_host,
+            ads_port: osm_xds::names::ADS_PORT,
+            ads_server_name,
+            api,
+            client_cert_pem: &cert.cert_pem,
+            client_key_pem: cert.private_key.expose_pem(),
+            ca_bundle_pem: self.ca.root_cert_pem(),
+            probes,
+        }))
+    }
+}
+
+/// The ADS cache key of a proxy: its xDS certificate CN (also its Envoy node id).
+pub fn proxy_key(uuid: &str, identity: &ServiceIdentity, td: &TrustDomain) -> String {
+    format!(
+        "{uuid}.sidecar.{}.{}.{td}",
+        identity.service_account, identity.namespace
+    )
+}
+
+fn service_cert_validity(input: &MeshInput) -> Duration {
+    let d: Duration = input
+        .mesh_config
+        .certificate
+        .service_cert_validity_duration
+        .into();
+    if d.is_zero() {
+        Duration::from_secs(24 * 3600)
+    } else {
+        d
+    }
+}
+
+struct PodRegistry {
+    pods: Arc<RwLock<PodIndex>>,
+}
+
+impl ProxyRegistry for PodRegistry {
+    fn check(&self, id: &XdsClientIdentity) -> Result<(), String> {
+        let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
+        match pods.get(&id.proxy_uuid) {
+            None => Err("no known pod has this proxy uuid".to_string()),
+            Some((ns, sa))
+                if *ns == id.identity.namespace && *sa == id.identity.service_account =>
+            {
+                Ok(())
+            }
+            Some((ns, sa)) => Err(format!(
+                "the pod with this proxy uuid runs as {sa}.{ns}, not {}.{}",
+                id.identity.service_account, id.identity.namespace
+            )),
+        }
+    }
+}

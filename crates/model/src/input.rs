@@ -1,0 +1,194 @@
+//! The model's input: a snapshot of what the sources (manifest directory or Kubernetes) observed.
+//!
+//! Only objects in monitored namespaces belong here; the sources filter. Policies are the validated
+//! `osm-api` specs keyed by their object reference.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use osm_api::config::MeshConfigSpec;
+use osm_api::smi::access::TrafficTargetSpec;
+use osm_api::smi::specs::{HTTPRouteGroupSpec, TCPRouteSpec};
+use osm_api::smi::split::TrafficSplitSpec;
+use serde::Serialize;
+
+/// `namespace/name` of any namespaced object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A Kubernetes Service, by namespace/name.
+pub type ServiceRef = ObjectRef;
+/// A Pod, by namespace/name.
+pub type PodRef = ObjectRef;
+
+/// The identity a workload runs as: its ServiceAccount. Printed `<sa>.<ns>` as upstream OSM does.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ServiceIdentity {
+    pub namespace: String,
+    pub service_account: String,
+}
+
+impl ServiceIdentity {
+    pub fn new(namespace: impl Into<String>, service_account: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+        }
+    }
+
+    /// The TLS principal (certificate SAN) of this identity: `<sa>.<ns>.<trustDomain>`.
+    pub fn principal(&self, trust_domain: &str) -> String {
+        format!(
+            "{}.{}.{}",
+            self.service_account, self.namespace, trust_domain
+        )
+    }
+}
+
+impl fmt::Display for ServiceIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.service_account, self.namespace)
+    }
+}
+
+/// The application protocol of a service port, which decides HTTP (L7) or TCP (L4) handling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppProtocol {
+    Http,
+    Tcp,
+}
+
+impl AppProtocol {
+    /// Upstream OSM's rule: `appProtocol` wins, then the port name prefix (`http-`, `tcp-`),
+    /// and HTTP when nothing says otherwise.
+    pub fn detect(app_protocol: Option<&str>, port_name: Option<&str>) -> Self {
+        let hint = app_protocol
+            .or_else(|| port_name.and_then(|n| n.split('-').next()))
+            .unwrap_or("http")
+            .to_ascii_lowercase();
+        match hint.as_str() {
+            "tcp" | "tcp-server-first" | "mysql" | "mongo" | "redis" | "postgres" => Self::Tcp,
+            _ => Self::Http,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ServicePort {
+    pub name: Option<String>,
+    pub port: u16,
+    /// The port the application listens on in the pod (named target ports are resolved by the source).
+    pub target_port: u16,
+    pub protocol: AppProtocol,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub id: ServiceRef,
+    /// `None` for headless services; clients then reach the endpoint addresses directly.
+    pub cluster_ip: Option<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    /// Pod label selector; used to derive endpoints when the source has no endpoint objects.
+    pub selector: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Pod {
+    pub id: PodRef,
+    pub service_account: String,
+    /// The `osm-proxy-uuid` label: present when the pod has a sidecar.
+    pub proxy_uuid: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Pod {
+    pub fn identity(&self) -> ServiceIdentity {
+        ServiceIdentity::new(&self.id.namespace, &self.service_account)
+    }
+}
+
+/// One ready address behind a service, with the pod it belongs to when known.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub pod: Option<PodRef>,
+}
+
+/// Everything the model needs to compute every proxy's intent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MeshInput {
+    pub mesh_config: MeshConfigSpec,
+    pub trust_domain: String,
+    pub services: BTreeMap<ServiceRef, Service>,
+    /// Ready endpoints per service. Services missing here get endpoints from their selector.
+    pub endpoints: BTreeMap<ServiceRef, BTreeSet<Endpoint>>,
+    pub pods: BTreeMap<PodRef, Pod>,
+    pub traffic_targets: BTreeMap<ObjectRef, TrafficTargetSpec>,
+    pub http_route_groups: BTreeMap<ObjectRef, HTTPRouteGroupSpec>,
+    pub tcp_routes: BTreeMap<ObjectRef, TCPRouteSpec>,
+    pub traffic_splits: BTreeMap<ObjectRef, TrafficSplitSpec>,
+}
+
+impl MeshInput {
+    pub fn new(trust_domain: impl Into<String>) -> Self {
+        Self {
+            trust_domain: trust_domain.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Endpoints of a service: the explicit ones if the source gave any, otherwise the pods its
+    /// selector matches (a local manifest directory has no EndpointSlices).
+    pub fn endpoints_of(&self, service: &Service) -> BTreeSet<Endpoint> {
+        if let Some(eps) = self.endpoints.get(&service.id) {
+            return eps.clone();
+        }
+        if service.selector.is_empty() {
+            return BTreeSet::new();
+        }
+        self.pods
+            .values()
+            .filter(|p| p.id.namespace == service.id.namespace)
+            .filter(|p| {
+                service
+                    .selector
+                    .iter()
+                    .all(|(k, v)| p.labels.get(k) == Some(v))
+            })
+            .filter_map(|p| {
+                p.ip.map(|ip| Endpoint {
+                    ip,
+                    pod: Some(p.id.clone()),
+                })
+            })
+            .collect()
+    }
+}

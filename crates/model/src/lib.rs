@@ -1,0 +1,12 @@
+//! The pure mesh model: a snapshot of services, endpoints, pods and SMI policies in ([`MeshInput`]),
+//! each sidecar's intent out ([`ProxyIntent`]). No I/O, no Kubernetes client, no Envoy types.
+#![forbid(unsafe_code)]
+
+mod compute;
+pub mod fixtures;
+pub mod input;
+pub mod intent;
+
+pub use compute::{MeshModel, compute};
+pub use input::*;
+pub use intent::*;

@@ -1,0 +1,312 @@
+//! LDS: `outbound-listener` (15001), `inbound-listener` (15003) and `inbound-prometheus-listener` (15010).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
+    route_match,
+};
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CommonTlsContext, DownstreamTlsContext, common_tls_context,
+};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+use osm_model::{AppProtocol, InboundAccess, InboundIntent, OutboundIntent, OutboundService};
+use prost::{Message, Name};
+
+use crate::common::{ads, sds, socket_address, tls_transport_socket};
+use crate::names;
+use crate::rds::{HTTP_RBAC_FILTER, principals_policy};
+use crate::resource::{Resource, TypeKind, to_any};
+
+/// Filter chains by original destination (ClusterIP:port); unknown destinations go to
+/// `passthrough-outbound` when egress is enabled, and are closed otherwise.
+pub fn outbound(intent: &OutboundIntent) -> Arc<Resource> {
+    let mut seen = HashSet::new();
+    let filter_chains = intent
+        .services
+        .iter()
+        // Two headless services can share an address and port; Envoy refuses identical matches.
+        .filter(|s| seen.insert((s.addresses.clone(), s.port)))
+        .map(outbound_chain)
+        .collect();
+    let default_filter_chain = intent.egress_passthrough.then(|| FilterChain {
+        name: names::PASSTHROUGH_CLUSTER.to_string(),
+        filters: vec![tcp_proxy_filter(
+            "passthrough-outbound",
+            names::PASSTHROUGH_CLUSTER,
+        )],
+        ..Default::default()
+    });
+    let listener = Listener {
+        name: names::OUTBOUND_LISTENER.to_string(),
+        address: Some(socket_address("0.0.0.0", names::OUTBOUND_PORT)),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        listener_filters: vec![listener_filter(
+            "envoy.filters.listener.original_dst",
+            &OriginalDst::default(),
+        )],
+        filter_chains,
+        default_filter_chain,
+        ..Default::default()
+    };
+    Resource::encode(TypeKind::Listener, names::OUTBOUND_LISTENER, &listener)
+}
+
+fn outbound_chain(s: &OutboundService) -> FilterChain {
+    let name = names::outbound_filter_chain(&s.service, s.port, s.protocol);
+    let filter = match s.protocol {
+        AppProtocol::Http => hcm_filter(&name, &names::rds_outbound(s.port), false),
+        AppProtocol::Tcp => {
+            let cluster_specifier = match s.backends.as_slice() {
+                [only] => tcp_proxy::ClusterSpecifier::Cluster(only.cluster.name()),
+                many => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+                    clusters: many
+                        .iter()
+                        .map(|b| tcp_proxy::weighted_cluster::ClusterWeight {
+                            name: b.cluster.name(),
+                            weight: b.weight,
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            };
+            typed_filter(
+                "envoy.filters.network.tcp_proxy",
+                &TcpProxy {
+                    stat_prefix: name.clone(),
+                    cluster_specifier: Some(cluster_specifier),
+                    ..Default::default()
+                },
+            )
+        }
+    };
+    FilterChain {
+        name,
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: Some(UInt32Value {
+                value: s.port.into(),
+            }),
+            prefix_ranges: s.addresses.iter().map(|ip| host_cidr(*ip)).collect(),
+            ..Default::default()
+        }),
+        filters: vec![filter],
+        ..Default::default()
+    }
+}
+
+/// One filter chain per local service port, matched by the SNI clients send for that service and by ALPN
+/// `osm`; the client must present a mesh certificate (mTLS), and in SMI mode RBAC checks its identity.
+pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Arc<Resource> {
+    let mut filter_chains = Vec::new();
+    for port in &intent.ports {
+        let Some(first) = port.services.first() else {
+            continue;
+        };
+        let local_cluster = names::local_cluster(&first.service, port.target_port);
+        for svc in &port.services {
+            let name = names::inbound_filter_chain(&svc.service, svc.port, port.protocol);
+            let filters = match port.protocol {
+                AppProtocol::Http => vec![hcm_filter(
+                    &name,
+                    &names::rds_inbound(port.target_port),
+                    true,
+                )],
+                AppProtocol::Tcp => {
+                    let mut filters = Vec::new();
+                    if let InboundAccess::TcpIdentities(allowed) = &port.access {
+                        filters.push(typed_filter(
+                            "envoy.filters.network.rbac",
+                            &NetworkRbac {
+                                rules: Some(principals_policy(allowed.iter(), trust_domain)),
+                                stat_prefix: format!("{name}."),
+                                ..Default::default()
+                            },
+                        ));
+                    }
+                    filters.push(tcp_proxy_filter(&name, &local_cluster));
+                    filters
+                }
+            };
+            let tls = DownstreamTlsContext {
+                common_tls_context: Some(CommonTlsContext {
+                    tls_certificate_sds_secret_configs: vec![sds(names::SERVICE_CERT)],
+                    validation_context_type: Some(
+                        common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(
+                            sds(&names::root_cert_inbound(&intent.identity)),
+                        ),
+                    ),
+                    alpn_protocols: vec![names::ALPN_OSM.to_string()],
+                    ..Default::default()
+                }),
+                require_client_certificate: Some(BoolValue { value: true }),
+                ..Default::default()
+            };
+            filter_chains.push(FilterChain {
+                name,
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: Some(UInt32Value {
+                        value: port.target_port.into(),
+                    }),
+                    server_names: vec![osm_model::service_sni(&svc.service)],
+                    transport_protocol: "tls".to_string(),
+                    application_protocols: vec![names::ALPN_OSM.to_string()],
+                    ..Default::default()
+                }),
+                filters,
+                transport_socket: Some(tls_transport_socket(&tls)),
+                ..Default::default()
+            });
+        }
+    }
+    let listener = Listener {
+        name: names::INBOUND_LISTENER.to_string(),
+        address: Some(socket_address("0.0.0.0", names::INBOUND_PORT)),
+        traffic_direction: TrafficDirection::Inbound as i32,
+        listener_filters: vec![
+            listener_filter(
+                "envoy.filters.listener.original_dst",
+                &OriginalDst::default(),
+            ),
+            listener_filter(
+                "envoy.filters.listener.tls_inspector",
+                &TlsInspector::default(),
+            ),
+        ],
+        filter_chains,
+        ..Default::default()
+    };
+    Resource::encode(TypeKind::Listener, names::INBOUND_LISTENER, &listener)
+}
+
+/// `inbound-prometheus-listener`: `/stats/prometheus` on 15010, served from the admin endpoint.
+pub fn prometheus() -> Arc<Resource> {
+    let route_config = RouteConfiguration {
+        name: "prometheus-route".to_string(),
+        virtual_hosts: vec![VirtualHost {
+            name: "prometheus".to_string(),
+            domains: vec!["*".to_string()],
+            routes: vec![Route {
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(route_match::PathSpecifier::Prefix(
+                        "/stats/prometheus".to_string(),
+                    )),
+                    ..Default::default()
+                }),
+                action: Some(route::Action::Route(RouteAction {
+                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                        names::METRICS_CLUSTER.to_string(),
+                    )),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: "prometheus".to_string(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
+            route_config,
+        )),
+        http_filters: vec![router_filter()],
+        ..Default::default()
+    };
+    let listener = Listener {
+        name: names::PROMETHEUS_LISTENER.to_string(),
+        address: Some(socket_address("0.0.0.0", names::PROMETHEUS_PORT)),
+        filter_chains: vec![FilterChain {
+            filters: vec![typed_filter(
+                "envoy.filters.network.http_connection_manager",
+                &hcm,
+            )],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Resource::encode(TypeKind::Listener, names::PROMETHEUS_LISTENER, &listener)
+}
+
+fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool) -> Filter {
+    let mut http_filters = Vec::new();
+    if with_rbac {
+        // Empty rules: enforcement comes from each route's RBAC override.
+        http_filters.push(HttpFilter {
+            name: HTTP_RBAC_FILTER.to_string(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(to_any(
+                &HttpRbac::default(),
+            ))),
+            ..Default::default()
+        });
+    }
+    http_filters.push(router_filter());
+    let hcm = HttpConnectionManager {
+        stat_prefix: stat_prefix.to_string(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: rds_name.to_string(),
+        })),
+        http_filters,
+        ..Default::default()
+    };
+    typed_filter("envoy.filters.network.http_connection_manager", &hcm)
+}
+
+fn router_filter() -> HttpFilter {
+    HttpFilter {
+        name: "envoy.filters.http.router".to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(to_any(
+            &Router::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
+    typed_filter(
+        "envoy.filters.network.tcp_proxy",
+        &TcpProxy {
+            stat_prefix: stat_prefix.to_string(),
+            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
+            ..Default::default()
+        },
+    )
+}
+
+fn typed_filter<M: Message + Name>(name: &str, config: &M) -> Filter {
+    Filter {
+        name: name.to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(to_any(config))),
+    }
+}
+
+fn listener_filter<M: Message + Name>(name: &str, config: &M) -> ListenerFilter {
+    ListenerFilter {
+        name: name.to_string(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(to_any(config))),
+        ..Default::default()
+    }
+}
+
+fn host_cidr(ip: std::net::IpAddr) -> CidrRange {
+    CidrRange {
+        address_prefix: ip.to_string(),
+        prefix_len: Some(UInt32Value {
+            value: if ip.is_ipv4() { 32 } else { 128 },
+        }),
+    }
+}

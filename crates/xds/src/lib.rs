@@ -1,0 +1,18 @@
+//! Proxy intent → Envoy resources. Pure: no I/O. One module per xDS type (`lds`, `cds`, `eds`, `rds`,
+//! `sds`); `generator` memoises and shares encoded resources across proxies; `bootstrap` renders the
+//! sidecar's starting config.
+#![forbid(unsafe_code)]
+
+pub mod bootstrap;
+pub mod cds;
+mod common;
+pub mod eds;
+pub mod generator;
+pub mod lds;
+pub mod names;
+pub mod rds;
+pub mod resource;
+pub mod sds;
+
+pub use generator::{Generator, identity_secrets};
+pub use resource::{ProxyConfig, Resource, ResourceSet, TypeKind};

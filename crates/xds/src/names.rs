@@ -1,0 +1,56 @@
+//! Envoy resource names and ports, as upstream OSM names them (see `osm-reference.md`), so that
+//! dashboards, stats and habits carry over.
+
+use osm_model::{AppProtocol, ServiceIdentity, ServiceRef};
+
+pub const OUTBOUND_LISTENER: &str = "outbound-listener";
+pub const INBOUND_LISTENER: &str = "inbound-listener";
+pub const PROMETHEUS_LISTENER: &str = "inbound-prometheus-listener";
+pub const PASSTHROUGH_CLUSTER: &str = "passthrough-outbound";
+pub const METRICS_CLUSTER: &str = "envoy-metrics-cluster";
+pub const ADS_CLUSTER: &str = "osm-controller";
+/// The proxy's own certificate. Upstream calls it `service-cert:<ns>/<sa>`; one name for every identity
+/// lets clusters be shared by all clients (ARCHITECTURE.md, "Secrets").
+pub const SERVICE_CERT: &str = "service-cert";
+pub const ALPN_OSM: &str = "osm";
+
+pub const ADMIN_PORT: u16 = 15000;
+pub const OUTBOUND_PORT: u16 = 15001;
+pub const INBOUND_PORT: u16 = 15003;
+pub const PROMETHEUS_PORT: u16 = 15010;
+pub const ADS_PORT: u16 = 15128;
+pub const LIVENESS_PROBE_PORT: u16 = 15901;
+pub const READINESS_PROBE_PORT: u16 = 15902;
+pub const STARTUP_PROBE_PORT: u16 = 15903;
+pub const HEALTHCHECK_PORT: u16 = 15904;
+
+pub fn outbound_filter_chain(svc: &ServiceRef, port: u16, protocol: AppProtocol) -> String {
+    format!("outbound_{svc}_{port}_{}", protocol.as_str())
+}
+
+pub fn inbound_filter_chain(svc: &ServiceRef, port: u16, protocol: AppProtocol) -> String {
+    format!("inbound_{svc}_{port}_{}", protocol.as_str())
+}
+
+pub fn local_cluster(svc: &ServiceRef, target_port: u16) -> String {
+    format!("{svc}|{target_port}|local")
+}
+
+pub fn rds_inbound(port: u16) -> String {
+    format!("rds-inbound.{port}")
+}
+
+pub fn rds_outbound(port: u16) -> String {
+    format!("rds-outbound.{port}")
+}
+
+pub fn root_cert_outbound(svc: &ServiceRef) -> String {
+    format!("root-cert-for-mtls-outbound:{svc}")
+}
+
+pub fn root_cert_inbound(identity: &ServiceIdentity) -> String {
+    format!(
+        "root-cert-for-mtls-inbound:{}/{}",
+        identity.namespace, identity.service_account
+    )
+}

@@ -1,0 +1,153 @@
+//! An encoded xDS resource, shared by every proxy whose config contains it.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use envoy_types::pb::google::protobuf::Any;
+use prost::{Message, Name};
+
+/// The five xDS types we serve, in the order Envoy should receive them (CDS before EDS, LDS before RDS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TypeKind {
+    Cluster,
+    Endpoint,
+    Listener,
+    Route,
+    Secret,
+}
+
+impl TypeKind {
+    pub const ALL: [TypeKind; 5] = [
+        TypeKind::Cluster,
+        TypeKind::Endpoint,
+        TypeKind::Listener,
+        TypeKind::Route,
+        TypeKind::Secret,
+    ];
+
+    pub fn type_url(self) -> &'static str {
+        match self {
+            TypeKind::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            TypeKind::Endpoint => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            TypeKind::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            TypeKind::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            TypeKind::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            }
+        }
+    }
+
+    pub fn from_type_url(url: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.type_url() == url)
+    }
+
+    /// Short name for logs and metrics (`CDS`, `EDS`, ...).
+    pub fn short(self) -> &'static str {
+        match self {
+            TypeKind::Cluster => "CDS",
+            TypeKind::Endpoint => "EDS",
+            TypeKind::Listener => "LDS",
+            TypeKind::Route => "RDS",
+            TypeKind::Secret => "SDS",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One xDS resource, encoded once. `version` is a hash of the encoded bytes, so equal content always
+/// has an equal version and the ADS server never re-sends what a proxy already has.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    pub kind: TypeKind,
+    pub name: String,
+    pub version: String,
+    pub body: Any,
+}
+
+impl Resource {
+    pub fn encode<M: Message + Name>(
+        kind: TypeKind,
+        name: impl Into<String>,
+        msg: &M,
+    ) -> Arc<Self> {
+        let value = msg.encode_to_vec();
+        let version = format!("{:016x}", hash_bytes(&value));
+        Arc::new(Self {
+            kind,
+            name: name.into(),
+            version,
+            body: Any {
+                type_url: M::type_url(),
+                value,
+            },
+        })
+    }
+}
+
+/// Wraps a message as `Any` for a `typed_config` field.
+pub fn to_any<M: Message + Name>(msg: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: msg.encode_to_vec(),
+    }
+}
+
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
+    // SipHash with fixed keys: stable across runs, so versions survive a controller restart.
+    let mut h = std::hash::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// A group of resources built together from one intent (all outbound resources of one
+/// `OutboundIntent`, say). Proxies share sets by `Arc`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResourceSet {
+    by_kind: [BTreeMap<String, Arc<Resource>>; 5],
+}
+
+impl ResourceSet {
+    pub fn insert(&mut self, r: Arc<Resource>) {
+        self.by_kind[r.kind.index()].insert(r.name.clone(), r);
+    }
+
+    pub fn get(&self, kind: TypeKind, name: &str) -> Option<&Arc<Resource>> {
+        self.by_kind[kind.index()].get(name)
+    }
+
+    pub fn of_kind(&self, kind: TypeKind) -> &BTreeMap<String, Arc<Resource>> {
+        &self.by_kind[kind.index()]
+    }
+}
+
+/// Everything one proxy is served: a few shared sets. Names are unique across the sets.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyConfig {
+    pub sets: Vec<Arc<ResourceSet>>,
+}
+
+impl ProxyConfig {
+    pub fn get(&self, kind: TypeKind, name: &str) -> Option<&Arc<Resource>> {
+        self.sets.iter().find_map(|s| s.get(kind, name))
+    }
+
+    pub fn iter(&self, kind: TypeKind) -> impl Iterator<Item = &Arc<Resource>> {
+        self.sets.iter().flat_map(move |s| s.of_kind(kind).values())
+    }
+
+    /// True when both configs are made of the very same sets (cheap change detection).
+    pub fn same_sets(&self, other: &ProxyConfig) -> bool {
+        self.sets.len() == other.sets.len()
+            && self
+                .sets
+                .iter()
+                .zip(&other.sets)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
