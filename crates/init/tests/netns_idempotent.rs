@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -71,7 +72,9 @@ fn prerequisites(test: &str) -> bool {
             panic!("{test}: {why} (CI=true: not skipping)")
         }
         Some(why) => {
-            eprintln!(
+            // Straight to the stderr handle: libtest captures eprintln! of passing tests.
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n!!!!! SKIPPED {test}: {why} — run as root with iproute2 and iptables installed !!!!!\n"
             );
             false
