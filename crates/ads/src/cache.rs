@@ -43,12 +43,22 @@ pub enum AdsEvent {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxyStatus {
     pub connected: bool,
+    /// The config generation the proxy's stream has handled last (see `SnapshotCache::in_sync`).
+    pub handled_generation: u64,
+    pub sent: HashMap<TypeKind, String>,
     pub acked: HashMap<TypeKind, String>,
     pub nacks: u64,
     pub last_nack: Option<String>,
 }
 
-type Slot = watch::Sender<Option<Arc<ProxyConfig>>>;
+/// A proxy's config with a per-proxy generation number that counts changes.
+#[derive(Clone)]
+pub(crate) struct Versioned {
+    pub generation: u64,
+    pub config: Arc<ProxyConfig>,
+}
+
+type Slot = watch::Sender<Option<Versioned>>;
 
 #[derive(Default)]
 struct Inner {
@@ -90,9 +100,13 @@ impl SnapshotCache {
             .entry(proxy.to_string())
             .or_insert_with(|| watch::channel(None).0);
         slot.send_if_modified(|current| match current {
-            Some(old) if old.same_sets(&config) => false,
+            Some(old) if old.config.same_sets(&config) => false,
             _ => {
-                *current = Some(Arc::new(config));
+                let generation = current.as_ref().map_or(1, |c| c.generation + 1);
+                *current = Some(Versioned {
+                    generation,
+                    config: Arc::new(config),
+                });
                 true
             }
         })
@@ -114,10 +128,37 @@ impl SnapshotCache {
         self.lock()
             .slots
             .get(proxy)
-            .and_then(|s| s.borrow().clone())
+            .and_then(|s| s.borrow().as_ref().map(|v| v.config.clone()))
     }
 
-    pub(crate) fn subscribe(&self, proxy: &str) -> watch::Receiver<Option<Arc<ProxyConfig>>> {
+    /// True when the proxy's stream has handled its latest config and the proxy ACKed every type it
+    /// was sent: what a test or `osm proxy` waits for after a change.
+    pub fn in_sync(&self, proxy: &str) -> bool {
+        let inner = self.lock();
+        let Some(current) = inner
+            .slots
+            .get(proxy)
+            .and_then(|s| s.borrow().as_ref().map(|v| v.generation))
+        else {
+            return false;
+        };
+        inner.status.get(proxy).is_some_and(|s| {
+            s.connected
+                && s.handled_generation == current
+                && s.sent.iter().all(|(k, v)| s.acked.get(k) == Some(v))
+        })
+    }
+
+    pub(crate) fn handled(&self, proxy: &str, generation: u64) {
+        let mut inner = self.lock();
+        inner
+            .status
+            .entry(proxy.to_string())
+            .or_default()
+            .handled_generation = generation;
+    }
+
+    pub(crate) fn subscribe(&self, proxy: &str) -> watch::Receiver<Option<Versioned>> {
         let mut inner = self.lock();
         inner
             .slots
@@ -163,7 +204,20 @@ impl SnapshotCache {
                     s.nacks += 1;
                     s.last_nack = Some(error.clone());
                 }
-                AdsEvent::Sent { .. } | AdsEvent::Refused { .. } => {}
+                AdsEvent::Sent {
+                    proxy,
+                    kind,
+                    version,
+                    ..
+                } => {
+                    inner
+                        .status
+                        .entry(proxy.clone())
+                        .or_default()
+                        .sent
+                        .insert(*kind, version.clone());
+                }
+                AdsEvent::Refused { .. } => {}
             }
         }
         // Nobody listening is fine.

@@ -113,7 +113,7 @@ where
         });
         let mut node_checked = false;
         loop {
-            let out = tokio::select! {
+            let (out, generation) = tokio::select! {
                 msg = requests.next() => match msg {
                     Some(Ok(req)) => {
                         if !node_checked {
@@ -125,8 +125,9 @@ where
                             }
                             node_checked = true;
                         }
-                        let config = config_rx.borrow_and_update().clone();
-                        on_request(&mut state, &req, config.as_deref())
+                        let current = config_rx.borrow_and_update().clone();
+                        let out = on_request(&mut state, &req, current.as_ref().map(|v| &*v.config));
+                        (out, current.map(|v| v.generation))
                     }
                     Some(Err(status)) => {
                         tracing::debug!(%proxy, %status, "stream error");
@@ -139,16 +140,20 @@ where
                         // The proxy was removed from the cache: its pod is gone.
                         break;
                     }
-                    let config = config_rx.borrow_and_update().clone();
-                    match config {
-                        Some(config) => on_config(&mut state, &config),
+                    let current = config_rx.borrow_and_update().clone();
+                    match current {
+                        Some(v) => (on_config(&mut state, &v.config), Some(v.generation)),
                         None => continue,
                     }
                 }
                 _ = shutdown.changed() => break,
             };
+            // Events first: `in_sync` must never see the generation handled before what it sent.
             for event in out.events {
                 cache.record(event);
+            }
+            if let Some(generation) = generation {
+                cache.handled(&proxy, generation);
             }
             for resp in out.responses {
                 if tx.send(Ok(resp)).await.is_err() {

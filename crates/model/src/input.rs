@@ -14,7 +14,7 @@ use osm_api::smi::split::TrafficSplitSpec;
 use serde::Serialize;
 
 /// `namespace/name` of any namespaced object.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectRef {
     pub namespace: String,
     pub name: String,
@@ -35,13 +35,25 @@ impl fmt::Display for ObjectRef {
     }
 }
 
+/// Serialised as their display form (`ns/name`, `sa.ns`) so golden snapshots read like upstream output.
+macro_rules! serialize_as_display {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )*};
+}
+serialize_as_display!(ObjectRef, ServiceIdentity);
+
 /// A Kubernetes Service, by namespace/name.
 pub type ServiceRef = ObjectRef;
 /// A Pod, by namespace/name.
 pub type PodRef = ObjectRef;
 
 /// The identity a workload runs as: its ServiceAccount. Printed `<sa>.<ns>` as upstream OSM does.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceIdentity {
     pub namespace: String,
     pub service_account: String,

@@ -1,0 +1,93 @@
+//! Permissive mode with real Envoy: plain HTTP from an app reaches another pod's app through both
+//! sidecars, and the hop between them is mTLS with the expected identities.
+
+use osm_e2e::{BOOKBUYER_HEADER, Mesh, USER_AGENT, require_or_skip};
+use osm_xds::bootstrap::AdsApi;
+
+fn permissive(prefix: &str, api: AdsApi) {
+    if require_or_skip(prefix).is_none() {
+        return;
+    }
+    // "outsider" has no sidecar and no interception: a client without a mesh certificate.
+    let (mesh, ips) = Mesh::bookstore(prefix, api, true, None, &["outsider"]).expect("mesh starts");
+
+    // The app in bookbuyer calls the service by name over plain HTTP; both Envoys are in the path.
+    let s = mesh
+        .http_get(
+            "bookbuyer",
+            "http://bookwarehouse.bookwarehouse:14001/restock-books",
+            20,
+            &[BOOKBUYER_HEADER, USER_AGENT],
+        )
+        .unwrap();
+    assert_eq!(
+        (s.ok, s.errors),
+        (20, 0),
+        "bookbuyer → bookwarehouse in permissive mode: {s:?}"
+    );
+    assert_eq!(s.served_by.get("bookwarehouse"), Some(&20));
+
+    // Permissive mode lets even bookthief through.
+    let s = mesh
+        .http_get(
+            "bookthief",
+            "http://bookstore.bookstore:14001/books-bought",
+            10,
+            &[],
+        )
+        .unwrap();
+    assert_eq!(s.ok, 10, "bookthief → bookstore in permissive mode: {s:?}");
+
+    // A client without a mesh certificate, straight at bookwarehouse's pod port (redirected to the
+    // inbound listener), is refused: the inbound filter chains only accept TLS with ALPN osm.
+    let url = format!("http://{}:14001/restock-books", ips["bookwarehouse"]);
+    let s = mesh.http_get("outsider", &url, 5, &[]).unwrap();
+    assert_eq!(
+        s.ok, 0,
+        "plain-text client reached the app behind the sidecar: {s:?}"
+    );
+
+    // Envoy's own stats show the mTLS handshakes on both ends of the bookbuyer → bookwarehouse hop.
+    let client_stats = mesh
+        .envoy("bookbuyer")
+        .admin_get("/stats?filter=bookwarehouse.*ssl.handshake")
+        .unwrap();
+    assert!(
+        stat_value(
+            &client_stats,
+            "cluster.bookwarehouse/bookwarehouse|14001.ssl.handshake"
+        ) >= 20,
+        "{client_stats}"
+    );
+    let server_stats = mesh
+        .envoy("bookwarehouse")
+        .admin_get("/stats?filter=15003.ssl")
+        .unwrap();
+    assert!(
+        stat_value(&server_stats, "listener.0.0.0.0_15003.ssl.handshake") >= 20,
+        "{server_stats}"
+    );
+    assert!(
+        stat_value(&server_stats, "listener.0.0.0.0_15003.ssl.no_certificate") == 0,
+        "{server_stats}"
+    );
+    assert!(mesh.nacks().is_empty(), "NACKs: {:?}", mesh.nacks());
+}
+
+fn stat_value(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn permissive_sotw() {
+    permissive("e2p", AdsApi::StateOfTheWorld);
+}
+
+#[test]
+fn permissive_delta() {
+    permissive("e2pd", AdsApi::Delta);
+}
