@@ -187,11 +187,7 @@ impl SnapshotCache {
                         s.connected = false;
                     }
                 }
-                AdsEvent::Acked {
-                    proxy,
-                    kind,
-                    version,
-                } => {
+                AdsEvent::Acked { proxy, kind, version } => {
                     inner
                         .status
                         .entry(proxy.clone())
@@ -205,10 +201,7 @@ impl SnapshotCache {
                     s.last_nack = Some(error.clone());
                 }
                 AdsEvent::Sent {
-                    proxy,
-                    kind,
-                    version,
-                    ..
+                    proxy, kind, version, ..
                 } => {
                     inner
                         .status

@@ -50,10 +50,7 @@ impl DeltaStream {
         };
         let state = self.types.entry(kind).or_default();
         if !req.response_nonce.is_empty() {
-            let carried = state
-                .in_flight
-                .remove(&req.response_nonce)
-                .unwrap_or_default();
+            let carried = state.in_flight.remove(&req.response_nonce).unwrap_or_default();
             match &req.error_detail {
                 Some(status) => {
                     tracing::warn!(proxy = %self.proxy, r#type = kind.short(), error = %status.message, "proxy rejected config (NACK)");
@@ -114,28 +111,21 @@ impl DeltaStream {
         out
     }
 
-    fn respond(
-        &mut self,
-        kind: TypeKind,
-        config: &ProxyConfig,
-        out: &mut Output<DeltaDiscoveryResponse>,
-    ) {
+    fn respond(&mut self, kind: TypeKind, config: &ProxyConfig, out: &mut Output<DeltaDiscoveryResponse>) {
         let state = self
             .types
             .get_mut(&kind)
             .expect("respond is only called for subscribed types");
         let mut resources = Vec::new();
         let mut current = BTreeSet::new();
-        let wanted: Box<dyn Iterator<Item = &std::sync::Arc<osm_xds::Resource>>> = if state.wildcard
-        {
+        let wanted: Box<dyn Iterator<Item = &std::sync::Arc<osm_xds::Resource>>> = if state.wildcard {
             Box::new(config.iter(kind))
         } else {
             Box::new(state.names.iter().filter_map(|n| config.get(kind, n)))
         };
         for r in wanted {
             current.insert(r.name.clone());
-            if state.known.get(&r.name) == Some(&r.version)
-                || state.refused.get(&r.name) == Some(&r.version)
+            if state.known.get(&r.name) == Some(&r.version) || state.refused.get(&r.name) == Some(&r.version)
             {
                 continue;
             }

@@ -45,10 +45,7 @@ pub async fn serve(
         .map_err(AdsError::Tls)?
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
         .map_err(AdsError::Serve)
 }

@@ -108,9 +108,7 @@ where
         let span = tracing::info_span!("ads", %proxy);
         let _enter = span.enter();
         drop(_enter);
-        cache.record(AdsEvent::Connected {
-            proxy: proxy.clone(),
-        });
+        cache.record(AdsEvent::Connected { proxy: proxy.clone() });
         let mut node_checked = false;
         loop {
             let (out, generation) = tokio::select! {

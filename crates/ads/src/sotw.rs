@@ -107,12 +107,7 @@ impl SotwStream {
         out
     }
 
-    fn respond(
-        &mut self,
-        kind: TypeKind,
-        config: &ProxyConfig,
-        out: &mut Output<DiscoveryResponse>,
-    ) {
+    fn respond(&mut self, kind: TypeKind, config: &ProxyConfig, out: &mut Output<DiscoveryResponse>) {
         let state = self
             .types
             .get_mut(&kind)
@@ -120,11 +115,7 @@ impl SotwStream {
         let resources: Vec<&Arc<Resource>> = if state.names.is_empty() {
             config.iter(kind).collect()
         } else {
-            state
-                .names
-                .iter()
-                .filter_map(|n| config.get(kind, n))
-                .collect()
+            state.names.iter().filter_map(|n| config.get(kind, n)).collect()
         };
         // EDS/RDS/SDS with names we do not have yet: wait rather than send an empty answer Envoy would
         // take as "removed"; the config will catch up.

@@ -34,10 +34,7 @@ impl IdentityCerts {
         self.validity = validity;
     }
 
-    pub fn secrets_for(
-        &mut self,
-        id: &ServiceIdentity,
-    ) -> Result<Arc<ResourceSet>, ControllerError> {
+    pub fn secrets_for(&mut self, id: &ServiceIdentity) -> Result<Arc<ResourceSet>, ControllerError> {
         if let Some((_, set)) = self.issued.get(id) {
             return Ok(set.clone());
         }

@@ -294,11 +294,7 @@ impl ProxyRegistry for PodRegistry {
         let pods = self.pods.read().unwrap_or_else(|e| e.into_inner());
         match pods.get(&id.proxy_uuid) {
             None => Err("no known pod has this proxy uuid".to_string()),
-            Some((ns, sa))
-                if *ns == id.identity.namespace && *sa == id.identity.service_account =>
-            {
-                Ok(())
-            }
+            Some((ns, sa)) if *ns == id.identity.namespace && *sa == id.identity.service_account => Ok(()),
             Some((ns, sa)) => Err(format!(
                 "the pod with this proxy uuid runs as {sa}.{ns}, not {}.{}",
                 id.identity.service_account, id.identity.namespace

@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use osm_api::smi::access::IdentityBindingSubject;
 
-use crate::input::{
-    AppProtocol, MeshInput, ObjectRef, PodRef, Service, ServiceIdentity, ServiceRef,
-};
+use crate::input::{AppProtocol, MeshInput, ObjectRef, PodRef, Service, ServiceIdentity, ServiceRef};
 use crate::intent::*;
 
 /// The computed mesh: one intent per sidecar (keyed by proxy uuid) and what could not be used.
@@ -82,10 +80,7 @@ impl<'a> Builder<'a> {
     fn new(input: &'a MeshInput) -> Self {
         let mut b = Self {
             input,
-            permissive: input
-                .mesh_config
-                .traffic
-                .enable_permissive_traffic_policy_mode,
+            permissive: input.mesh_config.traffic.enable_permissive_traffic_policy_mode,
             endpoints: BTreeMap::new(),
             splits: BTreeMap::new(),
             destinations: BTreeMap::new(),
@@ -198,9 +193,9 @@ impl<'a> Builder<'a> {
                             "TrafficTarget {tt_ref}: TCPRoute {group_ref} does not exist"
                         )),
                     },
-                    other => self.warnings.push(format!(
-                        "TrafficTarget {tt_ref}: unsupported rule kind {other:?}"
-                    )),
+                    other => self
+                        .warnings
+                        .push(format!("TrafficTarget {tt_ref}: unsupported rule kind {other:?}")),
                 }
             }
             let policy = self.destinations.entry(destination).or_default();
@@ -219,8 +214,7 @@ impl<'a> Builder<'a> {
 
     fn build(mut self) -> MeshModel {
         let shared_outbound = self.permissive.then(|| Arc::new(self.outbound_for(None)));
-        let mut outbound_by_identity: HashMap<ServiceIdentity, Arc<OutboundIntent>> =
-            HashMap::new();
+        let mut outbound_by_identity: HashMap<ServiceIdentity, Arc<OutboundIntent>> = HashMap::new();
         let mut inbound_interner: Interner<InboundIntent> = Interner::new();
         let local_services = self.local_services_by_pod();
 
@@ -241,10 +235,7 @@ impl<'a> Builder<'a> {
                     }
                 },
             };
-            let services = local_services
-                .get(&pod.id)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
+            let services = local_services.get(&pod.id).map(Vec::as_slice).unwrap_or(&[]);
             let inbound = inbound_interner.intern(self.inbound_for(&identity, services));
             proxies.insert(
                 uuid.clone(),
@@ -326,9 +317,9 @@ impl<'a> Builder<'a> {
             .tcp
             .iter()
             .filter(|(ports, _)| {
-                ports.as_ref().is_none_or(|ports| {
-                    ports.contains(&target_port) || !ports.is_disjoint(service_ports)
-                })
+                ports
+                    .as_ref()
+                    .is_none_or(|ports| ports.contains(&target_port) || !ports.is_disjoint(service_ports))
             })
             .flat_map(|(_, sources)| sources.iter().cloned())
             .collect();
@@ -355,8 +346,7 @@ impl<'a> Builder<'a> {
 
     /// Outbound intent for a client identity (`None`: permissive, everything reachable).
     fn outbound_for(&mut self, client: Option<&ServiceIdentity>) -> OutboundIntent {
-        let allowed_destinations =
-            client.map(|c| self.reachable.get(c).cloned().unwrap_or_default());
+        let allowed_destinations = client.map(|c| self.reachable.get(c).cloned().unwrap_or_default());
         let allowed = |id: &Option<ServiceIdentity>| match &allowed_destinations {
             None => true,
             Some(set) => id.as_ref().is_some_and(|id| set.contains(id)),
@@ -375,9 +365,7 @@ impl<'a> Builder<'a> {
                                 .ports
                                 .iter()
                                 .find(|p| p.port == port.port)
-                                .or_else(|| {
-                                    (backend_svc.ports.len() == 1).then(|| &backend_svc.ports[0])
-                                })?;
+                                .or_else(|| (backend_svc.ports.len() == 1).then(|| &backend_svc.ports[0]))?;
                             self.upstream_cluster(
                                 backend_svc,
                                 backend_port.target_port,
@@ -392,19 +380,8 @@ impl<'a> Builder<'a> {
                         })
                         .collect(),
                     None => self
-                        .upstream_cluster(
-                            svc,
-                            port.target_port,
-                            port.protocol,
-                            client.is_some(),
-                            &allowed,
-                        )
-                        .map(|cluster| {
-                            vec![WeightedCluster {
-                                cluster,
-                                weight: 100,
-                            }]
-                        })
+                        .upstream_cluster(svc, port.target_port, port.protocol, client.is_some(), &allowed)
+                        .map(|cluster| vec![WeightedCluster { cluster, weight: 100 }])
                         .unwrap_or_default(),
                 };
                 if backends.is_empty() {
@@ -463,10 +440,7 @@ impl<'a> Builder<'a> {
 }
 
 fn subject_identity(subject: &IdentityBindingSubject, default_ns: &str) -> ServiceIdentity {
-    ServiceIdentity::new(
-        subject.namespace.as_deref().unwrap_or(default_ns),
-        &subject.name,
-    )
+    ServiceIdentity::new(subject.namespace.as_deref().unwrap_or(default_ns), &subject.name)
 }
 
 fn http_route_match(m: &osm_api::smi::specs::HttpMatch) -> HttpRouteMatch {

@@ -22,10 +22,7 @@ pub enum FixtureError {
 impl MeshBuilder {
     pub fn new(permissive: bool) -> Self {
         let mut input = MeshInput::new("cluster.local");
-        input
-            .mesh_config
-            .traffic
-            .enable_permissive_traffic_policy_mode = permissive;
+        input.mesh_config.traffic.enable_permissive_traffic_policy_mode = permissive;
         Self { input }
     }
 
@@ -266,18 +263,8 @@ spec:
 
 /// A bookstore pod: (namespace, pod name, service account, labels).
 pub const BOOKSTORE_PODS: &[(&str, &str, &str, &[(&str, &str)])] = &[
-    (
-        "bookbuyer",
-        "bookbuyer",
-        "bookbuyer",
-        &[("app", "bookbuyer")],
-    ),
-    (
-        "bookthief",
-        "bookthief",
-        "bookthief",
-        &[("app", "bookthief")],
-    ),
+    ("bookbuyer", "bookbuyer", "bookbuyer", &[("app", "bookbuyer")]),
+    ("bookthief", "bookthief", "bookthief", &[("app", "bookthief")]),
     (
         "bookstore",
         "bookstore-v1",
@@ -311,11 +298,7 @@ pub const BOOKSTORE_SERVICES: &[(&str, &str, &[(&str, &str)])] = &[
         "bookstore-v2",
         &[("app", "bookstore"), ("version", "v2")],
     ),
-    (
-        "bookwarehouse",
-        "bookwarehouse",
-        &[("app", "bookwarehouse")],
-    ),
+    ("bookwarehouse", "bookwarehouse", &[("app", "bookwarehouse")]),
 ];
 
 /// The bookstore demo mesh. `pod_ip` and `service_ip` give addresses (the e2e harness knows its own);

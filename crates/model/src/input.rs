@@ -69,10 +69,7 @@ impl ServiceIdentity {
 
     /// The TLS principal (certificate SAN) of this identity: `<sa>.<ns>.<trustDomain>`.
     pub fn principal(&self, trust_domain: &str) -> String {
-        format!(
-            "{}.{}.{}",
-            self.service_account, self.namespace, trust_domain
-        )
+        format!("{}.{}.{}", self.service_account, self.namespace, trust_domain)
     }
 }
 
@@ -189,12 +186,7 @@ impl MeshInput {
         self.pods
             .values()
             .filter(|p| p.id.namespace == service.id.namespace)
-            .filter(|p| {
-                service
-                    .selector
-                    .iter()
-                    .all(|(k, v)| p.labels.get(k) == Some(v))
-            })
+            .filter(|p| service.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
             .filter_map(|p| {
                 p.ip.map(|ip| Endpoint {
                     ip,

@@ -114,10 +114,7 @@ fn split_weights_on_apex() {
     );
     // A zero weight drops the backend.
     let m = mesh(false, Some((100, 0)));
-    assert_eq!(
-        m.proxies["bookbuyer"].outbound.services[0].backends.len(),
-        1
-    );
+    assert_eq!(m.proxies["bookbuyer"].outbound.services[0].backends.len(), 1);
 }
 
 /// Inbound on bookstore-v1: both services that select it get a filter chain; only bookbuyer may call,
@@ -128,15 +125,8 @@ fn smi_inbound_routes_and_identities() {
     let inbound = &m.proxies["bookstore-v1"].inbound;
     assert_eq!(inbound.ports.len(), 1);
     let port = &inbound.ports[0];
-    let services: Vec<String> = port
-        .services
-        .iter()
-        .map(|s| s.service.to_string())
-        .collect();
-    assert_eq!(
-        services,
-        vec!["bookstore/bookstore", "bookstore/bookstore-v1"]
-    );
+    let services: Vec<String> = port.services.iter().map(|s| s.service.to_string()).collect();
+    assert_eq!(services, vec!["bookstore/bookstore", "bookstore/bookstore-v1"]);
     let InboundAccess::HttpRoutes(routes) = &port.access else {
         panic!("expected HTTP routes, got {:?}", port.access)
     };
@@ -177,10 +167,7 @@ fn identical_inbound_intents_are_shared() {
         );
     }
     let m = compute(&b.build());
-    assert!(Arc::ptr_eq(
-        &m.proxies["u0"].inbound,
-        &m.proxies["u2"].inbound
-    ));
+    assert!(Arc::ptr_eq(&m.proxies["u0"].inbound, &m.proxies["u2"].inbound));
     assert_eq!(m.proxies["u0"].inbound.ports[0].target_port, 8080);
 }
 

@@ -1,8 +1,8 @@
 //! Small builders shared by the per-type modules.
 
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, SocketAddress,
-    TransportSocket, address, config_source, data_source, socket_address, transport_socket,
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, SocketAddress, TransportSocket,
+    address, config_source, data_source, socket_address, transport_socket,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig;
 use envoy_types::pb::google::protobuf::Duration;
@@ -46,10 +46,7 @@ pub fn inline(s: &str) -> DataSource {
 }
 
 pub fn seconds(s: i64) -> Duration {
-    Duration {
-        seconds: s,
-        nanos: 0,
-    }
+    Duration { seconds: s, nanos: 0 }
 }
 
 pub fn tls_transport_socket<M: Message + Name>(ctx: &M) -> TransportSocket {

@@ -7,8 +7,8 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use osm_model::{
-    AppProtocol, InboundIntent, OutboundIntent, OutboundService, ProxyIntent, ServiceIdentity,
-    ServiceRef, UpstreamCluster,
+    AppProtocol, InboundIntent, OutboundIntent, OutboundService, ProxyIntent, ServiceIdentity, ServiceRef,
+    UpstreamCluster,
 };
 
 use crate::resource::{ProxyConfig, Resource, ResourceSet};
@@ -26,12 +26,7 @@ impl<K: Eq + Hash, V> Memo<K, V> {
         }
     }
 
-    fn get_or_build(
-        &mut self,
-        key: K,
-        generation: u64,
-        build: impl FnOnce(&K) -> Arc<V>,
-    ) -> Arc<V> {
+    fn get_or_build(&mut self, key: K, generation: u64, build: impl FnOnce(&K) -> Arc<V>) -> Arc<V> {
         let entry = self
             .entries
             .entry(key)
@@ -112,11 +107,7 @@ impl Generator {
 
     /// The full config of one proxy. `identity_secrets` holds its `service-cert` (shared by every proxy
     /// of the same identity; the caller owns certificate issuance and rotation).
-    pub fn proxy_config(
-        &mut self,
-        proxy: &ProxyIntent,
-        identity_secrets: Arc<ResourceSet>,
-    ) -> ProxyConfig {
+    pub fn proxy_config(&mut self, proxy: &ProxyIntent, identity_secrets: Arc<ResourceSet>) -> ProxyConfig {
         let outbound = self.outbound_set(&proxy.outbound);
         let inbound = self.inbound_set(&proxy.inbound);
         ProxyConfig {
@@ -136,28 +127,27 @@ impl Generator {
         });
         self.outbound = outbound;
         // Keeping the intent alive keeps the pointer key unique for this generation.
-        self.outbound_by_ptr
-            .insert(ptr, (intent.clone(), set.clone()));
+        self.outbound_by_ptr.insert(ptr, (intent.clone(), set.clone()));
         set
     }
 
     fn build_outbound(&mut self, intent: &OutboundIntent) -> ResourceSet {
         let g = self.generation;
         let mut set = ResourceSet::default();
-        set.insert(lds::outbound(intent));
-        let mut http_ports: std::collections::BTreeMap<u16, Vec<&OutboundService>> =
-            Default::default();
+        if let Some(listener) = lds::outbound(intent) {
+            set.insert(listener);
+        }
+        let mut http_ports: std::collections::BTreeMap<u16, Vec<&OutboundService>> = Default::default();
         for s in &intent.services {
             if s.protocol == AppProtocol::Http {
                 http_ports.entry(s.port).or_default().push(s);
             }
             for b in &s.backends {
                 let c = &b.cluster;
-                set.insert(self.clusters.get_or_build(
-                    (c.service.clone(), c.target_port),
-                    g,
-                    |_| cds::upstream(c),
-                ));
+                set.insert(
+                    self.clusters
+                        .get_or_build((c.service.clone(), c.target_port), g, |_| cds::upstream(c)),
+                );
                 set.insert(
                     self.endpoints
                         .get_or_build(c.clone(), g, |c| eds::load_assignment(c)),
@@ -186,7 +176,9 @@ impl Generator {
         let ca = self.ca_bundle.clone();
         self.inbound.get_or_build(intent.clone(), g, |intent| {
             let mut set = ResourceSet::default();
-            set.insert(lds::inbound(intent, &td));
+            if let Some(listener) = lds::inbound(intent, &td) {
+                set.insert(listener);
+            }
             set.insert(sds::validation_context(
                 &names::root_cert_inbound(&intent.identity),
                 &ca,

@@ -8,8 +8,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
-    route_match,
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action, route_match,
 };
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
@@ -33,8 +32,13 @@ use crate::rds::{HTTP_RBAC_FILTER, principals_policy};
 use crate::resource::{Resource, TypeKind, to_any};
 
 /// Filter chains by original destination (ClusterIP:port); unknown destinations go to
-/// `passthrough-outbound` when egress is enabled, and are closed otherwise.
-pub fn outbound(intent: &OutboundIntent) -> Arc<Resource> {
+/// `passthrough-outbound` when egress is enabled, and are closed otherwise. `None` when the proxy may
+/// reach nothing at all (Envoy refuses a listener without filter chains; with no listener, intercepted
+/// connections are refused, which is the intent).
+pub fn outbound(intent: &OutboundIntent) -> Option<Arc<Resource>> {
+    if intent.services.is_empty() && !intent.egress_passthrough {
+        return None;
+    }
     let mut seen = HashSet::new();
     let filter_chains = intent
         .services
@@ -63,7 +67,11 @@ pub fn outbound(intent: &OutboundIntent) -> Arc<Resource> {
         default_filter_chain,
         ..Default::default()
     };
-    Resource::encode(TypeKind::Listener, names::OUTBOUND_LISTENER, &listener)
+    Some(Resource::encode(
+        TypeKind::Listener,
+        names::OUTBOUND_LISTENER,
+        &listener,
+    ))
 }
 
 fn outbound_chain(s: &OutboundService) -> FilterChain {
@@ -97,9 +105,7 @@ fn outbound_chain(s: &OutboundService) -> FilterChain {
     FilterChain {
         name,
         filter_chain_match: Some(FilterChainMatch {
-            destination_port: Some(UInt32Value {
-                value: s.port.into(),
-            }),
+            destination_port: Some(UInt32Value { value: s.port.into() }),
             prefix_ranges: s.addresses.iter().map(|ip| host_cidr(*ip)).collect(),
             ..Default::default()
         }),
@@ -110,7 +116,8 @@ fn outbound_chain(s: &OutboundService) -> FilterChain {
 
 /// One filter chain per local service port, matched by the SNI clients send for that service and by ALPN
 /// `osm`; the client must present a mesh certificate (mTLS), and in SMI mode RBAC checks its identity.
-pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Arc<Resource> {
+/// `None` when the pod backs no service.
+pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resource>> {
     let mut filter_chains = Vec::new();
     for port in &intent.ports {
         let Some(first) = port.services.first() else {
@@ -120,11 +127,7 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Arc<Resource> {
         for svc in &port.services {
             let name = names::inbound_filter_chain(&svc.service, svc.port, port.protocol);
             let filters = match port.protocol {
-                AppProtocol::Http => vec![hcm_filter(
-                    &name,
-                    &names::rds_inbound(port.target_port),
-                    true,
-                )],
+                AppProtocol::Http => vec![hcm_filter(&name, &names::rds_inbound(port.target_port), true)],
                 AppProtocol::Tcp => {
                     let mut filters = Vec::new();
                     if let InboundAccess::TcpIdentities(allowed) = &port.access {
@@ -145,9 +148,9 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Arc<Resource> {
                 common_tls_context: Some(CommonTlsContext {
                     tls_certificate_sds_secret_configs: vec![sds(names::SERVICE_CERT)],
                     validation_context_type: Some(
-                        common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(
-                            sds(&names::root_cert_inbound(&intent.identity)),
-                        ),
+                        common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(
+                            &names::root_cert_inbound(&intent.identity),
+                        )),
                     ),
                     alpn_protocols: vec![names::ALPN_OSM.to_string()],
                     ..Default::default()
@@ -172,24 +175,25 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Arc<Resource> {
             });
         }
     }
+    if filter_chains.is_empty() {
+        return None;
+    }
     let listener = Listener {
         name: names::INBOUND_LISTENER.to_string(),
         address: Some(socket_address("0.0.0.0", names::INBOUND_PORT)),
         traffic_direction: TrafficDirection::Inbound as i32,
         listener_filters: vec![
-            listener_filter(
-                "envoy.filters.listener.original_dst",
-                &OriginalDst::default(),
-            ),
-            listener_filter(
-                "envoy.filters.listener.tls_inspector",
-                &TlsInspector::default(),
-            ),
+            listener_filter("envoy.filters.listener.original_dst", &OriginalDst::default()),
+            listener_filter("envoy.filters.listener.tls_inspector", &TlsInspector::default()),
         ],
         filter_chains,
         ..Default::default()
     };
-    Resource::encode(TypeKind::Listener, names::INBOUND_LISTENER, &listener)
+    Some(Resource::encode(
+        TypeKind::Listener,
+        names::INBOUND_LISTENER,
+        &listener,
+    ))
 }
 
 /// `inbound-prometheus-listener`: `/stats/prometheus` on 15010, served from the admin endpoint.
@@ -220,9 +224,7 @@ pub fn prometheus() -> Arc<Resource> {
     };
     let hcm = HttpConnectionManager {
         stat_prefix: "prometheus".to_string(),
-        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
-            route_config,
-        )),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(route_config)),
         http_filters: vec![router_filter()],
         ..Default::default()
     };
@@ -247,9 +249,7 @@ fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool) -> Filter {
         // Empty rules: enforcement comes from each route's RBAC override.
         http_filters.push(HttpFilter {
             name: HTTP_RBAC_FILTER.to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(to_any(
-                &HttpRbac::default(),
-            ))),
+            config_type: Some(http_filter::ConfigType::TypedConfig(to_any(&HttpRbac::default()))),
             ..Default::default()
         });
     }
@@ -269,9 +269,7 @@ fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool) -> Filter {
 fn router_filter() -> HttpFilter {
     HttpFilter {
         name: "envoy.filters.http.router".to_string(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(to_any(
-            &Router::default(),
-        ))),
+        config_type: Some(http_filter::ConfigType::TypedConfig(to_any(&Router::default()))),
         ..Default::default()
     }
 }

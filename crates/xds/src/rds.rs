@@ -8,8 +8,8 @@ use envoy_types::pb::envoy::config::rbac::v3::{
     Permission, Policy, Principal, Rbac as RbacRules, permission, principal, rbac,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
-    WeightedCluster, header_matcher, route, route_action, route_match, weighted_cluster,
+    HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+    header_matcher, route, route_action, route_match, weighted_cluster,
 };
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac, RbacPerRoute};
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
@@ -44,8 +44,7 @@ pub fn outbound(port: u16, services: &[&OutboundService]) -> Arc<Resource> {
                 hosts.insert(0, svc.name.clone());
             }
             hosts.extend(s.addresses.iter().map(|ip| ip.to_string()));
-            let mut domains: Vec<String> =
-                hosts.iter().map(|h| format!("{h}:{}", s.port)).collect();
+            let mut domains: Vec<String> = hosts.iter().map(|h| format!("{h}:{}", s.port)).collect();
             domains.extend(hosts);
             VirtualHost {
                 name: svc.to_string(),
@@ -104,17 +103,11 @@ pub fn inbound(
         name,
         r#match: Some(m),
         action: Some(route::Action::Route(RouteAction {
-            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
-                local_cluster.to_string(),
-            )),
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(local_cluster.to_string())),
             ..Default::default()
         })),
         typed_per_filter_config: rbac
-            .map(|r| {
-                [(HTTP_RBAC_FILTER.to_string(), to_any(&r))]
-                    .into_iter()
-                    .collect()
-            })
+            .map(|r| [(HTTP_RBAC_FILTER.to_string(), to_any(&r))].into_iter().collect())
             .unwrap_or_default(),
         ..Default::default()
     };
@@ -166,12 +159,10 @@ fn regex(r: &str) -> RegexMatcher {
 fn header_regex(name: &str, r: &str) -> HeaderMatcher {
     HeaderMatcher {
         name: name.to_string(),
-        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
-            StringMatcher {
-                match_pattern: Some(string_matcher::MatchPattern::SafeRegex(regex(r))),
-                ignore_case: false,
-            },
-        )),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::SafeRegex(regex(r))),
+            ignore_case: false,
+        })),
         ..Default::default()
     }
 }
@@ -212,16 +203,12 @@ pub(crate) fn principals_policy<'a>(
 ) -> RbacRules {
     let principals: Vec<Principal> = identities
         .map(|id| Principal {
-            identifier: Some(principal::Identifier::Authenticated(
-                principal::Authenticated {
-                    principal_name: Some(StringMatcher {
-                        match_pattern: Some(string_matcher::MatchPattern::Exact(
-                            id.principal(trust_domain),
-                        )),
-                        ignore_case: false,
-                    }),
-                },
-            )),
+            identifier: Some(principal::Identifier::Authenticated(principal::Authenticated {
+                principal_name: Some(StringMatcher {
+                    match_pattern: Some(string_matcher::MatchPattern::Exact(id.principal(trust_domain))),
+                    ignore_case: false,
+                }),
+            })),
         })
         .collect();
     let policies: BTreeMap<String, Policy> = if principals.is_empty() {

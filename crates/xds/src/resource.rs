@@ -29,14 +29,10 @@ impl TypeKind {
     pub fn type_url(self) -> &'static str {
         match self {
             TypeKind::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-            TypeKind::Endpoint => {
-                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-            }
+            TypeKind::Endpoint => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
             TypeKind::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
             TypeKind::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-            TypeKind::Secret => {
-                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-            }
+            TypeKind::Secret => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
         }
     }
 
@@ -71,11 +67,7 @@ pub struct Resource {
 }
 
 impl Resource {
-    pub fn encode<M: Message + Name>(
-        kind: TypeKind,
-        name: impl Into<String>,
-        msg: &M,
-    ) -> Arc<Self> {
+    pub fn encode<M: Message + Name>(kind: TypeKind, name: impl Into<String>, msg: &M) -> Arc<Self> {
         let value = msg.encode_to_vec();
         let version = format!("{:016x}", hash_bytes(&value));
         Arc::new(Self {
@@ -144,10 +136,6 @@ impl ProxyConfig {
     /// True when both configs are made of the very same sets (cheap change detection).
     pub fn same_sets(&self, other: &ProxyConfig) -> bool {
         self.sets.len() == other.sets.len()
-            && self
-                .sets
-                .iter()
-                .zip(&other.sets)
-                .all(|(a, b)| Arc::ptr_eq(a, b))
+            && self.sets.iter().zip(&other.sets).all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }

@@ -26,30 +26,24 @@ pub fn service_cert(cert_chain_pem: &str, private_key_pem: &str) -> Arc<Resource
 }
 
 /// A validation context: the mesh CA bundle and, when given, the exact principals a peer may have.
-pub fn validation_context(
-    name: &str,
-    ca_bundle_pem: &str,
-    peer_principals: &[String],
-) -> Arc<Resource> {
+pub fn validation_context(name: &str, ca_bundle_pem: &str, peer_principals: &[String]) -> Arc<Resource> {
     let secret = Secret {
         name: name.to_string(),
-        r#type: Some(secret::Type::ValidationContext(
-            CertificateValidationContext {
-                trusted_ca: Some(inline(ca_bundle_pem)),
-                match_typed_subject_alt_names: peer_principals
-                    .iter()
-                    .map(|p| SubjectAltNameMatcher {
-                        san_type: SanType::Dns as i32,
-                        matcher: Some(StringMatcher {
-                            match_pattern: Some(string_matcher::MatchPattern::Exact(p.clone())),
-                            ignore_case: false,
-                        }),
-                        oid: String::new(),
-                    })
-                    .collect(),
-                ..Default::default()
-            },
-        )),
+        r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
+            trusted_ca: Some(inline(ca_bundle_pem)),
+            match_typed_subject_alt_names: peer_principals
+                .iter()
+                .map(|p| SubjectAltNameMatcher {
+                    san_type: SanType::Dns as i32,
+                    matcher: Some(StringMatcher {
+                        match_pattern: Some(string_matcher::MatchPattern::Exact(p.clone())),
+                        ignore_case: false,
+                    }),
+                    oid: String::new(),
+                })
+                .collect(),
+            ..Default::default()
+        })),
     };
     Resource::encode(TypeKind::Secret, name, &secret)
 }

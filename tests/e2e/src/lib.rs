@@ -182,8 +182,7 @@ impl Mesh {
             }
             if let Some(meta) = pod_meta.get(&name).filter(|p| p.proxy_uuid.is_some()) {
                 mp.pod.apply_init(&osm_init::InitConfig::default())?;
-                let bootstrap =
-                    cp.bootstrap_for(meta, &hub.ip().to_string(), &server_name, api, &[])?;
+                let bootstrap = cp.bootstrap_for(meta, &hub.ip().to_string(), &server_name, api, &[])?;
                 mp.envoy = Some(mp.pod.spawn_envoy(&bootstrap)?);
             }
             mesh_pods.insert(name, mp);
@@ -252,9 +251,7 @@ impl Mesh {
     }
 
     pub fn pod(&self, name: &str) -> &MeshPod {
-        self.pods
-            .get(name)
-            .unwrap_or_else(|| panic!("no pod {name}"))
+        self.pods.get(name).unwrap_or_else(|| panic!("no pod {name}"))
     }
 
     pub fn envoy(&self, name: &str) -> &EnvoyProcess {
@@ -335,13 +332,7 @@ impl Mesh {
     }
 
     /// `count` HTTP GETs from `pod` to `url` with the bookbuyer's headers.
-    pub fn http_get(
-        &self,
-        pod: &str,
-        url: &str,
-        count: u32,
-        headers: &[&str],
-    ) -> Result<ClientSummary> {
+    pub fn http_get(&self, pod: &str, url: &str, count: u32, headers: &[&str]) -> Result<ClientSummary> {
         let count = count.to_string();
         let mut args = vec![
             "http-client",
