@@ -68,13 +68,7 @@ pub const KINDS: [KindInfo; 11] = [
         "httproutegroups",
         true,
     ),
-    kind(
-        "specs.smi-spec.io",
-        "v1alpha4",
-        "TCPRoute",
-        "tcproutes",
-        true,
-    ),
+    kind("specs.smi-spec.io", "v1alpha4", "TCPRoute", "tcproutes", true),
     kind(
         "split.smi-spec.io",
         "v1alpha2",
@@ -117,13 +111,7 @@ pub const KINDS: [KindInfo; 11] = [
         "ingressbackends",
         true,
     ),
-    kind(
-        "policy.openservicemesh.io",
-        "v1alpha1",
-        "Retry",
-        "retries",
-        true,
-    ),
+    kind("policy.openservicemesh.io", "v1alpha1", "Retry", "retries", true),
     kind(
         "policy.openservicemesh.io",
         "v1alpha1",
@@ -154,10 +142,7 @@ const CRD_LABEL: (&str, &str) = ("app.kubernetes.io/name", "openservicemesh.io")
 /// All CRDs, one per kind, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
     let mesh_config = kube::core::crd::merge_crds(
-        vec![
-            config::v1alpha1::MeshConfig::crd(),
-            config::MeshConfig::crd(),
-        ],
+        vec![config::v1alpha1::MeshConfig::crd(), config::MeshConfig::crd()],
         "v1alpha2",
     )
     .expect("both MeshConfig CRDs are generated for the same group, kind and scope");

@@ -270,26 +270,15 @@ mod tests {
         assert_eq!(parse("3\u{b5}s").unwrap(), Duration::from_micros(3));
         assert_eq!(parse("3\u{3bc}s").unwrap(), Duration::from_micros(3));
         assert_eq!(parse("7ns").unwrap(), Duration::from_nanos(7));
-        assert_eq!(
-            parse("1h1m1s1ms1us1ns").unwrap(),
-            Duration::new(3661, 1_001_001)
-        );
+        assert_eq!(parse("1h1m1s1ms1us1ns").unwrap(), Duration::new(3661, 1_001_001));
     }
 
     #[test]
     fn refuses_bad_input_with_a_clear_error() {
         assert_eq!(parse(""), Err(DurationParseError::Empty));
-        assert_eq!(
-            parse("10"),
-            Err(DurationParseError::MissingUnit("10".into()))
-        );
-        assert_eq!(
-            parse("-5s"),
-            Err(DurationParseError::Negative("-5s".into()))
-        );
-        assert!(
-            matches!(parse("5d"), Err(DurationParseError::UnknownUnit { unit, .. }) if unit == "d")
-        );
+        assert_eq!(parse("10"), Err(DurationParseError::MissingUnit("10".into())));
+        assert_eq!(parse("-5s"), Err(DurationParseError::Negative("-5s".into())));
+        assert!(matches!(parse("5d"), Err(DurationParseError::UnknownUnit { unit, .. }) if unit == "d"));
         assert!(matches!(parse("abc"), Err(DurationParseError::Invalid(_))));
         assert!(matches!(parse("."), Err(DurationParseError::Invalid(_))));
         assert!(matches!(parse("-"), Err(DurationParseError::Invalid(_))));

@@ -71,11 +71,7 @@ pub enum MeshObjectError {
     },
 }
 
-fn decode<T: DeserializeOwned>(
-    value: Value,
-    kind: &str,
-    api_version: &str,
-) -> Result<T, MeshObjectError> {
+fn decode<T: DeserializeOwned>(value: Value, kind: &str, api_version: &str) -> Result<T, MeshObjectError> {
     serde_json::from_value(value).map_err(|source| MeshObjectError::Decode {
         kind: kind.to_string(),
         api_version: api_version.to_string(),
@@ -125,9 +121,7 @@ impl MeshObject {
             ("Egress", _) => MeshObject::Egress(decode(value, k, av)?),
             ("IngressBackend", _) => MeshObject::IngressBackend(decode(value, k, av)?),
             ("Retry", _) => MeshObject::Retry(decode(value, k, av)?),
-            ("UpstreamTrafficSetting", _) => {
-                MeshObject::UpstreamTrafficSetting(decode(value, k, av)?)
-            }
+            ("UpstreamTrafficSetting", _) => MeshObject::UpstreamTrafficSetting(decode(value, k, av)?),
             // `crds::KINDS` and this match list the same kinds; a kind added to one only is a bug.
             _ => return Ok(None),
         };

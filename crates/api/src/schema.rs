@@ -155,9 +155,7 @@ fn walk(schema: &JSONSchemaProps, value: &Value, path: &str, root: bool, errs: &
         {
             errs.add(
                 path,
-                format!(
-                    "Invalid value: {value}: {path} in body should be less than or equal to {max}"
-                ),
+                format!("Invalid value: {value}: {path} in body should be less than or equal to {max}"),
             );
         }
     }

@@ -121,10 +121,7 @@ impl Errors {
 
     pub(crate) fn port(&mut self, field: impl Into<String>, port: i64) {
         if !(1..=65535).contains(&port) {
-            self.add(
-                field,
-                format!("must be a port between 1 and 65535 (got {port})"),
-            );
+            self.add(field, format!("must be a port between 1 and 65535 (got {port})"));
         }
     }
 

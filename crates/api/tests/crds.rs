@@ -113,12 +113,7 @@ fn kinds_table_matches_crds() {
         ["v1alpha2", "v1alpha1"]
     );
     let mc = crds::by_name("meshconfigs.config.openservicemesh.io").unwrap();
-    let v1 = mc
-        .spec
-        .versions
-        .iter()
-        .find(|v| v.name == "v1alpha1")
-        .unwrap();
+    let v1 = mc.spec.versions.iter().find(|v| v.name == "v1alpha1").unwrap();
     assert_eq!(v1.deprecated, Some(true));
     assert!(v1.served);
 }
@@ -135,24 +130,13 @@ fn mesh_config_schema_refuses_wrong_type() {
     let enable_egress = &traffic.properties.as_ref().unwrap()["enableEgress"];
     assert_eq!(enable_egress.type_.as_deref(), Some("boolean"));
 
-    let errs = check(
-        schema,
-        &json!({"spec": {"traffic": {"enableEgress": "no"}}}),
-    )
-    .unwrap_err();
-    assert_eq!(
-        errs.fields().collect::<Vec<_>>(),
-        ["spec.traffic.enableEgress"]
-    );
+    let errs = check(schema, &json!({"spec": {"traffic": {"enableEgress": "no"}}})).unwrap_err();
+    assert_eq!(errs.fields().collect::<Vec<_>>(), ["spec.traffic.enableEgress"]);
     assert_eq!(
         errs.to_string(),
         "spec.traffic.enableEgress: Invalid value: \"string\": spec.traffic.enableEgress in body must be of type boolean: \"string\""
     );
-    check(
-        schema,
-        &json!({"spec": {"traffic": {"enableEgress": false}}}),
-    )
-    .unwrap();
+    check(schema, &json!({"spec": {"traffic": {"enableEgress": false}}})).unwrap();
     // v1alpha1 has the same rule.
     let v1 = schema_for("config.openservicemesh.io/v1alpha1", "MeshConfig").unwrap();
     assert!(check(v1, &json!({"spec": {"traffic": {"enableEgress": "no"}}})).is_err());

@@ -118,10 +118,7 @@ const KINDS: &[(&str, &str)] = &[
     ("policy.openservicemesh.io/v1alpha1", "Egress"),
     ("policy.openservicemesh.io/v1alpha1", "IngressBackend"),
     ("policy.openservicemesh.io/v1alpha1", "Retry"),
-    (
-        "policy.openservicemesh.io/v1alpha1",
-        "UpstreamTrafficSetting",
-    ),
+    ("policy.openservicemesh.io/v1alpha1", "UpstreamTrafficSetting"),
     ("access.smi-spec.io/v1alpha2", "TrafficTarget"),
     ("v1", "Service"),
 ];

@@ -47,8 +47,7 @@ fn round_trip<T: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug>(doc
 #[test]
 fn http_route_group_bookstore() {
     let docs = bookstore();
-    let hrg: HTTPRouteGroup =
-        round_trip(named(&docs, "HTTPRouteGroup", "bookstore-service-routes"));
+    let hrg: HTTPRouteGroup = round_trip(named(&docs, "HTTPRouteGroup", "bookstore-service-routes"));
     assert_eq!(hrg.metadata.namespace.as_deref(), Some("bookstore"));
     let m = &hrg.spec.matches;
     assert_eq!(m.len(), 2);
@@ -57,10 +56,7 @@ fn http_route_group_bookstore() {
     assert_eq!(m[0].methods, ["GET"]);
     assert_eq!(
         m[0].header_pairs().collect::<Vec<_>>(),
-        [
-            ("user-agent", ".*-http-client/*.*"),
-            ("client-app", "bookbuyer")
-        ]
+        [("user-agent", ".*-http-client/*.*"), ("client-app", "bookbuyer")]
     );
     assert_eq!(m[1].path_regex.as_deref(), Some(".*a-book.*new"));
     assert!(!m[1].any_method());
@@ -71,12 +67,7 @@ fn http_route_group_bookstore() {
 #[test]
 fn traffic_targets_bookstore() {
     let docs = bookstore();
-    for name in [
-        "bookstore-v1",
-        "bookstore-v2",
-        "bookwarehouse",
-        "tcp-access",
-    ] {
+    for name in ["bookstore-v1", "bookstore-v2", "bookwarehouse", "tcp-access"] {
         let tt: TrafficTarget = round_trip(named(&docs, "TrafficTarget", name));
         tt.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
     }
@@ -136,25 +127,16 @@ fn mesh_root_certificates() {
     let docs = documents(include_str!("fixtures/config.yaml"));
     let roles = [
         ("osm-mesh-root-certificate", MeshRootCertificateRole::Active),
-        (
-            "osm-mesh-root-certificate-2",
-            MeshRootCertificateRole::Passive,
-        ),
-        (
-            "osm-mesh-root-certificate-3",
-            MeshRootCertificateRole::Inactive,
-        ),
+        ("osm-mesh-root-certificate-2", MeshRootCertificateRole::Passive),
+        ("osm-mesh-root-certificate-3", MeshRootCertificateRole::Inactive),
     ];
     for (name, role) in roles {
         let mrc: MeshRootCertificate = round_trip(named(&docs, "MeshRootCertificate", name));
         assert_eq!(mrc.spec.role, role, "{name}");
         mrc.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
     }
-    let tresor: MeshRootCertificate = round_trip(named(
-        &docs,
-        "MeshRootCertificate",
-        "osm-mesh-root-certificate",
-    ));
+    let tresor: MeshRootCertificate =
+        round_trip(named(&docs, "MeshRootCertificate", "osm-mesh-root-certificate"));
     let ca = &tresor.spec.provider.tresor.as_ref().unwrap().ca.secret_ref;
     assert_eq!(
         (ca.name.as_str(), ca.namespace.as_str()),
@@ -200,11 +182,8 @@ fn policies() {
     let r: Retry = round_trip(named(&docs, "Retry", "retry"));
     assert_eq!(r.spec.retry_policy.num_retries, 5);
     r.validate().unwrap();
-    let uts: UpstreamTrafficSetting = round_trip(named(
-        &docs,
-        "UpstreamTrafficSetting",
-        "http-circuit-breaking",
-    ));
+    let uts: UpstreamTrafficSetting =
+        round_trip(named(&docs, "UpstreamTrafficSetting", "http-circuit-breaking"));
     let tcp = uts
         .spec
         .connection_settings
@@ -249,8 +228,7 @@ fn mesh_object_dispatch() {
         assert_eq!(obj.name(), doc["metadata"]["name"]);
         assert_eq!(obj.namespace(), doc["metadata"]["namespace"].as_str());
         assert_eq!(serde_json::to_value(&obj).unwrap(), doc);
-        obj.validate()
-            .unwrap_or_else(|e| panic!("{}: {e}", obj.name()));
+        obj.validate().unwrap_or_else(|e| panic!("{}: {e}", obj.name()));
     }
 }
 

@@ -77,10 +77,7 @@ fn traffic_target_kinds() {
         ]
     );
     let no_sources = json!({"destination": sa("b", "bookstore"), "sources": [], "rules": []});
-    assert_eq!(
-        fields(traffic_target("bookstore", no_sources)),
-        ["spec.sources"]
-    );
+    assert_eq!(fields(traffic_target("bookstore", no_sources)), ["spec.sources"]);
 }
 
 fn split(spec: Value) -> Value {
@@ -93,7 +90,8 @@ fn split(spec: Value) -> Value {
 fn traffic_split_rules() {
     let ok = json!({"service": "bookstore", "backends": [{"service": "v1", "weight": 0}, {"service": "v2", "weight": 100}]});
     assert_eq!(fields(split(ok)), Vec::<String>::new());
-    let bad = json!({"service": "", "backends": [{"service": "v1", "weight": 50}, {"service": "", "weight": -1}]});
+    let bad =
+        json!({"service": "", "backends": [{"service": "v1", "weight": 50}, {"service": "", "weight": -1}]});
     assert_eq!(
         fields(split(bad.clone())),
         [
@@ -245,10 +243,7 @@ fn retry_rules() {
                                "retryBackoffBaseInterval": backoff}})
     };
     assert_eq!(
-        fields(policy(
-            "Retry",
-            spec("5xx,connect-failure", "25ms", "Service")
-        )),
+        fields(policy("Retry", spec("5xx,connect-failure", "25ms", "Service"))),
         Vec::<String>::new()
     );
     assert_eq!(
@@ -271,10 +266,7 @@ fn upstream_traffic_setting_rules() {
     let ok = json!({"host": "httpbin.httpbin.svc.cluster.local",
                     "rateLimit": {"local": {"http": {"requests": 10, "unit": "second"}}},
                     "httpRoutes": [{"path": "/status/.*", "rateLimit": {"local": {"requests": 1, "unit": "hour"}}}]});
-    assert_eq!(
-        fields(policy("UpstreamTrafficSetting", ok)),
-        Vec::<String>::new()
-    );
+    assert_eq!(fields(policy("UpstreamTrafficSetting", ok)), Vec::<String>::new());
     let bad = json!({
         "host": "",
         "connectionSettings": {"tcp": {"connectTimeout": "0s"}},
@@ -308,7 +300,8 @@ fn mesh_root_certificate_rules() {
     let tresor = json!({"ca": {"secretRef": {"name": "osm-ca-bundle", "namespace": "osm-system"}}});
     let vault = json!({"host": "", "port": 0, "role": "", "protocol": "ftp",
                        "token": {"secretKeyRef": {"name": "t", "namespace": "osm-system", "key": ""}}});
-    let cert_manager = json!({"issuerName": "osm-ca", "issuerKind": "Certificate", "issuerGroup": "cert-manager.io"});
+    let cert_manager =
+        json!({"issuerName": "osm-ca", "issuerKind": "Certificate", "issuerGroup": "cert-manager.io"});
     assert_eq!(
         fields(mrc(
             json!({"trustDomain": "cluster.local", "provider": {"tresor": tresor}})

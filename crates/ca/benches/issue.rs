@@ -10,9 +10,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use osm_ca::{CertificateAuthority, ServiceIdentity, TrustDomain, XdsClientIdentity};
 
 fn issue(c: &mut Criterion) {
-    let ca =
-        CertificateAuthority::generate(TrustDomain::default(), Duration::from_secs(365 * 86400))
-            .expect("root generation");
+    let ca = CertificateAuthority::generate(TrustDomain::default(), Duration::from_secs(365 * 86400))
+        .expect("root generation");
     let id = ServiceIdentity::new("bookstore", "bookstore-ns");
     let xds = XdsClientIdentity {
         proxy_uuid: "0b9c5c4e-5d2f-4e7a-9a43-6c1e8b3f2a10".into(),
@@ -24,10 +23,7 @@ fn issue(c: &mut Criterion) {
     let mut group = c.benchmark_group("issue");
     group.throughput(Throughput::Elements(1));
     group.bench_function("service_cert", |b| {
-        b.iter(|| {
-            ca.issue_service_cert(black_box(&id), validity)
-                .expect("issue")
-        })
+        b.iter(|| ca.issue_service_cert(black_box(&id), validity).expect("issue"))
     });
     group.bench_function("xds_client_cert", |b| {
         b.iter(|| {

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom as _, SystemRandom};
 use time::OffsetDateTime;
@@ -118,10 +118,7 @@ impl IssuedCert {
     /// When to replace this certificate: two thirds into its lifetime, leaving the last third for the
     /// new certificate to reach the proxy (SDS push) before this one expires.
     pub fn renew_at(&self) -> SystemTime {
-        let lifetime = self
-            .not_after
-            .duration_since(self.not_before)
-            .unwrap_or_default();
+        let lifetime = self.not_after.duration_since(self.not_before).unwrap_or_default();
         self.not_before + lifetime * 2 / 3
     }
 }
@@ -195,11 +192,7 @@ impl CertificateAuthority {
     ///
     /// Only one file present is an error rather than a silent regeneration: a new root would invalidate
     /// every certificate proxies hold.
-    pub fn load_or_create(
-        dir: &Path,
-        trust_domain: TrustDomain,
-        validity: Duration,
-    ) -> Result<Self> {
+    pub fn load_or_create(dir: &Path, trust_domain: TrustDomain, validity: Duration) -> Result<Self> {
         let cert_path = dir.join(ROOT_CERT_FILE);
         let key_path = dir.join(ROOT_KEY_FILE);
         match (exists(&cert_path)?, exists(&key_path)?) {
@@ -233,13 +226,7 @@ impl CertificateAuthority {
     /// Builds the CA from a PEM root certificate (the first `CERTIFICATE` block) and its PEM PKCS#8 key.
     /// The certificate must be a CA and the key must be its key.
     pub fn from_pem(cert_pem: &str, key_pem: &str, trust_domain: TrustDomain) -> Result<Self> {
-        Self::from_pem_labelled(
-            cert_pem,
-            key_pem,
-            trust_domain,
-            "(PEM input)",
-            "(PEM input)",
-        )
+        Self::from_pem_labelled(cert_pem, key_pem, trust_domain, "(PEM input)", "(PEM input)")
     }
 
     fn from_pem_labelled(
@@ -287,8 +274,8 @@ impl CertificateAuthority {
                 key: key_label.to_owned(),
             });
         }
-        let issuer = Issuer::from_ca_cert_der(&der.as_slice().into(), key)
-            .map_err(|e| bad_cert(e.to_string()))?;
+        let issuer =
+            Issuer::from_ca_cert_der(&der.as_slice().into(), key).map_err(|e| bad_cert(e.to_string()))?;
         Ok(Self {
             issuer,
             root_cert_pem: pem_encode_cert(&der),
@@ -307,11 +294,7 @@ impl CertificateAuthority {
             .mode(0o700)
             .create(dir)
             .map_err(|source| io_err("creating", dir, source))?;
-        write_atomically(
-            key_path,
-            self.issuer.key().serialize_pem().as_bytes(),
-            0o600,
-        )?;
+        write_atomically(key_path, self.issuer.key().serialize_pem().as_bytes(), 0o600)?;
         write_atomically(cert_path, self.root_cert_pem.as_bytes(), 0o644)?;
         fs::File::open(dir)
             .and_then(|d| d.sync_all())
@@ -357,8 +340,8 @@ impl CertificateAuthority {
         // short-lived certificate is still rotated close to 2/3 of its requested validity.
         let skew = MAX_SKEW_SECS.min(validity_secs / 30);
         let not_before = now - time::Duration::seconds(skew as i64);
-        let not_after = add_secs(now, validity_secs)
-            .map_or(self.root_not_after, |t| t.min(self.root_not_after));
+        let not_after =
+            add_secs(now, validity_secs).map_or(self.root_not_after, |t| t.min(self.root_not_after));
         if not_after <= now {
             return Err(refuse("the root certificate has expired"));
         }
@@ -392,11 +375,7 @@ impl CertificateAuthority {
 
     /// A workload certificate: CN and DNS SAN are the principal `<sa>.<ns>.<trustDomain>`, usable as
     /// TLS server and client.
-    pub fn issue_service_cert(
-        &self,
-        id: &ServiceIdentity,
-        validity: Duration,
-    ) -> Result<IssuedCert> {
+    pub fn issue_service_cert(&self, id: &ServiceIdentity, validity: Duration) -> Result<IssuedCert> {
         let principal = id.principal(&self.trust_domain);
         // A dot inside sa or ns would make the principal ambiguous.
         if !is_dns_label(&id.service_account) || !is_dns_label(&id.namespace) {
@@ -416,11 +395,7 @@ impl CertificateAuthority {
 
     /// A proxy's xDS client certificate: CN `<uuid>.sidecar.<sa>.<ns>.<trustDomain>`, client auth only.
     /// Refuses identities whose CN the ADS server could not parse back.
-    pub fn issue_xds_client_cert(
-        &self,
-        id: &XdsClientIdentity,
-        validity: Duration,
-    ) -> Result<IssuedCert> {
+    pub fn issue_xds_client_cert(&self, id: &XdsClientIdentity, validity: Duration) -> Result<IssuedCert> {
         let cn = id.common_name();
         if id.trust_domain != self.trust_domain {
             return Err(CaError::InvalidRequest {
@@ -428,11 +403,7 @@ impl CertificateAuthority {
                 reason: format!("trust domain is not this CA's ({})", self.trust_domain),
             });
         }
-        if XdsClientIdentity::parse(&cn, &self.trust_domain)
-            .ok()
-            .as_ref()
-            != Some(id)
-        {
+        if XdsClientIdentity::parse(&cn, &self.trust_domain).ok().as_ref() != Some(id) {
             return Err(CaError::InvalidRequest {
                 subject: cn,
                 reason: "does not parse back to the same identity".to_owned(),
@@ -449,11 +420,7 @@ impl CertificateAuthority {
 
     /// A TLS server certificate (ADS server, webhooks): CN is the first name, every name a SAN
     /// (IP addresses as IP SANs).
-    pub fn issue_server_cert(
-        &self,
-        dns_names: &[String],
-        validity: Duration,
-    ) -> Result<IssuedCert> {
+    pub fn issue_server_cert(&self, dns_names: &[String], validity: Duration) -> Result<IssuedCert> {
         let Some(first) = dns_names.first() else {
             return Err(CaError::InvalidRequest {
                 subject: String::new(),

@@ -135,9 +135,7 @@ impl XdsClientIdentity {
             ));
         };
         if uuid.is_empty() || !uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(refuse(
-                "proxy uuid must be non-empty letters, digits and '-'",
-            ));
+            return Err(refuse("proxy uuid must be non-empty letters, digits and '-'"));
         }
         if kind != "sidecar" {
             return Err(refuse("second label must be \"sidecar\""));
@@ -190,30 +188,15 @@ mod tests {
         assert_eq!(id.to_string(), "bookbuyer.bookbuyer-ns");
         assert_eq!(id.principal(&td()), "bookbuyer.bookbuyer-ns.cluster.local");
         let custom: TrustDomain = "mesh.example.com".parse().unwrap();
-        assert_eq!(
-            id.principal(&custom),
-            "bookbuyer.bookbuyer-ns.mesh.example.com"
-        );
+        assert_eq!(id.principal(&custom), "bookbuyer.bookbuyer-ns.mesh.example.com");
     }
 
     /// The default trust domain is cluster.local; malformed domains are refused.
     #[test]
     fn trust_domain_validation() {
         assert_eq!(TrustDomain::default().as_str(), "cluster.local");
-        assert_eq!(
-            TrustDomain::new("cluster.local").unwrap(),
-            TrustDomain::default()
-        );
-        for bad in [
-            "",
-            ".",
-            "a..b",
-            "-a.b",
-            "a-.b",
-            "Cluster.local",
-            "a b",
-            "a.b.",
-        ] {
+        assert_eq!(TrustDomain::new("cluster.local").unwrap(), TrustDomain::default());
+        for bad in ["", ".", "a..b", "-a.b", "a-.b", "Cluster.local", "a b", "a.b."] {
             assert!(TrustDomain::new(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -271,10 +254,7 @@ mod tests {
     fn xds_cn_custom_trust_domain() {
         let other = TrustDomain::new("mesh.example").unwrap();
         let cn = "u1.sidecar.sa.ns.mesh.example";
-        assert_eq!(
-            XdsClientIdentity::parse(cn, &other).unwrap().trust_domain,
-            other
-        );
+        assert_eq!(XdsClientIdentity::parse(cn, &other).unwrap().trust_domain, other);
         assert!(XdsClientIdentity::parse(cn, &td()).is_err());
     }
 }

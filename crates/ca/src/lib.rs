@@ -20,8 +20,7 @@ pub mod peer;
 pub mod rotation;
 
 pub use authority::{
-    CertRequest, CertUsage, CertificateAuthority, IssuedCert, PrivateKeyPem, ROOT_CERT_FILE,
-    ROOT_KEY_FILE,
+    CertRequest, CertUsage, CertificateAuthority, IssuedCert, PrivateKeyPem, ROOT_CERT_FILE, ROOT_KEY_FILE,
 };
 pub use error::{CaError, Result};
 pub use identity::{ServiceIdentity, TrustDomain, XdsClientIdentity};

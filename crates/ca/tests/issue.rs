@@ -4,8 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 use osm_ca::{
-    CaError, CertRequest, CertUsage, CertificateAuthority, ServiceIdentity, TrustDomain,
-    XdsClientIdentity, peer_common_name, peer_dns_names,
+    CaError, CertRequest, CertUsage, CertificateAuthority, ServiceIdentity, TrustDomain, XdsClientIdentity,
+    peer_common_name, peer_dns_names,
 };
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::parse_x509_pem;
@@ -51,10 +51,7 @@ fn root_is_a_self_signed_ca() {
     assert!(ku.key_cert_sign());
     assert_eq!(peer_common_name(&der).unwrap(), "osm-ca.openservicemesh.io");
     let lifetime = secs(ca.root_not_after()) - secs(SystemTime::now());
-    assert!(
-        (lifetime - (365 * DAY).as_secs() as i64).abs() <= 2,
-        "{lifetime}"
-    );
+    assert!((lifetime - (365 * DAY).as_secs() as i64).abs() <= 2, "{lifetime}");
     assert_eq!(ca.trust_domain(), &TrustDomain::default());
 }
 
@@ -78,20 +75,11 @@ fn service_cert_contents() {
     assert!(eku.server_auth && eku.client_auth);
     assert!(!cert.is_ca());
     assert!(cert.key_usage().unwrap().unwrap().value.digital_signature());
-    assert_eq!(
-        cert.raw_serial_as_string().replace(':', ""),
-        issued.serial_hex
-    );
+    assert_eq!(cert.raw_serial_as_string().replace(':', ""), issued.serial_hex);
     assert_eq!(issued.serial_hex.len(), 32);
 
-    assert_eq!(
-        cert.validity().not_before.timestamp(),
-        secs(issued.not_before)
-    );
-    assert_eq!(
-        cert.validity().not_after.timestamp(),
-        secs(issued.not_after)
-    );
+    assert_eq!(cert.validity().not_before.timestamp(), secs(issued.not_before));
+    assert_eq!(cert.validity().not_after.timestamp(), secs(issued.not_after));
     assert!(issued.not_before <= before, "not_before is backdated");
     assert!(secs(before) - secs(issued.not_before) <= 61);
     let expected_after = secs(before) + DAY.as_secs() as i64;
@@ -156,10 +144,7 @@ fn xds_client_cert() {
     assert_signed_by(&der, &ca);
     let cn = peer_common_name(&der).unwrap();
     assert_eq!(cn, id.common_name());
-    assert_eq!(
-        XdsClientIdentity::parse(&cn, ca.trust_domain()).unwrap(),
-        id
-    );
+    assert_eq!(XdsClientIdentity::parse(&cn, ca.trust_domain()).unwrap(), id);
     let (_, cert) = X509Certificate::from_der(&der).unwrap();
     let eku = cert.extended_key_usage().unwrap().unwrap().value;
     assert!(eku.client_auth && !eku.server_auth);
@@ -182,8 +167,7 @@ fn xds_client_cert_refusals() {
     id.identity.service_account = "has.dot".into();
     let err = ca.issue_xds_client_cert(&id, DAY).unwrap_err();
     assert!(
-        err.to_string()
-            .contains("u1.sidecar.has.dot.ns.cluster.local"),
+        err.to_string().contains("u1.sidecar.has.dot.ns.cluster.local"),
         "{err}"
     );
 }
@@ -281,8 +265,7 @@ fn request_refusals() {
 /// A leaf never outlives its root.
 #[test]
 fn leaf_clamped_to_root_expiry() {
-    let ca =
-        CertificateAuthority::generate(TrustDomain::default(), Duration::from_secs(3600)).unwrap();
+    let ca = CertificateAuthority::generate(TrustDomain::default(), Duration::from_secs(3600)).unwrap();
     let issued = ca
         .issue_service_cert(&ServiceIdentity::new("sa", "ns"), 10 * DAY)
         .unwrap();

@@ -5,9 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
-use osm_ca::{
-    CaError, CertificateAuthority, ROOT_CERT_FILE, ROOT_KEY_FILE, ServiceIdentity, TrustDomain,
-};
+use osm_ca::{CaError, CertificateAuthority, ROOT_CERT_FILE, ROOT_KEY_FILE, ServiceIdentity, TrustDomain};
 use x509_parser::prelude::{FromDer as _, X509Certificate};
 
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -122,10 +120,7 @@ fn incomplete_root_is_an_error() {
     assert!(matches!(err, CaError::IncompleteRoot { .. }), "{err}");
     assert!(err.to_string().contains(ROOT_KEY_FILE), "{err}");
     // Nothing was rewritten.
-    assert_eq!(
-        fs::read_to_string(tmp.path().join(ROOT_CERT_FILE)).unwrap(),
-        cert
-    );
+    assert_eq!(fs::read_to_string(tmp.path().join(ROOT_CERT_FILE)).unwrap(), cert);
     assert!(!tmp.path().join(ROOT_KEY_FILE).exists());
 }
 
@@ -135,9 +130,7 @@ fn from_pem_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = load(tmp.path()).unwrap();
     let key_pem = fs::read_to_string(tmp.path().join(ROOT_KEY_FILE)).unwrap();
-    let again =
-        CertificateAuthority::from_pem(ca.root_cert_pem(), &key_pem, TrustDomain::default())
-            .unwrap();
+    let again = CertificateAuthority::from_pem(ca.root_cert_pem(), &key_pem, TrustDomain::default()).unwrap();
     assert_eq!(again.root_cert_der(), ca.root_cert_der());
 
     let leaf = ca

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use osm_ca::{
-    CertificateAuthority, IssuedCert, ServiceIdentity, TrustDomain, XdsClientIdentity,
-    peer_common_name,
+    CertificateAuthority, IssuedCert, ServiceIdentity, TrustDomain, XdsClientIdentity, peer_common_name,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
@@ -65,10 +64,7 @@ fn client_config(ca: &CertificateAuthority, client: &IssuedCert) -> Arc<ClientCo
 }
 
 /// Shuttles TLS records between the two ends until both finish handshaking or one fails.
-fn handshake(
-    client: &mut ClientConnection,
-    server: &mut ServerConnection,
-) -> Result<(), rustls::Error> {
+fn handshake(client: &mut ClientConnection, server: &mut ServerConnection) -> Result<(), rustls::Error> {
     for _ in 0..20 {
         if !client.is_handshaking() && !server.is_handshaking() {
             return Ok(());
@@ -132,10 +128,7 @@ fn mtls_handshake_with_xds_client_cert() {
         .peer_certificates()
         .expect("client presented a certificate")[0];
     let cn = peer_common_name(peer).unwrap();
-    assert_eq!(
-        XdsClientIdentity::parse(&cn, ca.trust_domain()).unwrap(),
-        id
-    );
+    assert_eq!(XdsClientIdentity::parse(&cn, ca.trust_domain()).unwrap(), id);
 }
 
 /// Workload certificates (server+client usage) work on both ends of a mesh mTLS connection.
@@ -166,9 +159,7 @@ fn mtls_handshake_between_service_certs() {
 fn foreign_client_cert_rejected() {
     let ca = CertificateAuthority::generate(TrustDomain::default(), 24 * HOUR).unwrap();
     let other = CertificateAuthority::generate(TrustDomain::default(), 24 * HOUR).unwrap();
-    let server_cert = ca
-        .issue_server_cert(&["ads.local".to_owned()], HOUR)
-        .unwrap();
+    let server_cert = ca.issue_server_cert(&["ads.local".to_owned()], HOUR).unwrap();
     let id = XdsClientIdentity {
         proxy_uuid: "u".into(),
         identity: ServiceIdentity::new("sa", "ns"),

@@ -19,8 +19,8 @@ pub mod v1alpha1;
 pub use resources::{Quantity, ResourceRequirements};
 pub use root_cert::{
     CertManagerProviderSpec, MeshRootCertificate, MeshRootCertificateRole, MeshRootCertificateSpec,
-    MeshRootCertificateStatus, ProviderSpec, SecretKeyReferenceSpec, TresorCASpec,
-    TresorProviderSpec, VaultProviderSpec, VaultTokenSpec,
+    MeshRootCertificateStatus, ProviderSpec, SecretKeyReferenceSpec, TresorCASpec, TresorProviderSpec,
+    VaultProviderSpec, VaultTokenSpec,
 };
 
 /// Envoy log levels accepted by `spec.sidecar.logLevel`.
@@ -37,9 +37,7 @@ pub const TLS_VERSIONS: [&str; 5] = ["TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2"
 pub const CERT_KEY_BIT_SIZES: [i64; 3] = [2048, 4096, 8192];
 
 /// The mesh-wide configuration (upstream object name `osm-mesh-config`).
-#[derive(
-    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
-)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[kube(
     group = "config.openservicemesh.io",
     version = "v1alpha2",
@@ -394,16 +392,10 @@ impl TrafficSpec {
     fn validate_into(&self, errs: &mut Errors) {
         let p = "spec.traffic";
         for (i, port) in self.outbound_port_exclusion_list.iter().enumerate() {
-            errs.port(
-                format!("{p}.outboundPortExclusionList[{i}]"),
-                i64::from(*port),
-            );
+            errs.port(format!("{p}.outboundPortExclusionList[{i}]"), i64::from(*port));
         }
         for (i, port) in self.inbound_port_exclusion_list.iter().enumerate() {
-            errs.port(
-                format!("{p}.inboundPortExclusionList[{i}]"),
-                i64::from(*port),
-            );
+            errs.port(format!("{p}.inboundPortExclusionList[{i}]"), i64::from(*port));
         }
         for (i, c) in self.outbound_ip_range_exclusion_list.iter().enumerate() {
             errs.cidr(format!("{p}.outboundIPRangeExclusionList[{i}]"), c);
@@ -420,10 +412,7 @@ impl TrafficSpec {
             errs.port(format!("{ap}.port"), i64::from(port));
         }
         if authz.enable {
-            errs.non_empty(
-                format!("{ap}.address"),
-                authz.address.as_deref().unwrap_or(""),
-            );
+            errs.non_empty(format!("{ap}.address"), authz.address.as_deref().unwrap_or(""));
             if authz.port.is_none() {
                 errs.add(format!("{ap}.port"), "is required when enable is true");
             }
@@ -440,17 +429,11 @@ impl ObservabilitySpec {
             &OSM_LOG_LEVELS,
         );
         if self.tracing.enable {
-            errs.port(
-                "spec.observability.tracing.port",
-                i64::from(self.tracing.port),
-            );
+            errs.port("spec.observability.tracing.port", i64::from(self.tracing.port));
             if !self.tracing.endpoint.starts_with('/') {
                 errs.add(
                     "spec.observability.tracing.endpoint",
-                    format!(
-                        "must be a path starting with / (got {:?})",
-                        self.tracing.endpoint
-                    ),
+                    format!("must be a path starting with / (got {:?})", self.tracing.endpoint),
                 );
             }
         }
@@ -466,19 +449,13 @@ impl CertificateSpec {
         if !CERT_KEY_BIT_SIZES.contains(&self.cert_key_bit_size) {
             errs.add(
                 "spec.certificate.certKeyBitSize",
-                format!(
-                    "must be one of 2048, 4096, 8192 (got {})",
-                    self.cert_key_bit_size
-                ),
+                format!("must be one of 2048, 4096, 8192 (got {})", self.cert_key_bit_size),
             );
         }
         if let Some(gw) = &self.ingress_gateway {
             let p = "spec.certificate.ingressGateway";
             if gw.subject_alt_names.is_empty() {
-                errs.add(
-                    format!("{p}.subjectAltNames"),
-                    "must list at least one name",
-                );
+                errs.add(format!("{p}.subjectAltNames"), "must list at least one name");
             }
             for (i, san) in gw.subject_alt_names.iter().enumerate() {
                 errs.non_empty(format!("{p}.subjectAltNames[{i}]"), san);

@@ -156,20 +156,13 @@ impl Validate for MeshRootCertificateSpec {
             .trust_domain
             .contains(|c: char| c.is_whitespace() || c == '/')
         {
-            errs.add(
-                "spec.trustDomain",
-                "must be a domain name such as cluster.local",
-            );
+            errs.add("spec.trustDomain", "must be a domain name such as cluster.local");
         }
         let p = &self.provider;
-        let set = [
-            p.cert_manager.is_some(),
-            p.vault.is_some(),
-            p.tresor.is_some(),
-        ]
-        .iter()
-        .filter(|s| **s)
-        .count();
+        let set = [p.cert_manager.is_some(), p.vault.is_some(), p.tresor.is_some()]
+            .iter()
+            .filter(|s| **s)
+            .count();
         if set != 1 {
             errs.add(
                 "spec.provider",
@@ -189,24 +182,14 @@ impl Validate for MeshRootCertificateSpec {
             errs.non_empty("spec.provider.vault.host", &v.host);
             errs.port("spec.provider.vault.port", i64::from(v.port));
             errs.non_empty("spec.provider.vault.role", &v.role);
-            errs.one_of(
-                "spec.provider.vault.protocol",
-                &v.protocol,
-                &["http", "https"],
-            );
+            errs.one_of("spec.provider.vault.protocol", &v.protocol, &["http", "https"]);
             let r = &v.token.secret_key_ref;
             errs.non_empty("spec.provider.vault.token.secretKeyRef.name", &r.name);
-            errs.non_empty(
-                "spec.provider.vault.token.secretKeyRef.namespace",
-                &r.namespace,
-            );
+            errs.non_empty("spec.provider.vault.token.secretKeyRef.namespace", &r.namespace);
             errs.non_empty("spec.provider.vault.token.secretKeyRef.key", &r.key);
         }
         if let Some(t) = &p.tresor {
-            errs.non_empty(
-                "spec.provider.tresor.ca.secretRef.name",
-                &t.ca.secret_ref.name,
-            );
+            errs.non_empty("spec.provider.tresor.ca.secretRef.name", &t.ca.secret_ref.name);
             errs.non_empty(
                 "spec.provider.tresor.ca.secretRef.namespace",
                 &t.ca.secret_ref.namespace,

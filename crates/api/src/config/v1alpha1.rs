@@ -11,9 +11,7 @@ use super::{CertificateSpec, ExternalAuthzSpec, ObservabilitySpec, ResourceRequi
 use crate::duration::GoDuration;
 
 /// The v1alpha1 MeshConfig spec.
-#[derive(
-    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
-)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[kube(
     group = "config.openservicemesh.io",
     version = "v1alpha1",

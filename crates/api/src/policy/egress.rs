@@ -4,9 +4,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    KIND_SERVICE_ACCOUNT, PortSpec, TypedLocalObjectReference, check_matches, check_port_spec,
-};
+use super::{KIND_SERVICE_ACCOUNT, PortSpec, TypedLocalObjectReference, check_matches, check_port_spec};
 use crate::validate::{Errors, Validate, ValidationErrors};
 
 /// Protocols an Egress port may name.

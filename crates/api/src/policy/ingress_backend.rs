@@ -131,9 +131,7 @@ impl Validate for IngressBackendSpec {
                 KIND_IP_RANGE => errs.cidr(format!("{p}.name"), &s.name),
                 other => errs.add(
                     format!("{p}.kind"),
-                    format!(
-                        "must be one of Service, AuthenticatedPrincipal, IPRange (got {other:?})"
-                    ),
+                    format!("must be one of Service, AuthenticatedPrincipal, IPRange (got {other:?})"),
                 ),
             }
         }

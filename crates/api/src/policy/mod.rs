@@ -15,15 +15,13 @@ mod upstream_traffic_setting;
 
 pub use egress::{Egress, EgressSourceSpec, EgressSpec};
 pub use ingress_backend::{
-    BackendSpec, IngressBackend, IngressBackendSpec, IngressBackendStatus, IngressSourceSpec,
-    TlsSpec,
+    BackendSpec, IngressBackend, IngressBackendSpec, IngressBackendStatus, IngressSourceSpec, TlsSpec,
 };
 pub use retry::{Retry, RetryPolicySpec, RetrySpec, RetrySrcDstSpec};
 pub use upstream_traffic_setting::{
     ConnectionSettingsSpec, HttpConnectionSettings, HttpHeaderValue, HttpLocalRateLimitSpec,
-    HttpPerRouteRateLimitSpec, HttpRouteSpec, LocalRateLimitSpec, RateLimitSpec,
-    TcpConnectionSettings, TcpLocalRateLimitSpec, UpstreamTrafficSetting,
-    UpstreamTrafficSettingSpec, UpstreamTrafficSettingStatus,
+    HttpPerRouteRateLimitSpec, HttpRouteSpec, LocalRateLimitSpec, RateLimitSpec, TcpConnectionSettings,
+    TcpLocalRateLimitSpec, UpstreamTrafficSetting, UpstreamTrafficSettingSpec, UpstreamTrafficSettingStatus,
 };
 
 /// Source/destination kind for a ServiceAccount.
@@ -64,11 +62,7 @@ pub(crate) fn check_port_spec(errs: &mut Errors, path: &str, port: &PortSpec, pr
     errs.one_of(format!("{path}.protocol"), &port.protocol, protocols);
 }
 
-pub(crate) fn check_matches(
-    errs: &mut Errors,
-    matches: &[TypedLocalObjectReference],
-    kinds: &[&str],
-) {
+pub(crate) fn check_matches(errs: &mut Errors, matches: &[TypedLocalObjectReference], kinds: &[&str]) {
     for (i, m) in matches.iter().enumerate() {
         errs.one_of(format!("spec.matches[{i}].kind"), &m.kind, kinds);
         errs.non_empty(format!("spec.matches[{i}].name"), &m.name);

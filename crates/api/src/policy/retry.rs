@@ -92,12 +92,7 @@ impl Validate for RetrySpec {
             errs.add("spec.destinations", "must list at least one destination");
         }
         for (i, d) in self.destinations.iter().enumerate() {
-            src_dst(
-                &mut errs,
-                &format!("spec.destinations[{i}]"),
-                d,
-                KIND_SERVICE,
-            );
+            src_dst(&mut errs, &format!("spec.destinations[{i}]"), d, KIND_SERVICE);
         }
         let policy = &self.retry_policy;
         if policy.retry_on.trim().is_empty() {

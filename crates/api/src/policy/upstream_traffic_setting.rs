@@ -215,11 +215,7 @@ impl Validate for UpstreamTrafficSettingSpec {
         }
         if let Some(local) = self.rate_limit.as_ref().and_then(|r| r.local.as_ref()) {
             if let Some(tcp) = &local.tcp {
-                errs.one_of(
-                    "spec.rateLimit.local.tcp.unit",
-                    &tcp.unit,
-                    &RATE_LIMIT_UNITS,
-                );
+                errs.one_of("spec.rateLimit.local.tcp.unit", &tcp.unit, &RATE_LIMIT_UNITS);
             }
             if let Some(http) = &local.http {
                 http_rate_limit(&mut errs, "spec.rateLimit.local.http", http);

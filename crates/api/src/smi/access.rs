@@ -38,9 +38,7 @@ pub struct TrafficTargetSpec {
 }
 
 /// A ServiceAccount, by name and namespace.
-#[derive(
-    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IdentityBindingSubject {
     /// Kind of the subject; must be `ServiceAccount`.
@@ -110,8 +108,7 @@ impl Validate for TrafficTarget {
     fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errs = Errors::default();
         errs.extend(self.spec.validate());
-        if let (Some(own), Some(dest)) =
-            (&self.metadata.namespace, &self.spec.destination.namespace)
+        if let (Some(own), Some(dest)) = (&self.metadata.namespace, &self.spec.destination.namespace)
             && own != dest
         {
             errs.add(
