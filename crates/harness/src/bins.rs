@@ -59,10 +59,11 @@ fn modified(path: &Path) -> Option<SystemTime> {
     path.metadata().and_then(|m| m.modified()).ok()
 }
 
-/// The newest modification time of `Cargo.toml` and any file under `src/` (None if there are none, e.g.
-/// when running from an installed copy without the sources).
+/// The newest modification time of any file under `src/` (None if there are none, e.g. when running
+/// from an installed copy without the sources). `Cargo.toml` is left out: editing it (say, adding a
+/// dev-dependency) does not make cargo relink the binary, so it would look stale forever.
 fn newest_source(crate_dir: &Path) -> Option<SystemTime> {
-    let mut newest = modified(&crate_dir.join("Cargo.toml"));
+    let mut newest = None;
     let mut stack = vec![crate_dir.join("src")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {

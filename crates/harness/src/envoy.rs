@@ -15,8 +15,7 @@ use crate::process::{POLL, PodProcess, tail};
 use crate::{HarnessError, Result};
 
 /// Envoy's admin address in an OSM pod (upstream: 127.0.0.1:15000), used when the bootstrap names none.
-pub const ENVOY_ADMIN_DEFAULT: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 15000);
+pub const ENVOY_ADMIN_DEFAULT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 15000);
 
 /// How long one admin request may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,8 +31,8 @@ pub struct EnvoyProcess {
 
 impl EnvoyProcess {
     pub(crate) fn spawn(pod: &Pod, bootstrap_yaml: &str) -> Result<Self> {
-        let envoy = crate::prereqs::envoy_bin()
-            .map_err(|missing| HarnessError::Invalid(missing.to_string()))?;
+        let envoy =
+            crate::prereqs::envoy_bin().map_err(|missing| HarnessError::Invalid(missing.to_string()))?;
         let admin = admin_address(bootstrap_yaml)?;
         let uid = osm_init::PROXY_UID;
 
@@ -46,9 +45,8 @@ impl EnvoyProcess {
         for (path, mode) in [(&dir, 0o700), (&bootstrap, 0o600)] {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                 .map_err(HarnessError::io(format!("chmod {}", path.display())))?;
-            std::os::unix::fs::chown(path, Some(uid), Some(uid)).map_err(HarnessError::io(
-                format!("chown {} to {uid}", path.display()),
-            ))?;
+            std::os::unix::fs::chown(path, Some(uid), Some(uid))
+                .map_err(HarnessError::io(format!("chown {} to {uid}", path.display())))?;
         }
 
         let argv: Vec<&std::ffi::OsStr> = vec![
@@ -97,9 +95,7 @@ impl EnvoyProcess {
     /// status (e.g. `("POST", "/logging?level=debug")`).
     pub fn admin_request(&self, method: &str, path: &str) -> Result<HttpResponse> {
         let admin = self.admin;
-        in_netns(&self.netns, || {
-            http_request(admin, method, path, ADMIN_TIMEOUT)
-        })?
+        in_netns(&self.netns, || http_request(admin, method, path, ADMIN_TIMEOUT))?
     }
 
     /// `GET <path>` on the admin interface; a non-2xx status is an error carrying the body.
@@ -144,10 +140,7 @@ impl EnvoyProcess {
 
     /// The last 60 lines of Envoy's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        format!(
-            "--- envoy log (tail) ---\n{}",
-            tail(&self.process.stderr(), 60)
-        )
+        format!("--- envoy log (tail) ---\n{}", tail(&self.process.stderr(), 60))
     }
 }
 
@@ -180,9 +173,10 @@ fn admin_address(bootstrap: &str) -> Result<SocketAddr> {
     else {
         return Ok(ENVOY_ADMIN_DEFAULT);
     };
-    let ip = sa.address.parse().map_err(|_| {
-        HarnessError::Invalid(format!("admin address {:?} is not an IP", sa.address))
-    })?;
+    let ip = sa
+        .address
+        .parse()
+        .map_err(|_| HarnessError::Invalid(format!("admin address {:?} is not an IP", sa.address)))?;
     Ok(SocketAddr::new(ip, sa.port_value))
 }
 
@@ -195,20 +189,12 @@ mod tests {
         let yaml = "node: {id: x}\nadmin:\n  address:\n    socket_address: {address: 127.0.0.1, port_value: 15000}\n\
                     static_resources: {listeners: []}\n";
         assert_eq!(admin_address(yaml).unwrap(), ENVOY_ADMIN_DEFAULT);
-        let json = r#"{"admin": {"address": {"socket_address": {"address": "127.0.0.2", "port_value": 9901}}}}"#;
-        assert_eq!(
-            admin_address(json).unwrap(),
-            "127.0.0.2:9901".parse().unwrap()
-        );
-        assert_eq!(
-            admin_address("node: {id: x}\n").unwrap(),
-            ENVOY_ADMIN_DEFAULT
-        );
+        let json =
+            r#"{"admin": {"address": {"socket_address": {"address": "127.0.0.2", "port_value": 9901}}}}"#;
+        assert_eq!(admin_address(json).unwrap(), "127.0.0.2:9901".parse().unwrap());
+        assert_eq!(admin_address("node: {id: x}\n").unwrap(), ENVOY_ADMIN_DEFAULT);
         assert!(
-            admin_address(
-                "admin: {address: {socket_address: {address: localhost, port_value: 1}}}"
-            )
-            .is_err()
+            admin_address("admin: {address: {socket_address: {address: localhost, port_value: 1}}}").is_err()
         );
     }
 }

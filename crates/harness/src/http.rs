@@ -33,12 +33,7 @@ impl HttpResponse {
 /// Sends one request without a body to `addr` from the calling thread's network namespace (wrap it in
 /// [`crate::in_netns`] to send from a pod) and reads the whole response. `timeout` bounds connecting
 /// and each read/write.
-pub fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    timeout: Duration,
-) -> Result<HttpResponse> {
+pub fn http_request(addr: SocketAddr, method: &str, path: &str, timeout: Duration) -> Result<HttpResponse> {
     let err = |what: &str| {
         let what = format!("{method} http://{addr}{path}: {what}");
         move |e: std::io::Error| HarnessError::Http(format!("{what}: {e}"))
@@ -56,8 +51,7 @@ pub fn http_request(
     stream.write_all(request.as_bytes()).map_err(err("send"))?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).map_err(err("read"))?;
-    parse_response(&raw)
-        .map_err(|e| HarnessError::Http(format!("{method} http://{addr}{path}: {e}")))
+    parse_response(&raw).map_err(|e| HarnessError::Http(format!("{method} http://{addr}{path}: {e}")))
 }
 
 /// Parses a complete HTTP/1.1 response (the connection was read to its end).
@@ -70,10 +64,7 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let mut parts = status_line.splitn(3, ' ');
-    let (version, code) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
+    let (version, code) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
     if !version.starts_with("HTTP/1.") {
         return Err(format!("bad status line {status_line:?}"));
     }
@@ -84,26 +75,18 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
         .filter_map(|line| line.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let find = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let rest = &raw[head_end + 4..];
-    let body =
-        if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-            dechunk(rest)?
-        } else if let Some(len) = find("content-length") {
-            let len: usize = len
-                .parse()
-                .map_err(|_| format!("bad content-length {len:?}"))?;
-            rest.get(..len)
-                .ok_or_else(|| format!("body shorter than content-length {len}"))?
-                .to_vec()
-        } else {
-            rest.to_vec()
-        };
+    let body = if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        dechunk(rest)?
+    } else if let Some(len) = find("content-length") {
+        let len: usize = len.parse().map_err(|_| format!("bad content-length {len:?}"))?;
+        rest.get(..len)
+            .ok_or_else(|| format!("body shorter than content-length {len}"))?
+            .to_vec()
+    } else {
+        rest.to_vec()
+    };
     Ok(HttpResponse {
         status,
         headers,
@@ -121,8 +104,7 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
             .ok_or("truncated chunk size")?;
         let size_field = std::str::from_utf8(&data[..line_end]).map_err(|_| "bad chunk size")?;
         let size_hex = size_field.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .map_err(|_| format!("bad chunk size {size_hex:?}"))?;
+        let size = usize::from_str_radix(size_hex, 16).map_err(|_| format!("bad chunk size {size_hex:?}"))?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Ok(body);
@@ -140,8 +122,7 @@ mod tests {
     #[test]
     fn content_length_body() {
         let r =
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Served-By: a\r\n\r\nLIVE")
-                .unwrap();
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Served-By: a\r\n\r\nLIVE").unwrap();
         assert_eq!(
             (r.status, r.body.as_str(), r.header("x-served-by")),
             (200, "LIVE", Some("a"))

@@ -52,11 +52,7 @@ impl Hub {
     /// and specific to the caller (e.g. `osme2e`); it is what [`cleanup_stale`] matches on.
     pub fn create(prefix: &str) -> Result<Hub> {
         static NEXT_HUB: AtomicU32 = AtomicU32::new(0);
-        if prefix.is_empty()
-            || !prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(HarnessError::Invalid(format!(
                 "hub prefix {prefix:?} must be non-empty [A-Za-z0-9_]"
             )));
@@ -69,13 +65,7 @@ impl Hub {
         let netns = NetnsGuard::create(&format!("{prefix}-{id}-hub"))?;
         let ip = hub_ip(&id);
         netns.ip(&["link", "add", BRIDGE, "type", "bridge"])?;
-        netns.ip(&[
-            "addr",
-            "add",
-            &format!("{ip}/{SUBNET_PREFIX_LEN}"),
-            "dev",
-            BRIDGE,
-        ])?;
+        netns.ip(&["addr", "add", &format!("{ip}/{SUBNET_PREFIX_LEN}"), "dev", BRIDGE])?;
         netns.ip(&["link", "set", BRIDGE, "up"])?;
         let dir = make_dir(netns.name())?;
         Ok(Hub {
@@ -122,11 +112,7 @@ impl Hub {
 
     /// Runs a process inside the hub namespace as root (e.g. a control plane binary), with logs in the
     /// hub's directory. See [`Pod::spawn`] for the details.
-    pub fn spawn<S: AsRef<std::ffi::OsStr>>(
-        &self,
-        argv: &[S],
-        env: &[(&str, &str)],
-    ) -> Result<PodProcess> {
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(&self, argv: &[S], env: &[(&str, &str)]) -> Result<PodProcess> {
         let n = self.inner.next_process.fetch_add(1, Ordering::Relaxed);
         spawn_in(self.netns(), &self.inner.dir, n, SpawnAs::Root, argv, env)
     }
@@ -161,13 +147,7 @@ impl Hub {
         self.inner
             .netns
             .ip(&["link", "set", &host_end, "master", BRIDGE, "up"])?;
-        netns.ip(&[
-            "addr",
-            "add",
-            &format!("{ip}/{SUBNET_PREFIX_LEN}"),
-            "dev",
-            "eth0",
-        ])?;
+        netns.ip(&["addr", "add", &format!("{ip}/{SUBNET_PREFIX_LEN}"), "dev", "eth0"])?;
         netns.ip(&["link", "set", "eth0", "up"])?;
         // A default route (rather than only the subnet) so connections to virtual Service IPs have a
         // route; the pod's iptables rules then redirect them to Envoy before they leave.

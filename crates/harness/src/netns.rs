@@ -104,10 +104,7 @@ fn kill_all_in(name: &str) {
     let Ok(pids) = run_cmd(&["ip", "netns", "pids", name]) else {
         return;
     };
-    for pid in pids
-        .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok())
-    {
+    for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }

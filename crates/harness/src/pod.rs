@@ -101,10 +101,8 @@ impl Pod {
     /// nameservers, so unknown names fail fast instead of waiting on a DNS server that cannot be reached.
     pub fn set_hosts(&self, entries: &[(IpAddr, Vec<String>)]) -> Result<()> {
         let dir = self.netns.etc_dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(HarnessError::io(format!("create {}", dir.display())))?;
-        let mut hosts =
-            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        std::fs::create_dir_all(&dir).map_err(HarnessError::io(format!("create {}", dir.display())))?;
+        let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         for (ip, names) in entries {
             if names
                 .iter()

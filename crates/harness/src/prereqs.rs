@@ -35,9 +35,7 @@ pub enum MissingPrereq {
 impl fmt::Display for MissingPrereq {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MissingPrereq::NotRoot => {
-                f.write_str("not running as root (network namespaces need root)")
-            }
+            MissingPrereq::NotRoot => f.write_str("not running as root (network namespaces need root)"),
             MissingPrereq::Tool(tool) => write!(
                 f,
                 "`{tool}` is not on PATH (apt-get install iproute2 iptables util-linux)"
@@ -58,9 +56,7 @@ impl Prereqs {
     /// Checks root, the tools and Envoy.
     pub fn check() -> Result<Prereqs, MissingPrereq> {
         Self::check_netns()?;
-        Ok(Prereqs {
-            envoy: envoy_bin()?,
-        })
+        Ok(Prereqs { envoy: envoy_bin()? })
     }
 
     /// Checks only what namespace tests without Envoy need: root and the tools.
@@ -179,12 +175,10 @@ fn check_envoy(path: &Path) -> Result<(), String> {
 /// The first executable file named `tool` on PATH.
 pub(crate) fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    std::env::split_paths(&path).map(|dir| dir.join(tool)).find(|p| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 #[cfg(test)]
@@ -208,11 +202,7 @@ mod tests {
 
     #[test]
     fn messages_say_what_to_do() {
-        assert!(
-            MissingPrereq::Tool("setpriv")
-                .to_string()
-                .contains("setpriv")
-        );
+        assert!(MissingPrereq::Tool("setpriv").to_string().contains("setpriv"));
         assert!(
             MissingPrereq::Envoy("x".into())
                 .to_string()

@@ -60,9 +60,8 @@ pub(crate) fn spawn_in<S: AsRef<OsStr>>(
     let label = format!("{n}-{base}");
     let stdout = dir.path().join(format!("{label}.out"));
     let stderr = dir.path().join(format!("{label}.err"));
-    let create = |path: &Path| {
-        File::create(path).map_err(HarnessError::io(format!("create {}", path.display())))
-    };
+    let create =
+        |path: &Path| File::create(path).map_err(HarnessError::io(format!("create {}", path.display())));
 
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", netns]);
@@ -84,9 +83,7 @@ pub(crate) fn spawn_in<S: AsRef<OsStr>>(
         // Its own process group, so drop can kill whatever the program forks, too.
         .process_group(0);
     let shown = format!("{label} in {netns}");
-    let child = cmd
-        .spawn()
-        .map_err(HarnessError::io(format!("spawn {shown}")))?;
+    let child = cmd.spawn().map_err(HarnessError::io(format!("spawn {shown}")))?;
     Ok(PodProcess {
         child,
         label: shown,

@@ -168,21 +168,14 @@ fn spawn_uid_logs_and_hosts() {
     let hub = Hub::create(PREFIX).unwrap();
     let pod = hub.add_pod(PodSpec::named("p")).unwrap();
     let mut id = pod
-        .spawn_as(
-            1500,
-            &["sh", "-c", "id -u; id -g; id -G; echo oops >&2"],
-            &[],
-        )
+        .spawn_as(1500, &["sh", "-c", "id -u; id -g; id -G; echo oops >&2"], &[])
         .unwrap();
     assert!(id.wait_timeout(TIMEOUT).unwrap().success());
     assert_eq!(id.stdout(), "1500\n1500\n1500\n");
     assert_eq!(id.stderr(), "oops\n");
 
     let mut root = pod
-        .spawn(
-            &["sh", "-c", "id -u; echo $GREETING"],
-            &[("GREETING", "hi")],
-        )
+        .spawn(&["sh", "-c", "id -u; echo $GREETING"], &[("GREETING", "hi")])
         .unwrap();
     assert!(root.wait_timeout(TIMEOUT).unwrap().success());
     assert_eq!(root.stdout(), "0\nhi\n");
@@ -204,11 +197,7 @@ fn spawn_uid_logs_and_hosts() {
         "{}",
         getent.log_tail(5)
     );
-    assert!(
-        getent.stdout().starts_with("10.96.0.10"),
-        "{}",
-        getent.stdout()
-    );
+    assert!(getent.stdout().starts_with("10.96.0.10"), "{}", getent.stdout());
     // The host's own resolver is untouched.
     let host = std::process::Command::new("getent")
         .args(["hosts", "bookstore.bookstore"])
@@ -261,8 +250,7 @@ fn init_rules_redirect_outbound_except_proxy_uid() {
         .unwrap();
     let nat = String::from_utf8_lossy(&nat.stdout);
     assert_eq!(
-        nat.matches("-A OUTPUT -p tcp -j OSM_PROXY_OUTBOUND")
-            .count(),
+        nat.matches("-A OUTPUT -p tcp -j OSM_PROXY_OUTBOUND").count(),
         1,
         "{nat}"
     );
@@ -335,10 +323,7 @@ fn envoy_runs_as_proxy_uid_and_gets_ready() {
     let bootstrap_meta = std::fs::metadata(envoy.bootstrap_path()).unwrap();
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     assert_eq!(
-        (
-            bootstrap_meta.uid(),
-            bootstrap_meta.permissions().mode() & 0o777
-        ),
+        (bootstrap_meta.uid(), bootstrap_meta.permissions().mode() & 0o777),
         (1500, 0o600)
     );
 }

@@ -1,0 +1,283 @@
+//! Command line of `osm-demo-app`: one subcommand per app, and [`run`] to start it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use hyper::Method;
+use hyper::header::{HeaderName, HeaderValue};
+
+use crate::client_loop::{self, StopWhen};
+use crate::http::{self, HttpRequestSpec};
+use crate::summary::Summary;
+use crate::tcp;
+use crate::url::HttpUrl;
+
+/// Tiny servers and clients for service-mesh tests and demos.
+#[derive(Debug, Parser)]
+#[command(name = "osm-demo-app", version)]
+pub struct Cli {
+    /// Which app to run.
+    #[command(subcommand)]
+    pub command: App,
+}
+
+/// The apps.
+#[derive(Debug, Subcommand)]
+pub enum App {
+    /// Answer every HTTP request with 200, body NAME and header `x-served-by: NAME`.
+    HttpServer {
+        /// Port to listen on (0: any free port; the chosen one is printed).
+        #[arg(long)]
+        port: u16,
+        /// Name to answer with.
+        #[arg(long)]
+        name: String,
+        /// Address to listen on.
+        #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+        address: IpAddr,
+    },
+    /// Echo every byte received on TCP.
+    TcpEcho {
+        /// Port to listen on (0: any free port; the chosen one is printed).
+        #[arg(long)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+        address: IpAddr,
+    },
+    /// Send HTTP requests, one connection each, and print a JSON summary line at the end.
+    HttpClient(HttpClientArgs),
+    /// Send a message over TCP and expect it echoed, one connection each; print a JSON summary line.
+    TcpClient(TcpClientArgs),
+}
+
+/// Arguments of `http-client`.
+#[derive(Debug, Args)]
+pub struct HttpClientArgs {
+    /// Target, `http://host[:port][/path]`; the host is resolved via the system resolver (/etc/hosts).
+    #[arg(long)]
+    pub url: HttpUrl,
+    /// Request method.
+    #[arg(long, default_value = "GET", value_parser = parse_method)]
+    pub method: Method,
+    /// Extra request header `name: value`; repeatable.
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// When to stop, pacing and timeout.
+    #[command(flatten)]
+    pub run: LoopArgs,
+}
+
+/// Arguments of `tcp-client`.
+#[derive(Debug, Args)]
+pub struct TcpClientArgs {
+    /// Target `host:port`.
+    #[arg(long)]
+    pub addr: String,
+    /// Message to send (and expect back).
+    #[arg(long, default_value = "ping", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub message: String,
+    /// When to stop, pacing and timeout.
+    #[command(flatten)]
+    pub run: LoopArgs,
+}
+
+/// How long a client runs. Without `--count`, `--duration-ms` or `--until-file` it runs until SIGTERM or
+/// SIGINT; in every case it prints the summary when it stops.
+#[derive(Debug, Args, Clone)]
+pub struct LoopArgs {
+    /// Stop after N attempts.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this many milliseconds.
+    #[arg(long)]
+    pub duration_ms: Option<u64>,
+    /// Stop as soon as this file exists.
+    #[arg(long)]
+    pub until_file: Option<PathBuf>,
+    /// Pause between attempts, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub interval_ms: u64,
+    /// Per-attempt timeout, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+}
+
+impl LoopArgs {
+    /// The stop conditions.
+    pub fn stop_when(&self) -> StopWhen {
+        StopWhen {
+            count: self.count,
+            duration: self.duration_ms.map(Duration::from_millis),
+            until_file: self.until_file.clone(),
+        }
+    }
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    Method::from_bytes(s.to_ascii_uppercase().as_bytes()).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected `name: value`"))?;
+    let name =
+        HeaderName::from_bytes(name.trim().as_bytes()).map_err(|e| format!("{s:?}: header name: {e}"))?;
+    let value = HeaderValue::from_str(value.trim()).map_err(|e| format!("{s:?}: header value: {e}"))?;
+    Ok((name, value))
+}
+
+/// Runs the chosen app. Servers run until killed; clients print their summary line to stdout when they
+/// stop. Servers print `listening on ADDR` once bound, which tests wait for.
+pub async fn run(cli: Cli) -> std::io::Result<()> {
+    match cli.command {
+        App::HttpServer { port, name, address } => {
+            let listener = bind(address, port).await?;
+            http::serve(listener, name).await
+        }
+        App::TcpEcho { port, address } => {
+            let listener = bind(address, port).await?;
+            tcp::serve_echo(listener).await
+        }
+        App::HttpClient(args) => {
+            let spec = HttpRequestSpec {
+                url: args.url,
+                method: args.method,
+                headers: args.headers,
+                timeout: Duration::from_millis(args.run.timeout_ms),
+            };
+            let interval = Duration::from_millis(args.run.interval_ms);
+            print_summary(client_loop::run(&args.run.stop_when(), interval, || http::attempt(&spec)).await);
+            Ok(())
+        }
+        App::TcpClient(args) => {
+            let timeout = Duration::from_millis(args.run.timeout_ms);
+            let interval = Duration::from_millis(args.run.interval_ms);
+            let message = args.message.as_bytes();
+            let addr = args.addr.as_str();
+            print_summary(
+                client_loop::run(&args.run.stop_when(), interval, || {
+                    tcp::attempt(addr, message, timeout)
+                })
+                .await,
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn bind(address: IpAddr, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let addr = SocketAddr::new(address, port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+    println!("listening on {}", listener.local_addr()?);
+    Ok(listener)
+}
+
+fn print_summary(summary: Summary) {
+    println!("{}", summary.to_json_line());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("osm-demo-app").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn http_client_args() {
+        let cli = parse(&[
+            "http-client",
+            "--url",
+            "http://bookstore.bookstore:14001/books-bought",
+            "--method",
+            "post",
+            "--header",
+            "client-app: bookbuyer",
+            "--header",
+            "user-agent:Go-http-client/1.1",
+            "--count",
+            "3",
+            "--interval-ms",
+            "10",
+        ])
+        .unwrap();
+        let App::HttpClient(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(args.url.host, "bookstore.bookstore");
+        assert_eq!(args.method, Method::POST);
+        assert_eq!(args.headers.len(), 2);
+        assert_eq!(args.headers[0].0.as_str(), "client-app");
+        assert_eq!(args.headers[1].1, "Go-http-client/1.1");
+        assert_eq!(
+            args.run.stop_when(),
+            StopWhen {
+                count: Some(3),
+                ..StopWhen::default()
+            }
+        );
+        assert_eq!((args.run.interval_ms, args.run.timeout_ms), (10, 2000));
+    }
+
+    /// No count, duration or file: run until a signal.
+    #[test]
+    fn continuous_modes() {
+        let cli = parse(&["http-client", "--url", "http://h/"]).unwrap();
+        let App::HttpClient(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(args.run.stop_when(), StopWhen::default());
+        let cli = parse(&[
+            "tcp-client",
+            "--addr",
+            "h:1",
+            "--until-file",
+            "/tmp/stop",
+            "--duration-ms",
+            "500",
+        ])
+        .unwrap();
+        let App::TcpClient(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(args.message, "ping");
+        let stop = args.run.stop_when();
+        assert_eq!(
+            stop.until_file.as_deref(),
+            Some(std::path::Path::new("/tmp/stop"))
+        );
+        assert_eq!(stop.duration, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn servers() {
+        let cli = parse(&["http-server", "--port", "14001", "--name", "bookstore-v1"]).unwrap();
+        assert!(
+            matches!(cli.command, App::HttpServer { port: 14001, ref name, .. } if name == "bookstore-v1")
+        );
+        let cli = parse(&["tcp-echo", "--port", "0", "--address", "127.0.0.1"]).unwrap();
+        assert!(matches!(cli.command, App::TcpEcho { port: 0, address } if address.is_loopback()));
+    }
+
+    #[test]
+    fn bad_args_are_refused() {
+        for args in [
+            &["http-client", "--url", "https://h/"][..],
+            &["http-client", "--url", "http://h/", "--header", "no-colon"],
+            &["http-client", "--url", "http://h/", "--header", "bad name: v"],
+            &["http-client", "--url", "http://h/", "--count", "-1"],
+            &["tcp-client", "--addr", "h:1", "--message", ""],
+            &["http-server", "--port", "70000", "--name", "x"],
+            &["http-server", "--port", "80"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The HTTP server (answers everything with its name) and one HTTP client attempt.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::summary::Outcome;
+use crate::url::HttpUrl;
+
+/// Response header naming the server that answered; the client tallies it in `served_by`.
+pub const SERVED_BY: &str = "x-served-by";
+
+/// Serves HTTP/1.1 on `listener` forever: every request gets `200`, body `name`, header
+/// `x-served-by: name`. Keep-alive is supported (Envoy pools upstream connections). Nothing is logged
+/// per request.
+pub async fn serve(listener: TcpListener, name: String) -> std::io::Result<()> {
+    let name: Arc<str> = name.into();
+    let value = HeaderValue::from_str(&name).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("name {name:?} is not a valid header value"),
+        )
+    })?;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Transient (e.g. out of file descriptors, aborted handshake): keep serving.
+                eprintln!("accept: {err}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let (name, value) = (Arc::clone(&name), value.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (name, value) = (Arc::clone(&name), value.clone());
+                async move {
+                    // Read the request body to its end so the connection can carry the next request.
+                    let _ = req.into_body().collect().await;
+                    let mut resp = Response::new(Full::new(Bytes::from(name.as_bytes().to_vec())));
+                    resp.headers_mut()
+                        .insert(HeaderName::from_static(SERVED_BY), value);
+                    resp.headers_mut()
+                        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            // A client going away mid-request is normal: nothing to report.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// What an HTTP client attempt sends.
+#[derive(Debug, Clone)]
+pub struct HttpRequestSpec {
+    /// Where to.
+    pub url: HttpUrl,
+    /// Which method.
+    pub method: Method,
+    /// Extra headers; they replace the defaults of the same name (`user-agent`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Bound on resolve + connect + request + response.
+    pub timeout: Duration,
+}
+
+/// One request on a new connection (`Connection: close`, so every request is routed on its own). The
+/// host is resolved with the system resolver on every attempt, so `/etc/hosts` (and changes to it)
+/// apply.
+pub async fn attempt(spec: &HttpRequestSpec) -> Outcome {
+    match tokio::time::timeout(spec.timeout, exchange(spec)).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(err)) => Outcome::Error(err),
+        Err(_) => Outcome::Error(format!("timeout after {:?}", spec.timeout)),
+    }
+}
+
+async fn exchange(spec: &HttpRequestSpec) -> Result<Outcome, String> {
+    let url = &spec.url;
+    let stream = connect(&url.host, url.port).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    // The connection future must run while we talk; it is aborted when this attempt ends.
+    let conn = AbortOnDrop(tokio::spawn(conn));
+    let mut req = Request::new(Empty::<Bytes>::new());
+    *req.method_mut() = spec.method.clone();
+    *req.uri_mut() = url
+        .path
+        .parse()
+        .map_err(|e| format!("path {:?}: {e}", url.path))?;
+    let headers = req.headers_mut();
+    headers.insert(
+        HOST,
+        HeaderValue::from_str(&url.authority()).map_err(|e| format!("host header: {e}"))?,
+    );
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("osm-demo-app/", env!("CARGO_PKG_VERSION"))),
+    );
+    for (name, value) in &spec.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let status = resp.status().as_u16();
+    let served_by = resp
+        .headers()
+        .get(SERVED_BY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    resp.into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("response body: {e}"))?;
+    drop(conn);
+    Ok(Outcome::Response { status, served_by })
+}
+
+/// Resolves `host` (system resolver: `/etc/hosts` first) and connects to the first address that accepts.
+async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("resolve {host}: {e}"))?;
+    let mut last = format!("resolve {host}: no addresses");
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = format!("connect {addr}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

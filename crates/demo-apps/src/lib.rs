@@ -1,0 +1,22 @@
+//! `osm-demo-app`: tiny HTTP and TCP servers and clients for mesh tests and the bookstore demo.
+//!
+//! - `http-server --port P --name NAME`: 200, body `NAME`, header `x-served-by: NAME`, for everything.
+//! - `tcp-echo --port P`: echoes bytes.
+//! - `http-client --url URL [--method M] [--header 'k: v']… [--count N | --duration-ms D | --until-file F]`:
+//!   one connection per request (`Connection: close`); prints one JSON [`Summary`] line when it stops.
+//! - `tcp-client --addr host:port --message M [stop flags]`: the same for echoes.
+//!
+//! Clients with no stop flag run until SIGTERM/SIGINT and still print the summary, which is what a
+//! "no failed request while certificates rotate" test needs. Names resolve through the system resolver,
+//! so `/etc/netns/<pod>/hosts` works under `ip netns exec`. Tests in other crates find the binary with
+//! `osm_harness::demo_app_bin()` and parse its output with [`Summary::from_output`].
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod client_loop;
+pub mod http;
+pub mod summary;
+pub mod tcp;
+pub mod url;
+
+pub use summary::{Outcome, Summary};
