@@ -62,10 +62,7 @@ impl InitConfig {
             ("inbound_port", std::slice::from_ref(&self.inbound_port)),
             ("outbound_port", std::slice::from_ref(&self.outbound_port)),
             ("inbound_port_exclusions", &self.inbound_port_exclusions[..]),
-            (
-                "outbound_port_exclusions",
-                &self.outbound_port_exclusions[..],
-            ),
+            ("outbound_port_exclusions", &self.outbound_port_exclusions[..]),
         ];
         for (field, values) in ports {
             if values.contains(&0) {
@@ -89,10 +86,7 @@ pub fn parse_port(s: &str) -> Result<u16, InitError> {
 
 /// Parses a comma-separated list as the pod annotations write it (`"a, b,c"`); empty items are ignored
 /// so an empty annotation means an empty list.
-pub fn parse_list<T>(
-    s: &str,
-    item: impl Fn(&str) -> Result<T, InitError>,
-) -> Result<Vec<T>, InitError> {
+pub fn parse_list<T>(s: &str, item: impl Fn(&str) -> Result<T, InitError>) -> Result<Vec<T>, InitError> {
     s.split(',')
         .map(str::trim)
         .filter(|part| !part.is_empty())
@@ -114,9 +108,7 @@ impl Ipv4Cidr {
         if prefix_len > 32 {
             return Err(InitError::InvalidCidr(format!("{addr}/{prefix_len}")));
         }
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(prefix_len))
-            .unwrap_or(0);
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0);
         Ok(Self {
             network: Ipv4Addr::from(u32::from(addr) & mask),
             prefix_len,
@@ -209,10 +201,7 @@ mod tests {
             " 192.168.1.7/32 ".parse::<Ipv4Cidr>().unwrap().to_string(),
             "192.168.1.7/32"
         );
-        assert_eq!(
-            "1.2.3.4/0".parse::<Ipv4Cidr>().unwrap().to_string(),
-            "0.0.0.0/0"
-        );
+        assert_eq!("1.2.3.4/0".parse::<Ipv4Cidr>().unwrap().to_string(), "0.0.0.0/0");
     }
 
     #[test]
@@ -239,9 +228,7 @@ mod tests {
             vec![80, 443, 8080]
         );
         assert_eq!(parse_list("", parse_port).unwrap(), Vec::<u16>::new());
-        assert!(
-            matches!(parse_list("80,0", parse_port), Err(InitError::InvalidPort(p)) if p == "0")
-        );
+        assert!(matches!(parse_list("80,0", parse_port), Err(InitError::InvalidPort(p)) if p == "0"));
         assert!(matches!(
             parse_list("80,65536", parse_port),
             Err(InitError::InvalidPort(_))
@@ -254,25 +241,10 @@ mod tests {
 
     #[test]
     fn interface_names_are_checked() {
-        for good in [
-            "eth0",
-            "net1",
-            "veth+",
-            "br-lan",
-            "wg0.1",
-            "abcdefghijklmno",
-        ] {
+        for good in ["eth0", "net1", "veth+", "br-lan", "wg0.1", "abcdefghijklmno"] {
             assert_eq!(good.parse::<InterfaceName>().unwrap().as_str(), good);
         }
-        for bad in [
-            "",
-            "+",
-            "eth 0",
-            "eth0\n-A",
-            "abcdefghijklmnop",
-            "a/b",
-            "lo,eth0",
-        ] {
+        for bad in ["", "+", "eth 0", "eth0\n-A", "abcdefghijklmnop", "a/b", "lo,eth0"] {
             assert!(bad.parse::<InterfaceName>().is_err(), "{bad:?}");
         }
     }

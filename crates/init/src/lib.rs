@@ -15,9 +15,7 @@ pub use config::{
     ALWAYS_SKIPPED_INBOUND_PORTS, INBOUND_LISTENER_PORT, InitConfig, InterfaceName, Ipv4Cidr,
     OUTBOUND_LISTENER_PORT, PROXY_UID, parse_list, parse_port,
 };
-pub use rules::{
-    IN_REDIRECT_CHAIN, INBOUND_CHAIN, OUT_REDIRECT_CHAIN, OUTBOUND_CHAIN, render_restore,
-};
+pub use rules::{IN_REDIRECT_CHAIN, INBOUND_CHAIN, OUT_REDIRECT_CHAIN, OUTBOUND_CHAIN, render_restore};
 pub use runner::{CommandRunner, SystemRunner, apply};
 
 /// Why the rules could not be rendered or applied.

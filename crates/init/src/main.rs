@@ -19,11 +19,7 @@ struct List<T>(Vec<T>);
 fn list<T>(
     item: fn(&str) -> Result<T, osm_init::InitError>,
 ) -> impl Fn(&str) -> Result<List<T>, String> + Clone {
-    move |s| {
-        osm_init::parse_list(s, item)
-            .map(List)
-            .map_err(|e| e.to_string())
-    }
+    move |s| osm_init::parse_list(s, item).map(List).map_err(|e| e.to_string())
 }
 
 fn port(s: &str) -> Result<u16, osm_init::InitError> {
@@ -93,8 +89,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         print!("{}", osm_init::render_restore(&cfg, ""));
         return Ok(());
     }
-    let applied =
-        osm_init::apply(&cfg, &SystemRunner::new()).context("applying the interception rules")?;
+    let applied = osm_init::apply(&cfg, &SystemRunner::new()).context("applying the interception rules")?;
     // Like upstream's init container, show what was applied: it ends up in the pod's init logs.
     eprint!("{applied}");
     eprintln!("osm-init: interception rules applied");
@@ -145,10 +140,7 @@ mod tests {
         .unwrap();
         let cfg = args.config();
         assert_eq!(cfg.outbound_ip_range_exclusions.len(), 2);
-        assert_eq!(
-            cfg.outbound_ip_range_inclusions[0].to_string(),
-            "10.96.0.0/12"
-        );
+        assert_eq!(cfg.outbound_ip_range_inclusions[0].to_string(), "10.96.0.0/12");
         assert_eq!(cfg.outbound_port_exclusions, vec![6379, 5432]);
         assert_eq!(cfg.inbound_port_exclusions, vec![9090]);
         assert_eq!(cfg.network_interface_exclusions[0].as_str(), "net1");

@@ -110,9 +110,7 @@ fn rules(cfg: &InitConfig) -> Vec<String> {
         "{OUTBOUND_CHAIN} -o lo -m owner ! --uid-owner {uid} -j RETURN"
     ));
     // Envoy's own upstream connections must not loop back into Envoy.
-    rules.push(format!(
-        "{OUTBOUND_CHAIN} -m owner --uid-owner {uid} -j RETURN"
-    ));
+    rules.push(format!("{OUTBOUND_CHAIN} -m owner --uid-owner {uid} -j RETURN"));
     rules.push(format!("{OUTBOUND_CHAIN} -d 127.0.0.1/32 -j RETURN"));
     for iface in &cfg.network_interface_exclusions {
         rules.push(format!("{OUTBOUND_CHAIN} -o {iface} -j RETURN"));
@@ -130,9 +128,7 @@ fn rules(cfg: &InitConfig) -> Vec<String> {
         rules.push(format!("{OUTBOUND_CHAIN} -j {OUT_REDIRECT_CHAIN}"));
     } else {
         for cidr in &cfg.outbound_ip_range_inclusions {
-            rules.push(format!(
-                "{OUTBOUND_CHAIN} -d {cidr} -j {OUT_REDIRECT_CHAIN}"
-            ));
+            rules.push(format!("{OUTBOUND_CHAIN} -d {cidr} -j {OUT_REDIRECT_CHAIN}"));
         }
         rules.push(format!("{OUTBOUND_CHAIN} -j RETURN"));
     }
@@ -150,13 +146,7 @@ fn multiport_lists(ports: &[u16]) -> Vec<String> {
     }
     unique
         .chunks(MULTIPORT_MAX)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        })
+        .map(|chunk| chunk.iter().map(u16::to_string).collect::<Vec<_>>().join(","))
         .collect()
 }
 

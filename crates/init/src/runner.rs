@@ -117,16 +117,10 @@ mod tests {
     }
 
     impl CommandRunner for FakeRunner {
-        fn run(
-            &self,
-            program: &str,
-            args: &[&str],
-            stdin: Option<&str>,
-        ) -> Result<String, InitError> {
-            self.calls.borrow_mut().push((
-                format!("{program} {}", args.join(" ")),
-                stdin.map(str::to_owned),
-            ));
+        fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, InitError> {
+            self.calls
+                .borrow_mut()
+                .push((format!("{program} {}", args.join(" ")), stdin.map(str::to_owned)));
             Ok(if program == "iptables-save" {
                 self.dump.to_owned()
             } else {
@@ -162,10 +156,7 @@ mod tests {
             inbound_port: 0,
             ..InitConfig::default()
         };
-        assert!(matches!(
-            apply(&cfg, &fake),
-            Err(InitError::InvalidConfig(_))
-        ));
+        assert!(matches!(apply(&cfg, &fake), Err(InitError::InvalidConfig(_))));
         assert!(fake.calls.borrow().is_empty());
     }
 

@@ -125,11 +125,7 @@ fn running_twice_leaves_one_copy_of_each_rule() {
         dupes.is_empty(),
         "duplicated rules after the second run: {dupes:?}\n{second}"
     );
-    assert_eq!(
-        rule_counts(&first),
-        counts,
-        "the second run changed the rules"
-    );
+    assert_eq!(rule_counts(&first), counts, "the second run changed the rules");
     for expected in [
         "-A PREROUTING -p tcp -j OSM_PROXY_INBOUND",
         "-A OUTPUT -p tcp -j OSM_PROXY_OUTBOUND",
