@@ -46,6 +46,17 @@ pub struct Mesh {
     rt: tokio::runtime::Runtime,
 }
 
+/// `osm-demo-app http-server` arguments for a server named `name`.
+pub fn http_server_args(name: &str, port: u16) -> Vec<String> {
+    vec![
+        "http-server".into(),
+        "--port".into(),
+        port.to_string(),
+        "--name".into(),
+        name.into(),
+    ]
+}
+
 /// What `osm-demo-app http-client` prints when done.
 #[derive(Debug, Default, Deserialize)]
 pub struct ClientSummary {
@@ -210,15 +221,18 @@ impl Mesh {
     }
 
     /// The bookstore demo: five pods, HTTP servers on 14001 named after their pods, sidecars on all.
+    /// `extra` adds pods (by name, with an optional app command line) and may edit the input once pod
+    /// addresses are known.
     pub fn bookstore(
         prefix: &str,
         api: AdsApi,
         permissive: bool,
         split: Option<(u32, u32)>,
-        extra_pods: &[&str],
+        extra: &[(&str, Option<Vec<String>>)],
+        customize: impl FnOnce(&mut MeshInput, &BTreeMap<String, IpAddr>),
     ) -> Result<(Mesh, BTreeMap<String, IpAddr>)> {
         let mut names: Vec<&str> = BOOKSTORE_PODS.iter().map(|p| p.1).collect();
-        names.extend_from_slice(extra_pods);
+        names.extend(extra.iter().map(|e| e.0));
         let (hub, pods) = Mesh::pods_for(prefix, &names)?;
         let ips: BTreeMap<String, IpAddr> = pods
             .iter()
@@ -229,23 +243,18 @@ impl Mesh {
             .enumerate()
             .map(|(i, s)| (s.1, IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10 + i as u8))))
             .collect();
-        let input = osm_model::fixtures::bookstore(permissive, split, |n| ips[n], |s| svc_ips[s]);
-        let apps = BOOKSTORE_PODS
+        let mut input = osm_model::fixtures::bookstore(permissive, split, |n| ips[n], |s| svc_ips[s]);
+        customize(&mut input, &ips);
+        let mut apps: BTreeMap<String, Vec<String>> = BOOKSTORE_PODS
             .iter()
             .filter(|p| p.0 == "bookstore" || p.0 == "bookwarehouse")
-            .map(|p| {
-                (
-                    p.1.to_string(),
-                    vec![
-                        "http-server".into(),
-                        "--port".into(),
-                        BOOKSTORE_PORT.to_string(),
-                        "--name".into(),
-                        p.1.to_string(),
-                    ],
-                )
-            })
+            .map(|p| (p.1.to_string(), http_server_args(p.1, BOOKSTORE_PORT)))
             .collect();
+        for (name, app) in extra {
+            if let Some(app) = app {
+                apps.insert(name.to_string(), app.clone());
+            }
+        }
         let mesh = Mesh::start(hub, pods, input, api, &apps)?;
         Ok((mesh, ips))
     }
@@ -348,6 +357,14 @@ impl Mesh {
             args.push(h);
         }
         self.run_client(pod, &args)
+    }
+
+    /// Process ids of every Envoy, to prove a change did not restart any.
+    pub fn envoy_pids(&self) -> BTreeMap<String, u32> {
+        self.pods
+            .iter()
+            .filter_map(|(n, p)| p.envoy.as_ref().map(|e| (n.clone(), e.pid())))
+            .collect()
     }
 
     /// The NACKs every proxy sent so far (none expected).

@@ -9,7 +9,8 @@ fn permissive(prefix: &str, api: AdsApi) {
         return;
     }
     // "outsider" has no sidecar and no interception: a client without a mesh certificate.
-    let (mesh, ips) = Mesh::bookstore(prefix, api, true, None, &["outsider"]).expect("mesh starts");
+    let (mesh, ips) =
+        Mesh::bookstore(prefix, api, true, None, &[("outsider", None)], |_, _| {}).expect("mesh starts");
 
     // The app in bookbuyer calls the service by name over plain HTTP; both Envoys are in the path.
     let s = mesh
