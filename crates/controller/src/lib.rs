@@ -222,8 +222,7 @@ impl ControlPlane {
         })
     }
 
-    /// An Envoy bootstrap for `pod`, with a fresh xDS client certificate (CN
-    /// `<uuid>.sidecar.<sa>.<ns>.<trustDomain>`). The result contains a private key.
+    /// An Envoy bootstrap for `pod`; see [`render_bootstrap`].
     pub fn bootstrap_for(
         &self,
         pod: &Pod,
@@ -232,36 +231,49 @@ impl ControlPlane {
         api: AdsApi,
         probes: &[bootstrap::Probe],
     ) -> Result<String, ControllerError> {
-        let uuid = pod
-            .proxy_uuid
-            .clone()
-            .ok_or_else(|| ControllerError::NotMeshed(pod.id.to_string()))?;
-        let identity = XdsClientIdentity {
-            proxy_uuid: uuid,
-            identity: osm_ca::ServiceIdentity::new(&pod.service_account, &pod.id.namespace),
-            trust_domain: self.trust_domain.clone(),
-        };
-        let cert = self
-            .ca
-            .issue_xds_client_cert(&identity, Duration::from_secs(365 * 24 * 3600))
-            .map_err(|source| ControllerError::Certificate {
-                what: format!("proxy of pod {}", pod.id),
-                source,
-            })?;
-        let node_id = identity.common_name();
-        Ok(bootstrap::render(&BootstrapConfig {
-            node_id: &node_id,
-            node_cluster: &format!("{}.{}", pod.service_account, pod.id.namespace),
-            ads_host,
-            ads_port: osm_xds::names::ADS_PORT,
-            ads_server_name,
-            api,
-            client_cert_pem: &cert.cert_pem,
-            client_key_pem: cert.private_key.expose_pem(),
-            ca_bundle_pem: self.ca.root_cert_pem(),
-            probes,
-        }))
+        render_bootstrap(&self.ca, pod, ads_host, ads_server_name, api, probes)
     }
+}
+
+/// An Envoy bootstrap for `pod`, with a fresh xDS client certificate (CN
+/// `<uuid>.sidecar.<sa>.<ns>.<trustDomain>`) from `ca`. The result contains a private key: store it like
+/// one (mode 0600, or a Kubernetes Secret).
+pub fn render_bootstrap(
+    ca: &CertificateAuthority,
+    pod: &Pod,
+    ads_host: &str,
+    ads_server_name: &str,
+    api: AdsApi,
+    probes: &[bootstrap::Probe],
+) -> Result<String, ControllerError> {
+    let uuid = pod
+        .proxy_uuid
+        .clone()
+        .ok_or_else(|| ControllerError::NotMeshed(pod.id.to_string()))?;
+    let identity = XdsClientIdentity {
+        proxy_uuid: uuid,
+        identity: osm_ca::ServiceIdentity::new(&pod.service_account, &pod.id.namespace),
+        trust_domain: ca.trust_domain().clone(),
+    };
+    let cert = ca
+        .issue_xds_client_cert(&identity, Duration::from_secs(365 * 24 * 3600))
+        .map_err(|source| ControllerError::Certificate {
+            what: format!("proxy of pod {}", pod.id),
+            source,
+        })?;
+    let node_id = identity.common_name();
+    Ok(bootstrap::render(&BootstrapConfig {
+        node_id: &node_id,
+        node_cluster: &format!("{}.{}", pod.service_account, pod.id.namespace),
+        ads_host,
+        ads_port: osm_xds::names::ADS_PORT,
+        ads_server_name,
+        api,
+        client_cert_pem: &cert.cert_pem,
+        client_key_pem: cert.private_key.expose_pem(),
+        ca_bundle_pem: ca.root_cert_pem(),
+        probes,
+    }))
 }
 
 /// The ADS cache key of a proxy: its xDS certificate CN (also its Envoy node id).

@@ -1,0 +1,56 @@
+//! `osm controller --config-dir DIR`: the local-mode control plane on its own, for Envoys running
+//! anywhere that can reach its ADS port.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use osm_ca::{CertificateAuthority, TrustDomain};
+
+#[derive(clap::Args)]
+pub struct ControllerArgs {
+    /// Directory of Kubernetes-style YAML (Namespaces, ServiceAccounts, Services, Pods/Deployments with
+    /// workload IPs, SMI and OSM resources, MeshConfig). Watched: edits apply live.
+    #[arg(long)]
+    config_dir: PathBuf,
+    /// Where ADS listens (mTLS only).
+    #[arg(long, default_value = "0.0.0.0:15128")]
+    listen: String,
+    /// Keeps the CA (`root-cert.pem`, `root-key.pem`) so restarts keep identities.
+    #[arg(long, default_value_os_t = crate::default_state_dir())]
+    state_dir: PathBuf,
+}
+
+pub fn run(osm_namespace: &str, a: ControllerArgs) -> Result<std::process::ExitCode> {
+    let ca = CertificateAuthority::load_or_create(
+        &a.state_dir,
+        TrustDomain::default(),
+        Duration::from_secs(10 * 365 * 24 * 3600),
+    )
+    .with_context(|| format!("loading the CA from {}", a.state_dir.display()))?;
+    let ca = Arc::new(ca);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let listener =
+        std::net::TcpListener::bind(&a.listen).with_context(|| format!("binding ADS on {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    let local = crate::local::LocalControlPlane::start_on(&rt, ca, &a.config_dir, listener, osm_namespace)?;
+    println!("ADS (mTLS) listening on {addr}");
+    println!(
+        "CA bundle: {}",
+        a.state_dir.join(osm_ca::ROOT_CERT_FILE).display()
+    );
+    println!(
+        "server name sidecars must expect: {}",
+        osm_controller::ads_server_name(osm_namespace)
+    );
+    println!(
+        "watching {} — `osm bootstrap` writes a sidecar bootstrap for a workload",
+        a.config_dir.display()
+    );
+    rt.block_on(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    local.stop();
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -1,0 +1,175 @@
+//! The local-mode control plane: a manifest directory (validated, watched) feeding the controller,
+//! the ADS server over mTLS, and certificate rotation. Used by `osm controller` and `osm demo`.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use osm_ca::{CertificateAuthority, TrustDomain};
+use osm_controller::ControlPlane;
+use osm_model::MeshInput;
+use osm_sources::{ManifestDir, ManifestSource, Reload};
+use tokio::runtime::Runtime;
+
+pub struct LocalControlPlane {
+    cp: Arc<ControlPlane>,
+    last_event: Arc<Mutex<String>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl LocalControlPlane {
+    /// Loads `config_dir` once (problems are reported; valid files still apply), starts ADS on
+    /// `listener` and watches the directory for changes.
+    pub fn start_on(
+        rt: &Runtime,
+        ca: Arc<CertificateAuthority>,
+        config_dir: &Path,
+        listener: std::net::TcpListener,
+        osm_namespace: &str,
+    ) -> Result<Self> {
+        let mut source = ManifestSource::new(ManifestDir::new(config_dir));
+        let last_event = Arc::new(Mutex::new(String::new()));
+        match source.reload() {
+            Reload::Rejected(errors) => {
+                for e in &errors {
+                    tracing::error!(error = %e, "invalid manifest; its last good contents (none yet) stay in force");
+                }
+                set(
+                    &last_event,
+                    format!("{} invalid manifest(s): {}", errors.len(), errors[0]),
+                );
+            }
+            _ => set(&last_event, "loaded the config directory".to_string()),
+        }
+        let cp = Arc::new(ControlPlane::new(ca, source.input().clone()));
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let server_name = osm_controller::ads_server_name(osm_namespace);
+        let tls = cp.ads_tls(&[server_name])?;
+        let service = osm_ads::AdsService::new(
+            cp.cache().clone(),
+            cp.registry(),
+            TrustDomain::default(),
+            shutdown_rx.clone(),
+        );
+        let _guard = rt.enter();
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener).context("serving ADS")?;
+        let mut stop = shutdown_rx.clone();
+        rt.spawn(async move {
+            let shutdown = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = osm_ads::serve(listener, tls, service, shutdown).await {
+                tracing::error!(error = ?e, "ADS server stopped");
+            }
+        });
+        rt.spawn(cp.clone().run_rotation(shutdown_rx.clone()));
+        {
+            let cp = cp.clone();
+            let last_event = last_event.clone();
+            rt.spawn(async move {
+                source
+                    .watch(shutdown_rx, move |change| match change {
+                        Ok(input) => {
+                            let stats = cp.update(|i| *i = input);
+                            tracing::info!(?stats, "applied the config directory");
+                            set(&last_event, format!(
+                                "applied config dir: {} proxies, {} changed in {} ms",
+                                stats.proxies,
+                                stats.changed,
+                                stats.micros / 1000
+                            ));
+                        }
+                        Err(errors) => {
+                            for e in &errors {
+                                tracing::error!(error = %e, "invalid manifest; the previous policy stays in force");
+                            }
+                            set(&last_event, format!("REJECTED {}: previous policy kept", errors[0]));
+                        }
+                    })
+                    .await;
+            });
+        }
+        Ok(Self {
+            cp,
+            last_event,
+            shutdown,
+        })
+    }
+
+    /// Like [`Self::start_on`], with ADS bound inside the demo's hub namespace.
+    pub fn start(
+        rt: &Runtime,
+        ca: Arc<CertificateAuthority>,
+        config_dir: &Path,
+        hub: &osm_harness::Hub,
+    ) -> Result<Self> {
+        let listener = hub.bind_tcp(osm_xds::names::ADS_PORT)?;
+        Self::start_on(rt, ca, config_dir, listener, "osm-system")
+    }
+
+    pub fn control_plane(&self) -> Arc<ControlPlane> {
+        self.cp.clone()
+    }
+
+    pub fn proxy_keys(&self) -> Vec<String> {
+        self.cp.cache().proxies()
+    }
+
+    pub fn last_event(&self) -> String {
+        self.last_event.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for LocalControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn set(slot: &Mutex<String>, s: String) {
+    if let Ok(mut g) = slot.lock() {
+        *g = s;
+    }
+}
+
+/// `/etc/hosts` lines for every Service with a ClusterIP: `<svc>.<ns>`, `<svc>.<ns>.svc`, and the FQDN.
+pub fn hosts_entries(input: &MeshInput) -> Vec<(IpAddr, Vec<String>)> {
+    input
+        .services
+        .values()
+        .filter_map(|s| {
+            let ip = s.cluster_ip?;
+            let (n, ns) = (&s.id.name, &s.id.namespace);
+            Some((
+                ip,
+                vec![
+                    format!("{n}.{ns}"),
+                    format!("{n}.{ns}.svc"),
+                    format!("{n}.{ns}.svc.cluster.local"),
+                ],
+            ))
+        })
+        .collect()
+}
+
+/// Waits (bounded) until every proxy the control plane knows is in sync.
+pub fn wait_all_in_sync(cp: &ControlPlane, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let keys = cp.cache().proxies();
+        if !keys.is_empty() && keys.iter().all(|k| cp.cache().in_sync(k)) {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
