@@ -42,11 +42,15 @@ pub enum AdsEvent {
 /// Per-proxy view of the last ACK and NACK, per type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxyStatus {
+    /// At least one ADS stream of the proxy is open.
     pub connected: bool,
     /// The config generation the proxy's stream has handled last (see `SnapshotCache::in_sync`).
     pub handled_generation: u64,
+    /// Last version (SotW) or nonce (delta) sent per type on the newest stream.
     pub sent: HashMap<TypeKind, String>,
+    /// Last version (SotW) or nonce (delta) the proxy ACKed per type on the newest stream.
     pub acked: HashMap<TypeKind, String>,
+    /// NACKs over the proxy's lifetime in the cache, and the latest one's message.
     pub nacks: u64,
     pub last_nack: Option<String>,
 }
@@ -64,6 +68,8 @@ type Slot = watch::Sender<Option<Versioned>>;
 struct Inner {
     slots: HashMap<String, Slot>,
     status: HashMap<String, ProxyStatus>,
+    /// Open streams per proxy: a reconnecting Envoy may open the new stream before the old one ends.
+    streams: HashMap<String, usize>,
 }
 
 /// Shared between the controller (writer) and the ADS server (readers).
@@ -180,11 +186,27 @@ impl SnapshotCache {
             let mut inner = self.lock();
             match &event {
                 AdsEvent::Connected { proxy } => {
-                    inner.status.entry(proxy.clone()).or_default().connected = true
+                    *inner.streams.entry(proxy.clone()).or_default() += 1;
+                    let s = inner.status.entry(proxy.clone()).or_default();
+                    s.connected = true;
+                    // A new stream starts from nothing: versions sent and ACKed on an earlier one (delta
+                    // nonces restart at 1) must not make it look in sync before it ACKed anything.
+                    s.sent.clear();
+                    s.acked.clear();
                 }
                 AdsEvent::Disconnected { proxy } => {
+                    let open = match inner.streams.get_mut(proxy) {
+                        Some(n) => {
+                            *n = n.saturating_sub(1);
+                            *n
+                        }
+                        None => 0,
+                    };
+                    if open == 0 {
+                        inner.streams.remove(proxy);
+                    }
                     if let Some(s) = inner.status.get_mut(proxy) {
-                        s.connected = false;
+                        s.connected = open > 0;
                     }
                 }
                 AdsEvent::Acked { proxy, kind, version } => {
@@ -215,5 +237,96 @@ impl SnapshotCache {
         }
         // Nobody listening is fine.
         let _ = self.events.send(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROXY: &str = "u1.sidecar.bookbuyer.bookbuyer.cluster.local";
+
+    fn connected() -> AdsEvent {
+        AdsEvent::Connected { proxy: PROXY.into() }
+    }
+
+    fn disconnected() -> AdsEvent {
+        AdsEvent::Disconnected { proxy: PROXY.into() }
+    }
+
+    fn sent(version: &str) -> AdsEvent {
+        AdsEvent::Sent {
+            proxy: PROXY.into(),
+            kind: TypeKind::Cluster,
+            version: version.into(),
+            resources: 1,
+        }
+    }
+
+    fn acked(version: &str) -> AdsEvent {
+        AdsEvent::Acked {
+            proxy: PROXY.into(),
+            kind: TypeKind::Cluster,
+            version: version.into(),
+        }
+    }
+
+    /// A reconnected stream is not in sync on the strength of the previous stream's ACKs (delta
+    /// nonces restart at 1, so "sent 1" would match the old "acked 1").
+    #[test]
+    fn new_stream_is_not_in_sync_until_it_acks() {
+        let cache = SnapshotCache::new();
+        assert!(cache.set(PROXY, ProxyConfig::default()));
+        for e in [connected(), sent("1"), acked("1")] {
+            cache.record(e);
+        }
+        cache.handled(PROXY, 1);
+        assert!(cache.in_sync(PROXY));
+
+        cache.record(disconnected());
+        assert!(!cache.in_sync(PROXY));
+        cache.record(connected());
+        cache.record(sent("1"));
+        cache.handled(PROXY, 1);
+        assert!(!cache.in_sync(PROXY), "the new stream has not ACKed yet");
+        cache.record(acked("1"));
+        assert!(cache.in_sync(PROXY));
+    }
+
+    /// Envoy may open its new stream before the old one is torn down: the old one ending leaves the
+    /// proxy connected.
+    #[test]
+    fn proxy_stays_connected_while_any_stream_is_open() {
+        let cache = SnapshotCache::new();
+        cache.record(connected());
+        cache.record(connected());
+        cache.record(disconnected());
+        assert!(cache.status(PROXY).expect("a status").connected);
+        cache.record(disconnected());
+        assert!(!cache.status(PROXY).expect("a status").connected);
+        // A stray extra Disconnected does not underflow into "connected".
+        cache.record(disconnected());
+        cache.record(connected());
+        assert!(cache.status(PROXY).expect("a status").connected);
+    }
+
+    /// Republishing the same sets wakes nobody; other sets bump the generation.
+    #[test]
+    fn set_detects_changes_by_set_identity() {
+        let cache = SnapshotCache::new();
+        let config = ProxyConfig {
+            sets: vec![Arc::default()],
+        };
+        let mut rx = cache.subscribe(PROXY);
+        assert!(cache.set(PROXY, config.clone()));
+        assert!(rx.has_changed().expect("the slot exists"));
+        assert_eq!(rx.borrow_and_update().as_ref().map(|v| v.generation), Some(1));
+        assert!(!cache.set(PROXY, config));
+        assert!(!rx.has_changed().expect("the slot exists"));
+        assert!(cache.set(PROXY, ProxyConfig::default()));
+        assert_eq!(rx.borrow_and_update().as_ref().map(|v| v.generation), Some(2));
+        cache.remove(PROXY);
+        assert!(rx.has_changed().is_err(), "removal closes the channel");
+        assert!(cache.get(PROXY).is_none());
     }
 }

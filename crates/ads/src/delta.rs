@@ -55,7 +55,13 @@ impl DeltaStream {
                 Some(status) => {
                     tracing::warn!(proxy = %self.proxy, r#type = kind.short(), error = %status.message, "proxy rejected config (NACK)");
                     for (name, version) in carried {
-                        state.known.remove(&name);
+                        // A later response already superseded this version: nothing to remember.
+                        if state.known.get(&name) != Some(&version) {
+                            continue;
+                        }
+                        // The proxy may hold an older version, or none: keep the name with a version
+                        // matching nothing, so its removal is still announced if it goes away.
+                        state.known.insert(name.clone(), String::new());
                         state.refused.insert(name, version);
                     }
                     out.events.push(AdsEvent::Nacked {
@@ -72,7 +78,10 @@ impl DeltaStream {
                 }),
             }
         }
-        if !state.subscribed {
+        // The first request of a type on a stream says what the proxy already holds (after a
+        // reconnect): those versions are known, so unchanged resources are not sent again.
+        let first = !state.subscribed;
+        if first {
             state.subscribed = true;
             // LDS and CDS are wildcard unless the proxy names resources; "*" is an explicit wildcard.
             state.wildcard = matches!(kind, TypeKind::Listener | TypeKind::Cluster)
@@ -84,8 +93,12 @@ impl DeltaStream {
                 state.wildcard = true;
             } else {
                 state.names.insert(name.clone());
-                // Subscribing to a name means "send it", even if we think it is known.
-                state.known.remove(name);
+                // Subscribing to a name means "send it", even if we think it is known: the proxy may
+                // have dropped it. Not so for a name whose version the same first request declares
+                // (Envoy lists every name in both on reconnect); that is what the map is for.
+                if !(first && req.initial_resource_versions.contains_key(name)) {
+                    state.known.remove(name);
+                }
             }
         }
         for name in &req.resource_names_unsubscribe {
@@ -144,6 +157,7 @@ impl DeltaStream {
         let nonce = self.nonce.to_string();
         for n in &removed {
             state.known.remove(n);
+            state.refused.remove(n);
         }
         let carried: Vec<(String, String)> = resources
             .iter()
@@ -151,6 +165,8 @@ impl DeltaStream {
             .collect();
         for (name, version) in &carried {
             state.known.insert(name.clone(), version.clone());
+            // A refusal concerns the version refused; once another one went out, it no longer applies.
+            state.refused.remove(name);
         }
         state.in_flight.insert(nonce.clone(), carried);
         out.events.push(AdsEvent::Sent {

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::cache::{AdsEvent, SnapshotCache};
 use crate::delta::DeltaStream;
@@ -86,36 +87,74 @@ impl AdsService {
     }
 }
 
-/// Drives one stream: `handle` maps a request (or a config change, as `None`) to responses.
-fn run_stream<Req, Resp, S>(
+/// What `run_stream` needs from a protocol's state machine (SotW or delta).
+trait Protocol: Send + 'static {
+    type Req: Send + 'static;
+    type Resp: Send + 'static;
+    fn on_request(&mut self, req: &Self::Req, config: Option<&ProxyConfig>) -> Output<Self::Resp>;
+    fn on_config(&mut self, config: &ProxyConfig) -> Output<Self::Resp>;
+    /// The Envoy node id a request names, if it carries a node.
+    fn node_id(req: &Self::Req) -> Option<&str>;
+}
+
+impl Protocol for SotwStream {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    fn on_request(
+        &mut self,
+        req: &DiscoveryRequest,
+        config: Option<&ProxyConfig>,
+    ) -> Output<DiscoveryResponse> {
+        SotwStream::on_request(self, req, config)
+    }
+    fn on_config(&mut self, config: &ProxyConfig) -> Output<DiscoveryResponse> {
+        SotwStream::on_config(self, config)
+    }
+    fn node_id(req: &DiscoveryRequest) -> Option<&str> {
+        req.node.as_ref().map(|n| n.id.as_str())
+    }
+}
+
+impl Protocol for DeltaStream {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    fn on_request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+        config: Option<&ProxyConfig>,
+    ) -> Output<DeltaDiscoveryResponse> {
+        DeltaStream::on_request(self, req, config)
+    }
+    fn on_config(&mut self, config: &ProxyConfig) -> Output<DeltaDiscoveryResponse> {
+        DeltaStream::on_config(self, config)
+    }
+    fn node_id(req: &DeltaDiscoveryRequest) -> Option<&str> {
+        req.node.as_ref().map(|n| n.id.as_str())
+    }
+}
+
+/// Drives one stream in its own task: requests and config changes go through `state`, its responses
+/// out to the proxy. Ends when the proxy closes the stream, its config is removed from the cache, or
+/// shutdown is signalled.
+fn run_stream<P: Protocol>(
     proxy: String,
-    mut requests: Streaming<Req>,
+    mut requests: Streaming<P::Req>,
     cache: SnapshotCache,
     mut shutdown: watch::Receiver<bool>,
-    mut state: S,
-    on_request: fn(&mut S, &Req, Option<&ProxyConfig>) -> Output<Resp>,
-    on_config: fn(&mut S, &ProxyConfig) -> Output<Resp>,
-    node_id: fn(&Req) -> Option<&str>,
-) -> BoxStream<Resp>
-where
-    Req: Send + 'static,
-    Resp: Send + 'static,
-    S: Send + 'static,
-{
-    let (tx, rx) = mpsc::channel::<Result<Resp, Status>>(16);
+    mut state: P,
+) -> BoxStream<P::Resp> {
+    let (tx, rx) = mpsc::channel::<Result<P::Resp, Status>>(16);
     let mut config_rx = cache.subscribe(&proxy);
-    tokio::spawn(async move {
-        let span = tracing::info_span!("ads", %proxy);
-        let _enter = span.enter();
-        drop(_enter);
+    let span = tracing::info_span!("ads", %proxy);
+    let task = async move {
         cache.record(AdsEvent::Connected { proxy: proxy.clone() });
         let mut node_checked = false;
-        loop {
+        'stream: loop {
             let (out, generation) = tokio::select! {
                 msg = requests.next() => match msg {
                     Some(Ok(req)) => {
                         if !node_checked {
-                            if let Some(node) = node_id(&req).filter(|n| *n != proxy) {
+                            if let Some(node) = P::node_id(&req).filter(|n| *n != proxy) {
                                 let reason = format!("node id {node:?} does not match certificate {proxy:?}");
                                 cache.record(AdsEvent::Refused { reason: reason.clone() });
                                 let _ = tx.send(Err(Status::permission_denied(reason))).await;
@@ -124,7 +163,7 @@ where
                             node_checked = true;
                         }
                         let current = config_rx.borrow_and_update().clone();
-                        let out = on_request(&mut state, &req, current.as_ref().map(|v| &*v.config));
+                        let out = state.on_request(&req, current.as_ref().map(|v| &*v.config));
                         (out, current.map(|v| v.generation))
                     }
                     Some(Err(status)) => {
@@ -140,7 +179,7 @@ where
                     }
                     let current = config_rx.borrow_and_update().clone();
                     match current {
-                        Some(v) => (on_config(&mut state, &v.config), Some(v.generation)),
+                        Some(v) => (state.on_config(&v.config), Some(v.generation)),
                         None => continue,
                     }
                 }
@@ -155,12 +194,14 @@ where
             }
             for resp in out.responses {
                 if tx.send(Ok(resp)).await.is_err() {
-                    break;
+                    // tonic dropped the response stream: the RPC is over.
+                    break 'stream;
                 }
             }
         }
         cache.record(AdsEvent::Disconnected { proxy });
-    });
+    };
+    tokio::spawn(task.instrument(span));
     Box::pin(ReceiverStream::new(rx))
 }
 
@@ -181,9 +222,6 @@ impl AggregatedDiscoveryService for AdsService {
             self.cache.clone(),
             self.shutdown.clone(),
             SotwStream::new(proxy),
-            SotwStream::on_request,
-            SotwStream::on_config,
-            |r: &DiscoveryRequest| r.node.as_ref().map(|n| n.id.as_str()),
         );
         Ok(Response::new(stream))
     }
@@ -200,9 +238,6 @@ impl AggregatedDiscoveryService for AdsService {
             self.cache.clone(),
             self.shutdown.clone(),
             DeltaStream::new(proxy),
-            DeltaStream::on_request,
-            DeltaStream::on_config,
-            |r: &DeltaDiscoveryRequest| r.node.as_ref().map(|n| n.id.as_str()),
         );
         Ok(Response::new(stream))
     }

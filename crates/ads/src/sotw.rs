@@ -13,7 +13,10 @@ use crate::cache::AdsEvent;
 
 #[derive(Default)]
 struct TypeState {
-    /// Empty for wildcard types (LDS, CDS) or a wildcard subscription.
+    /// Every resource of the type (LDS/CDS without names, or an explicit `*`); `names` is then empty.
+    wildcard: bool,
+    /// The names the proxy asked for when not `wildcard`. Empty means none (an EDS/RDS/SDS request
+    /// without names unsubscribes from everything; it is not a wildcard).
     names: BTreeSet<String>,
     subscribed: bool,
     sent_version: Option<String>,
@@ -78,14 +81,17 @@ impl SotwStream {
                 }),
             }
         }
-        let names: BTreeSet<String> = req
-            .resource_names
-            .iter()
-            .filter(|n| n.as_str() != "*")
-            .cloned()
-            .collect();
-        let resubscribed = !state.subscribed || names != state.names;
+        // LDS and CDS without names are the legacy wildcard; `*` asks for everything of any type.
+        let wildcard = req.resource_names.iter().any(|n| n == "*")
+            || (req.resource_names.is_empty() && matches!(kind, TypeKind::Listener | TypeKind::Cluster));
+        let names: BTreeSet<String> = if wildcard {
+            BTreeSet::new()
+        } else {
+            req.resource_names.iter().cloned().collect()
+        };
+        let resubscribed = !state.subscribed || wildcard != state.wildcard || names != state.names;
         state.subscribed = true;
+        state.wildcard = wildcard;
         state.names = names;
         if resubscribed {
             // New names: the old version string no longer describes what the proxy holds.
@@ -112,14 +118,14 @@ impl SotwStream {
             .types
             .get_mut(&kind)
             .expect("respond is only called for subscribed types");
-        let resources: Vec<&Arc<Resource>> = if state.names.is_empty() {
+        let resources: Vec<&Arc<Resource>> = if state.wildcard {
             config.iter(kind).collect()
         } else {
             state.names.iter().filter_map(|n| config.get(kind, n)).collect()
         };
-        // EDS/RDS/SDS with names we do not have yet: wait rather than send an empty answer Envoy would
-        // take as "removed"; the config will catch up.
-        if !state.names.is_empty() && resources.is_empty() {
+        // Named resources we do not have yet (or no names at all): wait rather than send an empty
+        // answer; the config will catch up. A wildcard answer may be empty: it removes everything.
+        if !state.wildcard && resources.is_empty() {
             return;
         }
         let version = version_of(&resources);
@@ -131,6 +137,9 @@ impl SotwStream {
         self.nonce += 1;
         state.sent_nonce = self.nonce.to_string();
         state.sent_version = Some(version.clone());
+        // The refusal was about an older version; should the config come back to it, send it again so
+        // the proxy's state (and its NACK) stays visible rather than silently stale.
+        state.nacked_version = None;
         out.events.push(AdsEvent::Sent {
             proxy: self.proxy.clone(),
             kind,
