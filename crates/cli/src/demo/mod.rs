@@ -130,6 +130,31 @@ struct DemoPod {
     stats: PathBuf,
 }
 
+/// `/run/osm-demo/status.json`: what the view shows, for scripts and tests (`osm demo` runs elsewhere).
+fn write_status(config: &Config, frame: &Frame<'_>, snap: &Snapshot, pods: &BTreeMap<String, DemoPod>) {
+    let pids: Vec<u32> = pods
+        .values()
+        .flat_map(|p| [p.envoy.as_ref().map(|e| e.pid()), p.app.as_ref().map(|a| a.pid())])
+        .flatten()
+        .collect();
+    let status = serde_json::json!({
+        "mode": config.mode.as_str(),
+        "split": [config.split.0, config.split.1],
+        "elapsed_ms": frame.elapsed.as_millis() as u64,
+        "proxies": frame.proxies,
+        "in_sync": frame.in_sync,
+        "last_event": frame.last_event,
+        "apps": snap.apps,
+        "pids": pids,
+        "netns": pods.values().map(|p| p.pod.netns().to_string()).collect::<Vec<_>>(),
+    });
+    let dir = Path::new(DEMO_DIR);
+    let tmp = dir.join(".status.json.tmp");
+    if std::fs::write(&tmp, status.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, dir.join("status.json"));
+    }
+}
+
 fn run_demo(args: RunArgs) -> Result<std::process::ExitCode> {
     if let Err(missing) = osm_harness::Prereqs::check() {
         bail!(
@@ -339,6 +364,7 @@ fn run_pods(args: &RunArgs, config_dir: &Path) -> Result<std::process::ExitCode>
             in_sync: keys.iter().filter(|k| cp.cache().in_sync(k)).count(),
             last_event: &local.last_event(),
         };
+        write_status(&config, &frame, &history.latest(), &pods);
         let text = view::render(&frame, &history);
         if interactive {
             print!("\x1b[2J\x1b[H{text}");
