@@ -39,6 +39,9 @@ enum Command {
         #[command(subcommand)]
         command: Option<demo::DemoCommand>,
     },
+    /// Print the CustomResourceDefinitions (SMI and OSM APIs, with OpenAPI schemas) as YAML, for
+    /// `kubectl apply -f -`.
+    Crds,
     /// Print the version.
     Version,
 }
@@ -57,6 +60,10 @@ fn main() -> Result<std::process::ExitCode> {
         }
         Command::Controller(args) => controller_cmd::run(&cli.osm_namespace, args),
         Command::Demo { command } => demo::run(command),
+        Command::Crds => {
+            print!("{}", osm_api::crds::render_yaml());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Version => {
             println!(
                 "osm {} (Envoy API v3; SMI access v1alpha3, specs v1alpha4, split v1alpha2)",
