@@ -31,10 +31,8 @@ fn wait_status(
 ) -> (Value, Instant) {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(s) = status() {
-            if pred(&s) {
-                return (s, Instant::now());
-            }
+        if let Some(s) = status().filter(|s| pred(s)) {
+            return (s, Instant::now());
         }
         if let Ok(Some(code)) = child.try_wait() {
             panic!("osm demo exited ({code}) while waiting for: {what}");

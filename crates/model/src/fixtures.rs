@@ -261,8 +261,11 @@ spec:
     )
 }
 
+/// Label pairs of a fixture object.
+pub type Labels = &'static [(&'static str, &'static str)];
+
 /// A bookstore pod: (namespace, pod name, service account, labels).
-pub const BOOKSTORE_PODS: &[(&str, &str, &str, &[(&str, &str)])] = &[
+pub const BOOKSTORE_PODS: &[(&str, &str, &str, Labels)] = &[
     ("bookbuyer", "bookbuyer", "bookbuyer", &[("app", "bookbuyer")]),
     ("bookthief", "bookthief", "bookthief", &[("app", "bookthief")]),
     (
@@ -286,7 +289,7 @@ pub const BOOKSTORE_PODS: &[(&str, &str, &str, &[(&str, &str)])] = &[
 ];
 
 /// A bookstore service: (namespace, name, selector).
-pub const BOOKSTORE_SERVICES: &[(&str, &str, &[(&str, &str)])] = &[
+pub const BOOKSTORE_SERVICES: &[(&str, &str, Labels)] = &[
     ("bookstore", "bookstore", &[("app", "bookstore")]),
     (
         "bookstore",

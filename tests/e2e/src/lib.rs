@@ -290,15 +290,11 @@ impl Mesh {
         let deadline = Instant::now() + timeout;
         loop {
             let status = self.cp.cache().status(&key);
-            if let Some(s) = &status {
-                if s.nacks > 0 {
-                    bail!("proxy {name} NACKed config: {:?}", s.last_nack);
-                }
+            if let Some(s) = status.as_ref().filter(|s| s.nacks > 0) {
+                bail!("proxy {name} NACKed config: {:?}", s.last_nack);
             }
-            if let Some(s) = &status {
-                if s.connected && self.cp.cache().in_sync(&key) && !s.acked.is_empty() {
-                    return Ok(());
-                }
+            if status.as_ref().is_some_and(|s| s.connected && !s.acked.is_empty()) && self.cp.cache().in_sync(&key) {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(

@@ -67,10 +67,8 @@ fn rotation_without_failures() {
             "fewer than two rotations observed in 180 s: {serials:?}"
         );
         for (pod, seen) in serials.iter_mut() {
-            if let Some(serial) = service_cert_serial(&mesh, pod) {
-                if seen.last() != Some(&serial) {
-                    seen.push(serial);
-                }
+            if let Some(serial) = service_cert_serial(&mesh, pod).filter(|s| seen.last() != Some(s)) {
+                seen.push(serial);
             }
         }
         std::thread::sleep(Duration::from_millis(250));
