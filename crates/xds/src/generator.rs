@@ -42,6 +42,20 @@ impl<K: Eq + Hash, V> Memo<K, V> {
     fn clear(&mut self) {
         self.entries.clear();
     }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// How many memoised entries the generator holds, per table (for metrics, tests and benchmarks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GeneratorStats {
+    pub outbound_sets: usize,
+    pub inbound_sets: usize,
+    pub clusters: usize,
+    pub load_assignments: usize,
+    pub outbound_validation_contexts: usize,
 }
 
 /// Memoising builder of proxy configs. One per control plane; not shared between threads.
@@ -103,6 +117,17 @@ impl Generator {
         self.clusters.sweep(g);
         self.endpoints.sweep(g);
         self.root_outbound.sweep(g);
+    }
+
+    /// Entries held per memo table; after `sweep`, exactly what the last generation used.
+    pub fn stats(&self) -> GeneratorStats {
+        GeneratorStats {
+            outbound_sets: self.outbound.len(),
+            inbound_sets: self.inbound.len(),
+            clusters: self.clusters.len(),
+            load_assignments: self.endpoints.len(),
+            outbound_validation_contexts: self.root_outbound.len(),
+        }
     }
 
     /// The full config of one proxy. `identity_secrets` holds its `service-cert` (shared by every proxy
@@ -176,14 +201,15 @@ impl Generator {
         let ca = self.ca_bundle.clone();
         self.inbound.get_or_build(intent.clone(), g, |intent| {
             let mut set = ResourceSet::default();
+            // The inbound validation context is referenced only by the inbound listener's chains.
             if let Some(listener) = lds::inbound(intent, &td) {
                 set.insert(listener);
+                set.insert(sds::validation_context(
+                    &names::root_cert_inbound(&intent.identity),
+                    &ca,
+                    &[],
+                ));
             }
-            set.insert(sds::validation_context(
-                &names::root_cert_inbound(&intent.identity),
-                &ca,
-                &[],
-            ));
             for port in &intent.ports {
                 let Some(first) = port.services.first() else {
                     continue;

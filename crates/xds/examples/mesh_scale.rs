@@ -1,0 +1,165 @@
+//! Builds the 1000-service permissive scale mesh (2000 proxies), generates every proxy's config once,
+//! and prints wall time, CPU time and peak RSS per phase, plus how much is encoded and shared.
+//!
+//! `cargo run --release -p osm-xds --example mesh_scale [services]`
+//!
+//! CPU time and memory come from `/proc/self/stat` (utime + stime, in USER_HZ = 100 ticks) and
+//! `/proc/self/status` (VmHWM, VmRSS). Before each phase the peak is reset through
+//! `/proc/self/clear_refs` when the kernel allows it, so each phase's peak is its own.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use osm_model::compute;
+use osm_xds::{Generator, Resource, TypeKind};
+
+#[path = "../benches/support/mesh.rs"]
+mod mesh;
+
+/// Linux reports utime/stime in USER_HZ ticks, which is 100 on every architecture it supports.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3 (`state`).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) / TICKS_PER_SECOND))
+}
+
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+        .unwrap_or_else(|| "?".to_string())
+}
+
+/// Resets VmHWM to the current RSS (Linux ≥ 4.0); false when not permitted.
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Runs `f`, printing its wall time, CPU time and peak RSS.
+fn phase<T>(name: &str, f: impl FnOnce() -> T) -> T {
+    let peak_reset = reset_peak();
+    let (wall0, cpu0) = (Instant::now(), cpu_time());
+    let out = f();
+    let (wall, cpu1) = (wall0.elapsed(), cpu_time());
+    let cpu = cpu0
+        .zip(cpu1)
+        .map(|(a, b)| format!("{:.2} s", (b - a).as_secs_f64()))
+        .unwrap_or_else(|| "?".to_string());
+    println!(
+        "{name:<36} wall {:>7.3} s   cpu {cpu:>7}   peak RSS {}{}   RSS now {}",
+        wall.as_secs_f64(),
+        mib(status_kib("VmHWM:")),
+        if peak_reset { "" } else { " (process)" },
+        mib(status_kib("VmRSS:")),
+    );
+    out
+}
+
+fn main() {
+    let services: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().expect("services: a number"))
+        .unwrap_or(1000);
+    println!(
+        "permissive full mesh: {services} services × 2 pods = {} proxies, {services} identities",
+        2 * services
+    );
+    let ca = mesh::ca_bundle();
+    let input = phase("build input", || mesh::full_mesh(services));
+    let model = phase("compute model", || compute(&input));
+    let secrets = phase("identity secrets (outside timing)", || {
+        mesh::secrets_by_identity(&model)
+    });
+    let mut g = Generator::new(mesh::TRUST_DOMAIN, &ca);
+    let configs = phase("generate cold (all proxies)", || {
+        mesh::generate_all(&mut g, &model, &secrets)
+    });
+
+    // Size and sharing.
+    let per_proxy: Vec<usize> = configs
+        .iter()
+        .map(|c| {
+            TypeKind::ALL
+                .into_iter()
+                .flat_map(|k| c.iter(k))
+                .map(|r| r.body.value.len())
+                .sum()
+        })
+        .collect();
+    if let Some(first) = configs.first() {
+        let kinds: Vec<String> = TypeKind::ALL
+            .into_iter()
+            .map(|k| {
+                let (n, bytes) = first
+                    .iter(k)
+                    .fold((0, 0), |(n, b), r| (n + 1, b + r.body.value.len()));
+                format!("{} {n} = {:.0} kB", k.short(), bytes as f64 / 1000.0)
+            })
+            .collect();
+        println!("one proxy's config: {}", kinds.join(", "));
+    }
+    let mut distinct: HashSet<*const Resource> = HashSet::new();
+    let mut distinct_bytes = 0usize;
+    let mut by_kind = [0usize; 5];
+    let mut references = 0usize;
+    for c in &configs {
+        for (i, k) in TypeKind::ALL.into_iter().enumerate() {
+            for r in c.iter(k) {
+                references += 1;
+                if distinct.insert(Arc::as_ptr(r)) {
+                    distinct_bytes += r.body.value.len();
+                    by_kind[i] += 1;
+                }
+            }
+        }
+    }
+    let total: usize = per_proxy.iter().sum();
+    println!(
+        "encoded bytes per proxy: min {} / mean {} / max {} (all proxies: {:.1} MiB if sent once each)",
+        per_proxy.iter().min().unwrap_or(&0),
+        total / per_proxy.len().max(1),
+        per_proxy.iter().max().unwrap_or(&0),
+        total as f64 / 1048576.0
+    );
+    println!(
+        "resources referenced by proxies: {references}; distinct Arc<Resource>: {} ({:.2} MiB encoded) — {}",
+        distinct.len(),
+        distinct_bytes as f64 / 1048576.0,
+        TypeKind::ALL
+            .iter()
+            .zip(by_kind)
+            .map(|(k, n)| format!("{} {n}", k.short()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("generator memo: {:?}", g.stats());
+
+    // Warm: one endpoint moves; recompute and regenerate everything with the memo warm.
+    let moved = mesh::with_moved_pod(&input, services / 2);
+    let configs2 = phase("warm: compute + generate (1 moved)", || {
+        let model = compute(&moved);
+        mesh::generate_all(&mut g, &model, &secrets)
+    });
+    let changed: usize = configs
+        .iter()
+        .zip(&configs2)
+        .filter(|(a, b)| !a.same_sets(b))
+        .count();
+    println!("proxies whose sets changed: {changed}");
+    drop(configs2);
+    println!(
+        "process peak RSS (VmHWM, since last reset): {}",
+        mib(status_kib("VmHWM:"))
+    );
+}

@@ -1,0 +1,93 @@
+//! Golden snapshots of the bookstore demo's xDS config, as `describe` prints it: what each sidecar is
+//! served in SMI mode (50/50 split) and in permissive mode.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use osm_model::fixtures::bookstore;
+use osm_model::{MeshModel, compute};
+use osm_xds::{Generator, describe, identity_secrets};
+
+const FAKE_CA: &str = "-----BEGIN CERTIFICATE-----\nFAKE-CA-BUNDLE\n-----END CERTIFICATE-----\n";
+const FAKE_CERT: &str = "-----BEGIN CERTIFICATE-----\nFAKE-LEAF-CERT\n-----END CERTIFICATE-----\n";
+const FAKE_KEY: &str = "-----BEGIN PRIVATE KEY-----\nFAKE-PRIVATE-KEY\n-----END PRIVATE KEY-----\n";
+
+const PODS: [&str; 5] = [
+    "bookbuyer",
+    "bookthief",
+    "bookstore-v1",
+    "bookstore-v2",
+    "bookwarehouse",
+];
+const SERVICES: [&str; 4] = ["bookstore", "bookstore-v1", "bookstore-v2", "bookwarehouse"];
+
+/// Pods at 10.0.0.10.., services at 10.96.0.1.. (in the fixture's order).
+fn mesh(permissive: bool, split: Option<(u32, u32)>) -> MeshModel {
+    let index = |list: &[&str], name: &str| list.iter().position(|x| *x == name).expect("known name") as u8;
+    let input = bookstore(
+        permissive,
+        split,
+        |p| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + index(&PODS, p))),
+        |s| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1 + index(&SERVICES, s))),
+    );
+    let model = compute(&input);
+    assert!(model.warnings.is_empty(), "{:?}", model.warnings);
+    model
+}
+
+fn described(model: &MeshModel, proxy: &str) -> serde_json::Value {
+    let mut generator = Generator::new("cluster.local", FAKE_CA);
+    generator.begin();
+    let config = generator.proxy_config(&model.proxies[proxy], identity_secrets(FAKE_CERT, FAKE_KEY));
+    let v = describe(&config);
+    let text = v.to_string();
+    for secret in [
+        "FAKE-PRIVATE-KEY",
+        "FAKE-LEAF-CERT",
+        "FAKE-CA-BUNDLE",
+        "PRIVATE KEY",
+    ] {
+        assert!(!text.contains(secret), "describe printed {secret}");
+    }
+    v
+}
+
+/// SMI mode: bookbuyer reaches bookstore (split over v1/v2) and v1/v2 directly, nothing else.
+#[test]
+fn smi_bookbuyer() {
+    let m = mesh(false, Some((50, 50)));
+    insta::assert_yaml_snapshot!(described(&m, "bookbuyer"));
+}
+
+/// SMI mode: bookthief is named in no TrafficTarget, so it has no bookstore cluster at all.
+#[test]
+fn smi_bookthief() {
+    let m = mesh(false, Some((50, 50)));
+    let v = described(&m, "bookthief");
+    let clusters = v["clusters"].as_object().expect("clusters is an object");
+    assert!(
+        clusters.keys().all(|name| !name.starts_with("bookstore/")),
+        "{clusters:?}"
+    );
+    insta::assert_yaml_snapshot!(v);
+}
+
+/// SMI mode: bookstore-v1 accepts bookbuyer's two routes and reaches bookwarehouse.
+#[test]
+fn smi_bookstore_v1() {
+    let m = mesh(false, Some((50, 50)));
+    insta::assert_yaml_snapshot!(described(&m, "bookstore-v1"));
+}
+
+/// SMI mode: bookwarehouse accepts `POST /restock-books` from bookstore v1 and v2.
+#[test]
+fn smi_bookwarehouse() {
+    let m = mesh(false, Some((50, 50)));
+    insta::assert_yaml_snapshot!(described(&m, "bookwarehouse"));
+}
+
+/// Permissive mode: bookbuyer reaches every service; no RBAC anywhere.
+#[test]
+fn permissive_bookbuyer() {
+    let m = mesh(true, None);
+    insta::assert_yaml_snapshot!(described(&m, "bookbuyer"));
+}

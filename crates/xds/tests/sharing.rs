@@ -1,0 +1,240 @@
+//! The generator's memo: proxies with equal intents share sets, an unchanged model is not re-encoded, an
+//! endpoint change re-encodes only what embeds it, `sweep` forgets what no proxy uses, and encoding is
+//! deterministic across generator instances.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, LazyLock};
+
+use osm_model::fixtures::{MeshBuilder, bookstore};
+use osm_model::{AppProtocol, MeshInput, MeshModel, compute};
+use osm_xds::{Generator, ProxyConfig, Resource, ResourceSet, TypeKind, identity_secrets};
+
+const CA: &str = "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n";
+
+/// One `service-cert` set for every proxy, as the controller shares one per identity.
+static SECRETS: LazyLock<Arc<ResourceSet>> = LazyLock::new(|| identity_secrets("cert", "key"));
+
+fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+/// The bookstore mesh with bookstore-v2's pod at `10.0.0.<v2_last>`.
+fn bookstore_input(permissive: bool, v2_last: u8) -> MeshInput {
+    let pods = [
+        "bookbuyer",
+        "bookthief",
+        "bookstore-v1",
+        "bookstore-v2",
+        "bookwarehouse",
+    ];
+    let svcs = ["bookstore", "bookstore-v1", "bookstore-v2", "bookwarehouse"];
+    bookstore(
+        permissive,
+        Some((50, 50)),
+        |p| match p {
+            "bookstore-v2" => ip(10, 0, 0, v2_last),
+            p => ip(10, 0, 0, 10 + pods.iter().position(|x| *x == p).unwrap() as u8),
+        },
+        |s| ip(10, 96, 0, 1 + svcs.iter().position(|x| *x == s).unwrap() as u8),
+    )
+}
+
+/// Every proxy's config, in one generation.
+fn generate(g: &mut Generator, model: &MeshModel) -> BTreeMap<String, ProxyConfig> {
+    g.begin();
+    let out = model
+        .proxies
+        .iter()
+        .map(|(uuid, p)| (uuid.clone(), g.proxy_config(p, SECRETS.clone())))
+        .collect();
+    g.sweep();
+    out
+}
+
+fn resource<'a>(c: &'a ProxyConfig, kind: TypeKind, name: &str) -> &'a Arc<Resource> {
+    c.get(kind, name)
+        .unwrap_or_else(|| panic!("{} {name} missing", kind.short()))
+}
+
+/// Two pods of one Deployment (same ServiceAccount, same services) get the very same sets.
+#[test]
+fn equal_intents_share_sets() {
+    let mut b = MeshBuilder::new(true);
+    b.service(
+        "shop",
+        "web",
+        Some(ip(10, 96, 0, 1)),
+        &[(80, 8080, AppProtocol::Http)],
+        &[("app", "web")],
+    );
+    for (i, name) in ["web-a", "web-b"].iter().enumerate() {
+        b.pod(
+            "shop",
+            name,
+            "web",
+            &[("app", "web")],
+            Some(ip(10, 0, 0, 1 + i as u8)),
+            Some(name),
+        );
+    }
+    let model = compute(&b.build());
+    let mut g = Generator::new("cluster.local", CA);
+    let configs = generate(&mut g, &model);
+    assert!(configs["web-a"].same_sets(&configs["web-b"]));
+}
+
+/// Permissive mode: every proxy shares the one outbound set, whatever its identity.
+#[test]
+fn permissive_proxies_share_the_outbound_set() {
+    let model = compute(&bookstore_input(true, 13));
+    let mut g = Generator::new("cluster.local", CA);
+    let configs = generate(&mut g, &model);
+    let outbound = |uuid: &str| {
+        configs[uuid]
+            .sets
+            .iter()
+            .find(|s| s.get(TypeKind::Listener, "outbound-listener").is_some())
+            .expect("an outbound set")
+            .clone()
+    };
+    assert!(Arc::ptr_eq(&outbound("bookbuyer"), &outbound("bookthief")));
+    assert!(Arc::ptr_eq(&outbound("bookbuyer"), &outbound("bookwarehouse")));
+}
+
+/// Recomputing an unchanged mesh (new intent `Arc`s, equal values) re-encodes nothing.
+#[test]
+fn unchanged_model_reuses_every_resource() {
+    let input = bookstore_input(false, 13);
+    let mut g = Generator::new("cluster.local", CA);
+    let first = generate(&mut g, &compute(&input));
+    let second = generate(&mut g, &compute(&input));
+    for (uuid, config) in &first {
+        assert!(config.same_sets(&second[uuid]), "{uuid}: sets were rebuilt");
+        for kind in TypeKind::ALL {
+            for r in config.iter(kind) {
+                let again = resource(&second[uuid], kind, &r.name);
+                assert!(
+                    Arc::ptr_eq(r, again),
+                    "{uuid}: {} {} re-encoded",
+                    kind.short(),
+                    r.name
+                );
+            }
+        }
+    }
+}
+
+/// Moving bookstore-v2's pod re-encodes its load assignments and the outbound sets that embed them;
+/// every cluster, every other load assignment and every inbound set stay the same `Arc`.
+#[test]
+fn endpoint_change_reencodes_only_what_embeds_it() {
+    let mut g = Generator::new("cluster.local", CA);
+    let before = generate(&mut g, &compute(&bookstore_input(true, 13)));
+    let after = generate(&mut g, &compute(&bookstore_input(true, 99)));
+    let (b, a) = (&before["bookbuyer"], &after["bookbuyer"]);
+
+    // Only the load assignment with v2's endpoint changed.
+    let mut changed = Vec::new();
+    for r in b.iter(TypeKind::Endpoint) {
+        let now = resource(a, TypeKind::Endpoint, &r.name);
+        if !Arc::ptr_eq(r, now) {
+            assert_ne!(r.version, now.version, "{} re-encoded with equal bytes", r.name);
+            changed.push(r.name.as_str());
+        }
+    }
+    assert_eq!(changed, ["bookstore/bookstore-v2|14001"]);
+    // Clusters do not embed endpoints: all of them are reused.
+    for r in b.iter(TypeKind::Cluster) {
+        assert!(
+            Arc::ptr_eq(r, resource(a, TypeKind::Cluster, &r.name)),
+            "{}",
+            r.name
+        );
+    }
+    // Validation contexts name identities, not addresses.
+    for r in b.iter(TypeKind::Secret) {
+        assert!(
+            Arc::ptr_eq(r, resource(a, TypeKind::Secret, &r.name)),
+            "{}",
+            r.name
+        );
+    }
+    // The outbound set was rebuilt; its listener and routes carry no endpoint, so their bytes (and
+    // versions) are equal and the ADS server sends them to no one.
+    assert!(!b.same_sets(a));
+    for kind in [TypeKind::Listener, TypeKind::Route] {
+        for r in b.iter(kind) {
+            assert_eq!(r.version, resource(a, kind, &r.name).version, "{}", r.name);
+        }
+    }
+    // Inbound sets (and the statics) do not depend on where other pods are.
+    assert!(Arc::ptr_eq(&b.sets[0], &a.sets[0]));
+    assert!(Arc::ptr_eq(&b.sets[1], &a.sets[1]));
+}
+
+/// `sweep` forgets resources no proxy used in the last generation: a cluster that comes back after a
+/// generation without it is built anew, while one kept in use is the same `Arc`.
+#[test]
+fn sweep_drops_unused_entries() {
+    let with_warehouse = bookstore_input(true, 13);
+    let mut without_warehouse = with_warehouse.clone();
+    without_warehouse
+        .services
+        .retain(|id, _| id.name != "bookwarehouse");
+
+    let mut g = Generator::new("cluster.local", CA);
+    let first = generate(&mut g, &compute(&with_warehouse));
+    let stats_full = g.stats();
+    generate(&mut g, &compute(&without_warehouse));
+    let stats_swept = g.stats();
+    assert!(
+        stats_swept.clusters < stats_full.clusters,
+        "{stats_swept:?} vs {stats_full:?}"
+    );
+    assert!(stats_swept.load_assignments < stats_full.load_assignments);
+    let third = generate(&mut g, &compute(&with_warehouse));
+    assert_eq!(g.stats(), stats_full);
+
+    let warehouse = "bookwarehouse/bookwarehouse|14001";
+    let kept = "bookstore/bookstore-v1|14001";
+    let (b, a) = (&first["bookbuyer"], &third["bookbuyer"]);
+    assert!(!Arc::ptr_eq(
+        resource(b, TypeKind::Cluster, warehouse),
+        resource(a, TypeKind::Cluster, warehouse)
+    ));
+    assert_eq!(
+        resource(b, TypeKind::Cluster, warehouse).version,
+        resource(a, TypeKind::Cluster, warehouse).version
+    );
+    assert!(Arc::ptr_eq(
+        resource(b, TypeKind::Cluster, kept),
+        resource(a, TypeKind::Cluster, kept)
+    ));
+}
+
+/// Two generators (say, before and after a controller restart) encode the same bytes and versions.
+#[test]
+fn versions_are_deterministic_across_generators() {
+    for permissive in [true, false] {
+        let model = compute(&bookstore_input(permissive, 13));
+        let one = generate(&mut Generator::new("cluster.local", CA), &model);
+        let two = generate(&mut Generator::new("cluster.local", CA), &model);
+        for (uuid, config) in &one {
+            for kind in TypeKind::ALL {
+                let a: Vec<(&str, &str)> = config
+                    .iter(kind)
+                    .map(|r| (r.name.as_str(), r.version.as_str()))
+                    .collect();
+                let b: Vec<(&str, &str)> = two[uuid]
+                    .iter(kind)
+                    .map(|r| (r.name.as_str(), r.version.as_str()))
+                    .collect();
+                assert_eq!(a, b, "{uuid} {}", kind.short());
+                for r in config.iter(kind) {
+                    assert_eq!(r.body, resource(&two[uuid], kind, &r.name).body);
+                }
+            }
+        }
+    }
+}
