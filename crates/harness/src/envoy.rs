@@ -76,6 +76,11 @@ impl EnvoyProcess {
         &mut self.process
     }
 
+    /// Everything Envoy wrote to stdout so far (its access log, when configured to log there).
+    pub fn stdout(&self) -> String {
+        self.process.stdout()
+    }
+
     /// Envoy's pid.
     pub fn pid(&self) -> u32 {
         self.process.pid()

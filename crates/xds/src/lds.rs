@@ -3,13 +3,17 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
+use envoy_types::pb::envoy::config::accesslog::v3::{AccessLog, access_log};
+use envoy_types::pb::envoy::config::core::v3::{
+    CidrRange, SubstitutionFormatString, TrafficDirection, substitution_format_string,
+};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action, route_match,
 };
+use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{StdoutAccessLog, stdout_access_log};
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
@@ -26,7 +30,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use osm_model::{AppProtocol, InboundAccess, InboundIntent, OutboundIntent, OutboundService};
 use prost::{Message, Name};
 
-use crate::common::{ads, sds, socket_address, tls_transport_socket};
+use crate::common::{ads, inline, sds, socket_address, tls_transport_socket};
 use crate::names;
 use crate::rds::{HTTP_RBAC_FILTER, principals_policy};
 use crate::resource::{Resource, TypeKind, to_any};
@@ -256,6 +260,7 @@ fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool) -> Filter {
     http_filters.push(router_filter());
     let hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
+        access_log: vec![stdout_access_log()],
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
             route_config_name: rds_name.to_string(),
@@ -264,6 +269,29 @@ fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool) -> Filter {
         ..Default::default()
     };
     typed_filter("envoy.filters.network.http_connection_manager", &hcm)
+}
+
+/// One line per request on Envoy's stdout, as upstream OSM's sidecars log: enough to explain a refusal
+/// or a 503 (response flags, upstream cluster) and to see who the mTLS peer was.
+pub const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" \
+%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION%ms \
+peer=\"%DOWNSTREAM_PEER_SUBJECT%\" upstream_cluster=\"%UPSTREAM_CLUSTER%\" upstream_host=\"%UPSTREAM_HOST%\" \
+authority=\"%REQ(:AUTHORITY)%\" user_agent=\"%REQ(USER-AGENT)%\"\n";
+
+fn stdout_access_log() -> AccessLog {
+    let format = SubstitutionFormatString {
+        format: Some(substitution_format_string::Format::TextFormatSource(inline(
+            ACCESS_LOG_FORMAT,
+        ))),
+        ..Default::default()
+    };
+    AccessLog {
+        name: "envoy.access_loggers.stdout".to_string(),
+        config_type: Some(access_log::ConfigType::TypedConfig(to_any(&StdoutAccessLog {
+            access_log_format: Some(stdout_access_log::AccessLogFormat::LogFormat(format)),
+        }))),
+        ..Default::default()
+    }
 }
 
 fn router_filter() -> HttpFilter {

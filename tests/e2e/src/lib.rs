@@ -293,7 +293,11 @@ impl Mesh {
             if let Some(s) = status.as_ref().filter(|s| s.nacks > 0) {
                 bail!("proxy {name} NACKed config: {:?}", s.last_nack);
             }
-            if status.as_ref().is_some_and(|s| s.connected && !s.acked.is_empty()) && self.cp.cache().in_sync(&key) {
+            if status
+                .as_ref()
+                .is_some_and(|s| s.connected && !s.acked.is_empty())
+                && self.cp.cache().in_sync(&key)
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {

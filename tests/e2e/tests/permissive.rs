@@ -77,6 +77,24 @@ fn permissive(prefix: &str, api: AdsApi) {
         stat_value(&server_stats, "listener.0.0.0.0_15003.no_filter_chain_match") >= 5,
         "{server_stats}"
     );
+    // Envoy's access log on bookwarehouse names the mTLS peer of each request: bookbuyer's identity.
+    // (Envoy flushes access logs periodically: wait for the lines to appear.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let log = loop {
+        let log = mesh.envoy("bookwarehouse").stdout();
+        if log.contains("/restock-books") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("/restock-books")).collect();
+    assert!(!lines.is_empty(), "no access log on bookwarehouse");
+    for l in lines {
+        assert!(
+            l.contains("CN=bookbuyer.bookbuyer.cluster.local\""),
+            "request without bookbuyer's identity: {l}"
+        );
+    }
     assert!(mesh.nacks().is_empty(), "NACKs: {:?}", mesh.nacks());
 }
 
