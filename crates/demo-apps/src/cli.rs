@@ -8,8 +8,12 @@ use clap::{Args, Parser, Subcommand};
 use hyper::Method;
 use hyper::header::{HeaderName, HeaderValue};
 
+use crate::bookbuyer::{self, BuyerConfig};
+use crate::bookstore::{self, Bookstore};
+use crate::bookwarehouse::{self, Warehouse, WarehouseServer};
 use crate::client_loop::{self, StopWhen};
 use crate::http::{self, HttpRequestSpec};
+use crate::stats::{AppStats, SharedStats, StatsFile, StopSignals};
 use crate::summary::Summary;
 use crate::tcp;
 use crate::url::HttpUrl;
@@ -51,6 +55,79 @@ pub enum App {
     HttpClient(HttpClientArgs),
     /// Send a message over TCP and expect it echoed, one connection each; print a JSON summary line.
     TcpClient(TcpClientArgs),
+    /// The bookstore demo's bookstore: sells books, restocks each sale from the bookwarehouse.
+    Bookstore(BookstoreArgs),
+    /// The bookstore demo's bookwarehouse: restocks books in a SQLite store.
+    Bookwarehouse(BookwarehouseArgs),
+    /// The bookstore demo's bookbuyer: buys books in a loop.
+    Bookbuyer(BuyerArgs),
+    /// The bookstore demo's bookthief: bookbuyer's loop with `client-app: bookthief`.
+    Bookthief(BuyerArgs),
+}
+
+/// Arguments of `bookstore`.
+#[derive(Debug, Args)]
+pub struct BookstoreArgs {
+    /// Instance name, sent as `x-served-by` and `identity` (bookstore-v1, bookstore-v2).
+    #[arg(long)]
+    pub name: String,
+    /// The bookwarehouse's base URL.
+    #[arg(long, default_value = "http://bookwarehouse.bookwarehouse:14001")]
+    pub warehouse_url: HttpUrl,
+    /// Timeout of one restock call, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub restock_timeout_ms: u64,
+    /// Where to listen, and where the counters go.
+    #[command(flatten)]
+    pub server: DemoServerArgs,
+}
+
+/// Arguments of `bookwarehouse`.
+#[derive(Debug, Args)]
+pub struct BookwarehouseArgs {
+    /// The SQLite file holding the stock (created if missing).
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Name sent as `x-served-by`.
+    #[arg(long, default_value = "bookwarehouse")]
+    pub name: String,
+    /// Where to listen, and where the counters go.
+    #[command(flatten)]
+    pub server: DemoServerArgs,
+}
+
+/// What the bookstore demo servers share.
+#[derive(Debug, Args)]
+pub struct DemoServerArgs {
+    /// Port to listen on (0: any free port; the chosen one is printed).
+    #[arg(long, default_value_t = 14001)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub address: IpAddr,
+    /// JSON counters, rewritten atomically while running and on SIGTERM/SIGINT.
+    #[arg(long)]
+    pub stats_file: PathBuf,
+}
+
+/// Arguments of `bookbuyer` and `bookthief`. They run until SIGTERM/SIGINT or `--duration-ms`.
+#[derive(Debug, Args)]
+pub struct BuyerArgs {
+    /// The bookstore's base URL.
+    #[arg(long, default_value = "http://bookstore.bookstore:14001")]
+    pub bookstore_url: HttpUrl,
+    /// JSON counters, rewritten atomically while running and when stopping.
+    #[arg(long)]
+    pub stats_file: PathBuf,
+    /// Pause after each buy + books-bought pair, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub interval_ms: u64,
+    /// Stop after this many milliseconds.
+    #[arg(long)]
+    pub duration_ms: Option<u64>,
+    /// Per-request timeout, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
 }
 
 /// Arguments of `http-client`.
@@ -131,7 +208,8 @@ fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
 }
 
 /// Runs the chosen app. Servers run until killed; clients print their summary line to stdout when they
-/// stop. Servers print `listening on ADDR` once bound, which tests wait for.
+/// stop. Servers print `listening on ADDR` once bound, which tests wait for. The bookstore demo apps
+/// stop on SIGTERM/SIGINT (the loops also after `--duration-ms`) and keep their `--stats-file` current.
 pub async fn run(cli: Cli) -> std::io::Result<()> {
     match cli.command {
         App::HttpServer { port, name, address } => {
@@ -166,7 +244,72 @@ pub async fn run(cli: Cli) -> std::io::Result<()> {
             );
             Ok(())
         }
+        App::Bookstore(args) => {
+            let signals = StopSignals::install()?;
+            let stats = SharedStats::new(bookstore::new_stats(&args.name));
+            let store = Bookstore::new(
+                &args.name,
+                &args.warehouse_url,
+                Duration::from_millis(args.restock_timeout_ms),
+                stats.clone(),
+            )?;
+            let file = stats_file(&args.server, stats)?;
+            let listener = bind(args.server.address, args.server.port).await?;
+            file.run_app(signals, None, store.serve(listener), || ()).await
+        }
+        App::Bookwarehouse(args) => {
+            let signals = StopSignals::install()?;
+            let db_error = |e: &dyn std::error::Error| {
+                let mut message = format!("{}: {e}", args.db.display());
+                let mut cause = e.source();
+                while let Some(err) = cause {
+                    message.push_str(&format!(": {err}"));
+                    cause = err.source();
+                }
+                std::io::Error::other(message)
+            };
+            let store = Warehouse::open(&args.db).map_err(|e| db_error(&e))?;
+            let total = store.stock_total().map_err(|e| db_error(&e))?;
+            let stats = SharedStats::new(bookwarehouse::new_stats(&args.name, total));
+            let server = WarehouseServer::new(store.clone(), &args.name, stats.clone())?;
+            let file = stats_file(&args.server, stats)?;
+            let listener = bind(args.server.address, args.server.port).await?;
+            // Closing waits for a restock still running on a blocking thread, so its count is final.
+            file.run_app(signals, None, server.serve(listener), || store.close())
+                .await
+        }
+        App::Bookbuyer(args) => run_buyer("bookbuyer", args).await,
+        App::Bookthief(args) => run_buyer("bookthief", args).await,
     }
+}
+
+/// The stats file of a demo server, written once before it binds (so it exists when the server
+/// announces it is listening).
+fn stats_file(args: &DemoServerArgs, stats: SharedStats) -> std::io::Result<StatsFile> {
+    let file = StatsFile {
+        path: args.stats_file.clone(),
+        stats,
+    };
+    file.write_now()?;
+    Ok(file)
+}
+
+async fn run_buyer(app: &str, args: BuyerArgs) -> std::io::Result<()> {
+    let signals = StopSignals::install()?;
+    let config = BuyerConfig {
+        app: app.to_owned(),
+        bookstore: args.bookstore_url,
+        interval: Duration::from_millis(args.interval_ms),
+        timeout: Duration::from_millis(args.timeout_ms),
+    };
+    let stats = SharedStats::new(AppStats::new(app));
+    let file = StatsFile {
+        path: args.stats_file,
+        stats: stats.clone(),
+    };
+    let stop_after = args.duration_ms.map(Duration::from_millis);
+    file.run_app(signals, stop_after, bookbuyer::run(&config, &stats), || ())
+        .await
 }
 
 async fn bind(address: IpAddr, port: u16) -> std::io::Result<tokio::net::TcpListener> {
@@ -267,6 +410,52 @@ mod tests {
     }
 
     #[test]
+    fn bookstore_demo_args() {
+        let cli = parse(&[
+            "bookstore",
+            "--name",
+            "bookstore-v1",
+            "--stats-file",
+            "/tmp/s.json",
+        ])
+        .unwrap();
+        let App::Bookstore(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(args.name, "bookstore-v1");
+        assert_eq!(
+            args.warehouse_url.to_string(),
+            "http://bookwarehouse.bookwarehouse:14001/"
+        );
+        assert_eq!((args.server.port, args.restock_timeout_ms), (14001, 2000));
+
+        let cli = parse(&[
+            "bookwarehouse",
+            "--db",
+            "/tmp/w.db",
+            "--stats-file",
+            "/tmp/w.json",
+        ])
+        .unwrap();
+        let App::Bookwarehouse(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!((args.name.as_str(), args.server.port), ("bookwarehouse", 14001));
+
+        for sub in ["bookbuyer", "bookthief"] {
+            let cli = parse(&[sub, "--stats-file", "/tmp/b.json", "--duration-ms", "5"]).unwrap();
+            let (App::Bookbuyer(args) | App::Bookthief(args)) = cli.command else {
+                panic!("wrong subcommand")
+            };
+            assert_eq!(args.bookstore_url.authority(), "bookstore.bookstore:14001");
+            assert_eq!(
+                (args.interval_ms, args.duration_ms, args.timeout_ms),
+                (200, Some(5), 2000)
+            );
+        }
+    }
+
+    #[test]
     fn bad_args_are_refused() {
         for args in [
             &["http-client", "--url", "https://h/"][..],
@@ -276,6 +465,17 @@ mod tests {
             &["tcp-client", "--addr", "h:1", "--message", ""],
             &["http-server", "--port", "70000", "--name", "x"],
             &["http-server", "--port", "80"],
+            &["bookstore", "--stats-file", "/tmp/s"],
+            &["bookstore", "--name", "v1"],
+            &["bookwarehouse", "--stats-file", "/tmp/s"],
+            &["bookbuyer"],
+            &[
+                "bookthief",
+                "--stats-file",
+                "/tmp/s",
+                "--bookstore-url",
+                "https://x/",
+            ],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
         }

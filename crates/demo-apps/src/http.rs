@@ -1,10 +1,12 @@
-//! The HTTP server (answers everything with its name) and one HTTP client attempt.
+//! The HTTP server (answers everything with its name), the serve loop the bookstore apps share, and
+//! one HTTP request on its own connection ([`call`]; [`attempt`] for the `http-client` loop).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Empty, Full};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, Response};
@@ -22,12 +24,30 @@ pub const SERVED_BY: &str = "x-served-by";
 /// per request.
 pub async fn serve(listener: TcpListener, name: String) -> std::io::Result<()> {
     let name: Arc<str> = name.into();
-    let value = HeaderValue::from_str(&name).map_err(|_| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("name {name:?} is not a valid header value"),
-        )
-    })?;
+    let value = header_value(&name)?;
+    serve_with(listener, move |req: Request<Incoming>| {
+        let (name, value) = (Arc::clone(&name), value.clone());
+        async move {
+            // Read the request body to its end so the connection can carry the next request.
+            let _ = req.into_body().collect().await;
+            let mut resp = Response::new(Full::new(Bytes::from(name.as_bytes().to_vec())));
+            resp.headers_mut()
+                .insert(HeaderName::from_static(SERVED_BY), value);
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            resp
+        }
+    })
+    .await
+}
+
+/// Serves HTTP/1.1 on `listener` forever, one task per connection, answering every request with
+/// `handler` (which reads the request body itself). Keep-alive is supported.
+pub async fn serve_with<H, Fut>(listener: TcpListener, handler: H) -> std::io::Result<()>
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -38,20 +58,11 @@ pub async fn serve(listener: TcpListener, name: String) -> std::io::Result<()> {
                 continue;
             }
         };
-        let (name, value) = (Arc::clone(&name), value.clone());
+        let handler = handler.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (name, value) = (Arc::clone(&name), value.clone());
-                async move {
-                    // Read the request body to its end so the connection can carry the next request.
-                    let _ = req.into_body().collect().await;
-                    let mut resp = Response::new(Full::new(Bytes::from(name.as_bytes().to_vec())));
-                    resp.headers_mut()
-                        .insert(HeaderName::from_static(SERVED_BY), value);
-                    resp.headers_mut()
-                        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                    Ok::<_, Infallible>(resp)
-                }
+                let response = handler(req);
+                async move { Ok::<_, Infallible>(response.await) }
             });
             // A client going away mid-request is normal: nothing to report.
             let _ = hyper::server::conn::http1::Builder::new()
@@ -59,6 +70,16 @@ pub async fn serve(listener: TcpListener, name: String) -> std::io::Result<()> {
                 .await;
         });
     }
+}
+
+/// An app's name as a header value (`x-served-by`), or an `InvalidInput` error.
+pub fn header_value(name: &str) -> std::io::Result<HeaderValue> {
+    HeaderValue::from_str(name).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("name {name:?} is not a valid header value"),
+        )
+    })
 }
 
 /// What an HTTP client attempt sends.
@@ -78,23 +99,57 @@ pub struct HttpRequestSpec {
 /// host is resolved with the system resolver on every attempt, so `/etc/hosts` (and changes to it)
 /// apply.
 pub async fn attempt(spec: &HttpRequestSpec) -> Outcome {
-    match tokio::time::timeout(spec.timeout, exchange(spec)).await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(err)) => Outcome::Error(err),
-        Err(_) => Outcome::Error(format!("timeout after {:?}", spec.timeout)),
+    match call(&spec.url, &spec.method, &spec.headers, Bytes::new(), spec.timeout).await {
+        Ok(reply) => Outcome::Response {
+            status: reply.status,
+            served_by: reply.served_by,
+        },
+        Err(err) => Outcome::Error(err),
     }
 }
 
-async fn exchange(spec: &HttpRequestSpec) -> Result<Outcome, String> {
-    let url = &spec.url;
+/// A response to [`call`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// The `x-served-by` header.
+    pub served_by: Option<String>,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+/// One request on a new connection (`Connection: close`), resolving the host with the system resolver;
+/// `headers` replace the defaults of the same name (`user-agent`). `Err` describes why no (whole)
+/// response arrived within `timeout`: resolve, connect or protocol failure, or the timeout itself.
+pub async fn call(
+    url: &HttpUrl,
+    method: &Method,
+    headers: &[(HeaderName, HeaderValue)],
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Reply, String> {
+    match tokio::time::timeout(timeout, exchange(url, method, headers, body)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("timeout after {timeout:?}")),
+    }
+}
+
+async fn exchange(
+    url: &HttpUrl,
+    method: &Method,
+    extra_headers: &[(HeaderName, HeaderValue)],
+    body: Bytes,
+) -> Result<Reply, String> {
     let stream = connect(&url.host, url.port).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     // The connection future must run while we talk; it is aborted when this attempt ends.
     let conn = AbortOnDrop(tokio::spawn(conn));
-    let mut req = Request::new(Empty::<Bytes>::new());
-    *req.method_mut() = spec.method.clone();
+    // An empty `Full` is an empty body, exactly like `Empty`.
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = method.clone();
     *req.uri_mut() = url
         .path
         .parse()
@@ -109,7 +164,7 @@ async fn exchange(spec: &HttpRequestSpec) -> Result<Outcome, String> {
         USER_AGENT,
         HeaderValue::from_static(concat!("osm-demo-app/", env!("CARGO_PKG_VERSION"))),
     );
-    for (name, value) in &spec.headers {
+    for (name, value) in extra_headers {
         headers.insert(name.clone(), value.clone());
     }
     let resp = sender
@@ -122,12 +177,18 @@ async fn exchange(spec: &HttpRequestSpec) -> Result<Outcome, String> {
         .get(SERVED_BY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    resp.into_body()
+    let body = resp
+        .into_body()
         .collect()
         .await
-        .map_err(|e| format!("response body: {e}"))?;
+        .map_err(|e| format!("response body: {e}"))?
+        .to_bytes();
     drop(conn);
-    Ok(Outcome::Response { status, served_by })
+    Ok(Reply {
+        status,
+        served_by,
+        body,
+    })
 }
 
 /// Resolves `host` (system resolver: `/etc/hosts` first) and connects to the first address that accepts.

@@ -5,6 +5,9 @@
 //! - `http-client --url URL [--method M] [--header 'k: v']… [--count N | --duration-ms D | --until-file F]`:
 //!   one connection per request (`Connection: close`); prints one JSON [`Summary`] line when it stops.
 //! - `tcp-client --addr host:port --message M [stop flags]`: the same for echoes.
+//! - `bookstore`, `bookwarehouse`, `bookbuyer`, `bookthief`: the bookstore demo's apps speaking the upstream
+//!   demo's HTTP API (port 14001), each keeping a JSON [`stats::AppStats`] in its `--stats-file`, which
+//!   the demo orchestrator reads with [`stats::read_stats`].
 //!
 //! Clients with no stop flag run until SIGTERM/SIGINT and still print the summary, which is what a
 //! "no failed request while certificates rotate" test needs. Names resolve through the system resolver,
@@ -12,11 +15,16 @@
 //! `osm_harness::demo_app_bin()` and parse its output with [`Summary::from_output`].
 #![forbid(unsafe_code)]
 
+pub mod bookbuyer;
+pub mod bookstore;
+pub mod bookwarehouse;
 pub mod cli;
 pub mod client_loop;
 pub mod http;
+pub mod stats;
 pub mod summary;
 pub mod tcp;
 pub mod url;
 
+pub use stats::{AppStats, read_stats};
 pub use summary::{Outcome, Summary};

@@ -29,6 +29,21 @@ impl HttpUrl {
             format!("{host}:{}", self.port)
         }
     }
+
+    /// This URL as a base with `path` (starting with `/`) appended to its path; a query is dropped.
+    /// `http://h:1` + `/books-bought` → `http://h:1/books-bought`; `http://h/shop/` → `/shop/books-bought`.
+    pub fn join(&self, path: &str) -> HttpUrl {
+        let base = self
+            .path
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('/');
+        HttpUrl {
+            path: format!("{base}{path}"),
+            ..self.clone()
+        }
+    }
 }
 
 impl FromStr for HttpUrl {
@@ -107,6 +122,13 @@ mod tests {
         assert_eq!(url("http://[::1]:8080/a").authority(), "[::1]:8080");
         assert_eq!(url("http://h:81/").authority(), "h:81");
         assert_eq!(url("http://h/").authority(), "h");
+    }
+
+    #[test]
+    fn joins_paths() {
+        assert_eq!(url("http://h:1").join("/books-bought").path, "/books-bought");
+        assert_eq!(url("http://h:1/").join("/a").to_string(), "http://h:1/a");
+        assert_eq!(url("http://h/shop/?x=1").join("/a").path, "/shop/a");
     }
 
     #[test]
