@@ -97,10 +97,11 @@ impl<'a> Builder<'a> {
     }
 
     fn resolve_endpoints(&mut self) {
+        let index = crate::input::PodSelectorIndex::new(self.input);
         for (id, svc) in &self.input.services {
             let resolved = self
                 .input
-                .endpoints_of(svc)
+                .endpoints_with(svc, &index)
                 .into_iter()
                 .map(|ep| ResolvedEndpoint {
                     ip: ep.ip,

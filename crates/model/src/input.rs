@@ -177,16 +177,19 @@ impl MeshInput {
     /// Endpoints of a service: the explicit ones if the source gave any, otherwise the pods its
     /// selector matches (a local manifest directory has no EndpointSlices).
     pub fn endpoints_of(&self, service: &Service) -> BTreeSet<Endpoint> {
+        self.endpoints_with(service, &PodSelectorIndex::new(self))
+    }
+
+    pub(crate) fn endpoints_with(
+        &self,
+        service: &Service,
+        index: &PodSelectorIndex<'_>,
+    ) -> BTreeSet<Endpoint> {
         if let Some(eps) = self.endpoints.get(&service.id) {
             return eps.clone();
         }
-        if service.selector.is_empty() {
-            return BTreeSet::new();
-        }
-        self.pods
-            .values()
-            .filter(|p| p.id.namespace == service.id.namespace)
-            .filter(|p| service.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+        index
+            .select(&service.id.namespace, &service.selector)
             .filter_map(|p| {
                 p.ip.map(|ip| Endpoint {
                     ip,
@@ -194,5 +197,41 @@ impl MeshInput {
                 })
             })
             .collect()
+    }
+}
+
+/// Pods by (namespace, label, value), so a selector is evaluated against the pods carrying its first
+/// label rather than against every pod (which made the model quadratic in services × pods).
+pub(crate) struct PodSelectorIndex<'a> {
+    by_label: std::collections::HashMap<(&'a str, &'a str, &'a str), Vec<&'a Pod>>,
+}
+
+impl<'a> PodSelectorIndex<'a> {
+    pub(crate) fn new(input: &'a MeshInput) -> Self {
+        let mut by_label: std::collections::HashMap<(&str, &str, &str), Vec<&Pod>> = Default::default();
+        for pod in input.pods.values() {
+            for (k, v) in &pod.labels {
+                by_label
+                    .entry((pod.id.namespace.as_str(), k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(pod);
+            }
+        }
+        Self { by_label }
+    }
+
+    /// Pods of `namespace` matching every pair of `selector`; an empty selector selects nothing.
+    pub(crate) fn select<'s>(
+        &'s self,
+        namespace: &'s str,
+        selector: &'s BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a Pod> + 's {
+        let first = selector.iter().next();
+        first
+            .and_then(|(k, v)| self.by_label.get(&(namespace, k.as_str(), v.as_str())))
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
     }
 }
