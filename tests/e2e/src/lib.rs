@@ -105,6 +105,18 @@ impl Mesh {
         api: AdsApi,
         apps: &BTreeMap<String, Vec<String>>,
     ) -> Result<Mesh> {
+        Self::start_with_probes(hub, pods, input, api, apps, &[])
+    }
+
+    /// [`Mesh::start`] with probe listeners in every sidecar's bootstrap.
+    pub fn start_with_probes(
+        hub: Hub,
+        pods: BTreeMap<String, Pod>,
+        input: MeshInput,
+        api: AdsApi,
+        apps: &BTreeMap<String, Vec<String>>,
+        probes: &[osm_xds::bootstrap::Probe],
+    ) -> Result<Mesh> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -193,7 +205,7 @@ impl Mesh {
             }
             if let Some(meta) = pod_meta.get(&name).filter(|p| p.proxy_uuid.is_some()) {
                 mp.pod.apply_init(&osm_init::InitConfig::default())?;
-                let bootstrap = cp.bootstrap_for(meta, &hub.ip().to_string(), &server_name, api, &[])?;
+                let bootstrap = cp.bootstrap_for(meta, &hub.ip().to_string(), &server_name, api, probes)?;
                 mp.envoy = Some(mp.pod.spawn_envoy(&bootstrap)?);
             }
             mesh_pods.insert(name, mp);
