@@ -5,7 +5,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CommonTlsContext, UpstreamTlsContext, common_tls_context,
+    CertificateValidationContext, CommonTlsContext, UpstreamTlsContext, common_tls_context,
 };
 use osm_model::{ServiceRef, UpstreamCluster};
 
@@ -14,17 +14,29 @@ use crate::eds::lb_endpoint_for;
 use crate::names;
 use crate::resource::{Resource, TypeKind};
 
-/// `<ns>/<svc>|<port>`: EDS-fed, mTLS with SNI `<svc>.<ns>.svc.cluster.local` and ALPN `osm`. It does not
-/// depend on the client, so every client shares one encoded copy.
-pub fn upstream(c: &UpstreamCluster) -> Arc<Resource> {
+/// `<ns>/<svc>|<port>`: EDS-fed, mTLS with SNI `<svc>.<ns>.svc.cluster.local` and ALPN `osm`; the server
+/// must present the CA-signed certificate of one of the service's identities. It does not depend on
+/// the client, so every client with the same view of the service shares one encoded copy.
+pub fn upstream(c: &UpstreamCluster, trust_domain: &str) -> Arc<Resource> {
     let name = c.name();
     let tls = UpstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: vec![sds(names::SERVICE_CERT)],
             validation_context_type: Some(
-                common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(
-                    &names::root_cert_outbound(&c.service),
-                )),
+                common_tls_context::ValidationContextType::CombinedValidationContext(
+                    common_tls_context::CombinedCertificateValidationContext {
+                        default_validation_context: Some(CertificateValidationContext {
+                            match_typed_subject_alt_names: c
+                                .server_identities
+                                .iter()
+                                .map(|id| crate::sds::san_exact(&id.principal(trust_domain)))
+                                .collect(),
+                            ..Default::default()
+                        }),
+                        validation_context_sds_secret_config: Some(sds(names::ROOT_CERT_OUTBOUND)),
+                        ..Default::default()
+                    },
+                ),
             ),
             alpn_protocols: vec![names::ALPN_OSM.to_string()],
             ..Default::default()

@@ -517,13 +517,17 @@ fn common_tls(c: Option<&CommonTlsContext>) -> Map<String, Value> {
         }
         Some(common_tls_context::ValidationContextType::ValidationContext(_)) => Some(json!("inline")),
         Some(common_tls_context::ValidationContextType::CombinedValidationContext(c)) => {
-            Some(json!(format!(
-                "combined, sds {}",
-                c.validation_context_sds_secret_config
-                    .as_ref()
-                    .map(|s| s.name.as_str())
-                    .unwrap_or("")
-            )))
+            let sds = c
+                .validation_context_sds_secret_config
+                .as_ref()
+                .map(|s| s.name.as_str())
+                .unwrap_or("");
+            let sans: Vec<Value> = c
+                .default_validation_context
+                .iter()
+                .flat_map(|v| v.match_typed_subject_alt_names.iter().map(san_summary))
+                .collect();
+            Some(json!({ "ca": format!("sds {sds}"), "subject_alt_names": sans }))
         }
         Some(_) => Some(json!("other")),
         None => None,

@@ -55,7 +55,6 @@ pub struct GeneratorStats {
     pub inbound_sets: usize,
     pub clusters: usize,
     pub load_assignments: usize,
-    pub outbound_validation_contexts: usize,
 }
 
 /// Memoising builder of proxy configs. One per control plane; not shared between threads.
@@ -69,38 +68,44 @@ pub struct Generator {
     /// proxy, and hashing it once per proxy would cost more than building it.
     outbound_by_ptr: HashMap<usize, (Arc<OutboundIntent>, Arc<ResourceSet>)>,
     inbound: Memo<Arc<InboundIntent>, ResourceSet>,
-    clusters: Memo<(ServiceRef, u16), Resource>,
+    clusters: Memo<(ServiceRef, u16, BTreeSet<ServiceIdentity>), Resource>,
     endpoints: Memo<Arc<UpstreamCluster>, Resource>,
-    root_outbound: Memo<(ServiceRef, BTreeSet<ServiceIdentity>), Resource>,
+}
+
+/// Resources every proxy gets: the prometheus listener, the fixed clusters, the shared outbound CA.
+fn statics(ca_bundle_pem: &str) -> Arc<ResourceSet> {
+    let mut statics = ResourceSet::default();
+    statics.insert(lds::prometheus());
+    statics.insert(cds::metrics());
+    statics.insert(cds::passthrough());
+    statics.insert(sds::validation_context(
+        names::ROOT_CERT_OUTBOUND,
+        ca_bundle_pem,
+        &[],
+    ));
+    Arc::new(statics)
 }
 
 impl Generator {
     pub fn new(trust_domain: impl Into<String>, ca_bundle_pem: &str) -> Self {
-        let mut statics = ResourceSet::default();
-        statics.insert(lds::prometheus());
-        statics.insert(cds::metrics());
-        statics.insert(cds::passthrough());
         Self {
             trust_domain: trust_domain.into(),
             ca_bundle: ca_bundle_pem.into(),
             generation: 0,
-            statics: Arc::new(statics),
+            statics: statics(ca_bundle_pem),
             outbound: Memo::new(),
             outbound_by_ptr: HashMap::new(),
             inbound: Memo::new(),
             clusters: Memo::new(),
             endpoints: Memo::new(),
-            root_outbound: Memo::new(),
         }
     }
 
     /// A new CA bundle changes every validation context: forget everything that embeds it.
     pub fn set_ca_bundle(&mut self, ca_bundle_pem: &str) {
         self.ca_bundle = ca_bundle_pem.into();
-        self.outbound.clear();
-        self.outbound_by_ptr.clear();
+        self.statics = statics(ca_bundle_pem);
         self.inbound.clear();
-        self.root_outbound.clear();
     }
 
     /// Starts a recompute; call `sweep` when every proxy of this recompute has been generated.
@@ -116,7 +121,6 @@ impl Generator {
         self.inbound.sweep(g);
         self.clusters.sweep(g);
         self.endpoints.sweep(g);
-        self.root_outbound.sweep(g);
     }
 
     /// Entries held per memo table; after `sweep`, exactly what the last generation used.
@@ -126,7 +130,6 @@ impl Generator {
             inbound_sets: self.inbound.len(),
             clusters: self.clusters.len(),
             load_assignments: self.endpoints.len(),
-            outbound_validation_contexts: self.root_outbound.len(),
         }
     }
 
@@ -169,24 +172,16 @@ impl Generator {
             }
             for b in &s.backends {
                 let c = &b.cluster;
-                set.insert(
-                    self.clusters
-                        .get_or_build((c.service.clone(), c.target_port), g, |_| cds::upstream(c)),
-                );
+                let td = &self.trust_domain;
+                set.insert(self.clusters.get_or_build(
+                    (c.service.clone(), c.target_port, c.server_identities.clone()),
+                    g,
+                    |_| cds::upstream(c, td),
+                ));
                 set.insert(
                     self.endpoints
                         .get_or_build(c.clone(), g, |c| eds::load_assignment(c)),
                 );
-                let ca = &self.ca_bundle;
-                let td = &self.trust_domain;
-                set.insert(self.root_outbound.get_or_build(
-                    (c.service.clone(), c.server_identities.clone()),
-                    g,
-                    |(svc, ids)| {
-                        let principals: Vec<String> = ids.iter().map(|i| i.principal(td)).collect();
-                        sds::validation_context(&names::root_cert_outbound(svc), ca, &principals)
-                    },
-                ));
             }
         }
         for (port, services) in http_ports {

@@ -44,9 +44,11 @@ pub fn rds_outbound(port: u16) -> String {
     format!("rds-outbound.{port}")
 }
 
-pub fn root_cert_outbound(svc: &ServiceRef) -> String {
-    format!("root-cert-for-mtls-outbound:{svc}")
-}
+/// The mesh CA bundle that validates upstream servers. Upstream OSM has one per upstream service
+/// (`root-cert-for-mtls-outbound:<ns>/<svc>`, each embedding the CA and the service's SANs); here the SAN
+/// matchers live in each cluster and every cluster shares this one secret, so a proxy that can reach
+/// 1000 services gets one copy of the CA instead of 1000.
+pub const ROOT_CERT_OUTBOUND: &str = "root-cert-for-mtls-outbound";
 
 pub fn root_cert_inbound(identity: &ServiceIdentity) -> String {
     format!(

@@ -31,19 +31,21 @@ pub fn validation_context(name: &str, ca_bundle_pem: &str, peer_principals: &[St
         name: name.to_string(),
         r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
             trusted_ca: Some(inline(ca_bundle_pem)),
-            match_typed_subject_alt_names: peer_principals
-                .iter()
-                .map(|p| SubjectAltNameMatcher {
-                    san_type: SanType::Dns as i32,
-                    matcher: Some(StringMatcher {
-                        match_pattern: Some(string_matcher::MatchPattern::Exact(p.clone())),
-                        ignore_case: false,
-                    }),
-                    oid: String::new(),
-                })
-                .collect(),
+            match_typed_subject_alt_names: peer_principals.iter().map(|p| san_exact(p)).collect(),
             ..Default::default()
         })),
     };
     Resource::encode(TypeKind::Secret, name, &secret)
+}
+
+/// A DNS SAN that must equal `principal` exactly.
+pub fn san_exact(principal: &str) -> SubjectAltNameMatcher {
+    SubjectAltNameMatcher {
+        san_type: SanType::Dns as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Exact(principal.to_string())),
+            ignore_case: false,
+        }),
+        oid: String::new(),
+    }
 }
