@@ -1,0 +1,285 @@
+//! `osm-loadtest controller`: the control plane under test, alone in its process so that its CPU time
+//! and peak RSS are its own. It builds the mesh, serves ADS over mTLS on 127.0.0.1 and then follows the
+//! driver's commands (see [`crate::protocol`]): wait until every proxy is in sync, apply a change and
+//! wait until every affected proxy ACKed it.
+//!
+//! "In sync" is the ADS server's own view (`SnapshotCache::in_sync`): the proxy's stream handled its
+//! latest config and the proxy ACKed every type it was sent. Waiting listens to the cache's ACK events
+//! and rescans every few milliseconds, so the time of the last ACK is known to about a millisecond.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use osm_ads::{AdsEvent, AdsService, SnapshotCache};
+use osm_ca::{CertificateAuthority, TrustDomain};
+use osm_controller::{ControlPlane, ads_server_name};
+use tokio::sync::broadcast;
+
+use crate::mesh::{self, Churn, ChurnKind, MeshSpec};
+use crate::protocol::{Changed, Command, Ready, Reply, Synced};
+use crate::sys::{cpu_time, now_ns, raise_nofile_limit};
+
+/// The namespace the ADS server name is built from.
+pub const OSM_NAMESPACE: &str = "osm-system";
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    pub mesh: MeshSpec,
+    /// Directory with the mesh root (`root-cert.pem`, `root-key.pem`), written by the driver.
+    #[arg(long)]
+    pub ca_dir: PathBuf,
+    /// Tokio worker threads serving ADS.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    #[arg(long, value_delimiter = ',', default_value = "endpoint")]
+    pub churn: Vec<ChurnKind>,
+}
+
+/// Runs the controller process: replies on stdout, commands on stdin.
+pub fn run(args: ControllerArgs) -> Result<()> {
+    let _ = raise_nofile_limit();
+    args.mesh.validate().map_err(anyhow::Error::msg)?;
+    let mut churn = Churn::new(&args.mesh, &args.churn).map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .thread_name("osm-ads")
+        .enable_all()
+        .build()?;
+    let td = TrustDomain::default();
+    let ca = CertificateAuthority::load_or_create(&args.ca_dir, td.clone(), CA_VALIDITY)
+        .context("loading the mesh root")?;
+
+    let cpu0 = cpu_time(None).unwrap_or_default();
+    let input = mesh::build(&args.mesh);
+    let keys: Vec<String> = mesh::proxies(&args.mesh).iter().map(|p| p.key(&td)).collect();
+    let cpu1 = cpu_time(None).unwrap_or_default();
+    let started = Instant::now();
+    let cp = Arc::new(ControlPlane::new(Arc::new(ca), input));
+    let init_wall = started.elapsed();
+    let cpu2 = cpu_time(None).unwrap_or_default();
+
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let listener = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind("127.0.0.1:0".parse().expect("a valid address"))?;
+        // Thousands of proxies connect at once: a short accept queue would drop SYNs and add seconds.
+        socket.listen(4096)
+    })?;
+    let addr = listener.local_addr()?;
+    let tls = cp.ads_tls(&[ads_server_name(OSM_NAMESPACE)])?;
+    let service = AdsService::new(cp.cache().clone(), cp.registry(), td, shutdown_rx.clone());
+    let mut stop = shutdown_rx;
+    let server = rt.spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|down| *down).await;
+        };
+        osm_ads::serve(listener, tls, service, shutdown).await
+    });
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    send(
+        &mut out,
+        &Reply::Ready(Ready {
+            pid: std::process::id(),
+            addr: addr.to_string(),
+            input_cpu_s: (cpu1 - cpu0).as_secs_f64(),
+            init_wall_s: init_wall.as_secs_f64(),
+            init_cpu_s: (cpu2 - cpu1).as_secs_f64(),
+            proxies: keys.len(),
+            at_ns: now_ns(),
+        }),
+    )?;
+
+    let cache = cp.cache().clone();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.context("reading a command")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let command: Command = match serde_json::from_str(&line) {
+            Ok(c) => c,
+            Err(e) => {
+                send(
+                    &mut out,
+                    &Reply::Error {
+                        message: format!("bad command {line:?}: {e}"),
+                    },
+                )?;
+                continue;
+            }
+        };
+        match command {
+            Command::WaitSync { timeout_ms } => {
+                let events = cache.events();
+                let pending: HashSet<String> = keys.iter().cloned().collect();
+                let result = rt.block_on(wait_in_sync(
+                    &cache,
+                    events,
+                    pending,
+                    Duration::from_millis(timeout_ms),
+                ));
+                let nacks = keys
+                    .iter()
+                    .filter_map(|k| cache.status(k))
+                    .map(|s| s.nacks)
+                    .sum();
+                send(
+                    &mut out,
+                    &Reply::Synced(Synced {
+                        at_ns: result.done_ns.unwrap_or_else(now_ns),
+                        synced: keys.len() - result.missing.len(),
+                        total: keys.len(),
+                        missing: result.missing.into_iter().take(5).collect(),
+                        nacks,
+                    }),
+                )?;
+            }
+            Command::Change { index, timeout_ms } => {
+                let reply = apply_change(&rt, &cp, &keys, &mut churn, index, timeout_ms);
+                send(&mut out, &Reply::Changed(reply))?;
+            }
+            Command::Quit => break,
+        }
+    }
+    let _ = shutdown.send(true);
+    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), server).await }) {
+        Ok(Ok(Ok(()))) | Err(_) => {}
+        Ok(Ok(Err(e))) => bail!("ADS server failed: {e:?}"),
+        Ok(Err(e)) => bail!("ADS server task failed: {e}"),
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+fn send(out: &mut impl Write, reply: &Reply) -> Result<()> {
+    serde_json::to_writer(&mut *out, reply)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Applies one change and waits for the connected proxies it affected.
+fn apply_change(
+    rt: &tokio::runtime::Runtime,
+    cp: &ControlPlane,
+    keys: &[String],
+    churn: &mut Churn,
+    index: usize,
+    timeout_ms: u64,
+) -> Changed {
+    let cache = cp.cache();
+    // The proxies the driver runs clients for; pods added by churn have a config but no client.
+    let before: Vec<Option<Arc<osm_xds::ProxyConfig>>> = keys.iter().map(|k| cache.get(k)).collect();
+    let events = cache.events();
+    let mut kind = None;
+    let started_ns = now_ns();
+    let stats = cp.update(|input| kind = Some(churn.apply(index, input)));
+    let update_ns = now_ns() - started_ns;
+    let pending: HashSet<String> = keys
+        .iter()
+        .zip(before)
+        .filter(|(k, old)| match (old, cache.get(k)) {
+            (Some(old), Some(new)) => !Arc::ptr_eq(old, &new),
+            (None, None) => false,
+            _ => true,
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    let affected = pending.len();
+    let result = rt.block_on(wait_in_sync(
+        cache,
+        events,
+        pending,
+        Duration::from_millis(timeout_ms),
+    ));
+    Changed {
+        index,
+        kind: kind.expect("update runs the change"),
+        started_ns,
+        update_us: update_ns / 1000,
+        changed: stats.changed,
+        affected,
+        latency_us: match (affected, result.missing.is_empty(), result.done_ns) {
+            (0, ..) | (_, false, _) => None,
+            (_, true, Some(done)) => Some(done.saturating_sub(started_ns) / 1000),
+            (_, true, None) => None,
+        },
+        missing: result.missing.len(),
+    }
+}
+
+fn finish(done: &mut Option<u64>, at: u64) {
+    *done = Some(done.map_or(at, |d| d.max(at)));
+}
+
+struct WaitResult {
+    /// When the last pending proxy got in sync (by its last ACK).
+    done_ns: Option<u64>,
+    missing: Vec<String>,
+}
+
+/// Waits until every pending proxy is in sync. An ACK event for a pending proxy triggers a check of
+/// that proxy; a rescan every `RESCAN` catches what events cannot tell (events dropped because this
+/// receiver lagged, or an ACK recorded just before the stream marked its generation handled).
+async fn wait_in_sync(
+    cache: &SnapshotCache,
+    mut events: broadcast::Receiver<AdsEvent>,
+    pending: HashSet<String>,
+    timeout: Duration,
+) -> WaitResult {
+    const RESCAN: Duration = Duration::from_millis(5);
+    // Pending proxy → when its latest ACK was seen (None: not seen, or events were lost since).
+    let mut pending: HashMap<String, Option<u64>> = pending.into_iter().map(|k| (k, None)).collect();
+    let mut done_ns: Option<u64> = None;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut rescan = tokio::time::interval(RESCAN);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !pending.is_empty() {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(AdsEvent::Acked { proxy, .. }) => {
+                    let now = now_ns();
+                    if let Some(seen) = pending.get_mut(&proxy) {
+                        *seen = Some(now);
+                        if cache.in_sync(&proxy) {
+                            pending.remove(&proxy);
+                            finish(&mut done_ns, now);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    for seen in pending.values_mut() {
+                        *seen = None;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    tokio::time::sleep(RESCAN).await;
+                }
+            },
+            _ = rescan.tick() => {
+                let now = now_ns();
+                pending.retain(|proxy, seen| {
+                    if cache.in_sync(proxy) {
+                        finish(&mut done_ns, seen.unwrap_or(now));
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let mut missing: Vec<String> = pending.into_keys().collect();
+    missing.sort();
+    WaitResult { done_ns, missing }
+}

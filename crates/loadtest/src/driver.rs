@@ -1,0 +1,468 @@
+//! `osm-loadtest` (the driver): writes a mesh root, spawns the controller process, runs one simulated
+//! proxy per sidecar pod on its own small tokio runtime, then drives the script — wait for the cold
+//! start to converge, apply the changes one at a time — and turns what both sides recorded into a
+//! [`Report`].
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use osm_ca::{CertificateAuthority, TrustDomain, XdsClientIdentity};
+use osm_controller::ads_server_name;
+use osm_xds::TypeKind;
+use tonic::transport::Identity;
+
+use crate::client::{self, Api, Proxy, ProxyStats, Shared, kind_index};
+use crate::controller::{CA_VALIDITY, OSM_NAMESPACE};
+use crate::mesh::{self, Churn, ChurnKind, MeshSpec, Mode};
+use crate::protocol::{Changed, Command, Ready, Reply, Synced};
+use crate::report::{self, Latency, Report, Summary};
+use crate::sys::{cpu_time, memory, now_ns, raise_nofile_limit};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub mesh: MeshSpec,
+    /// ADS flavour the simulated proxies speak.
+    #[arg(long, value_enum, default_value_t = Api::Delta)]
+    pub ads: Api,
+    /// Number of scripted changes after the cold start.
+    #[arg(long, default_value_t = 50)]
+    pub changes: usize,
+    /// Kinds of change, cycled: endpoint, pod, policy.
+    #[arg(long, value_delimiter = ',', default_value = "endpoint")]
+    pub churn: Vec<ChurnKind>,
+    /// Pause before each change.
+    #[arg(long, default_value_t = 100)]
+    pub change_interval_ms: u64,
+    #[arg(long, default_value_t = 300)]
+    pub sync_timeout_s: u64,
+    #[arg(long, default_value_t = 30)]
+    pub change_timeout_s: u64,
+    /// Tokio worker threads of the controller's ADS server.
+    #[arg(long, default_value_t = 2)]
+    pub controller_threads: usize,
+    /// Tokio worker threads running all simulated proxies.
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
+    /// Proxies starting at once (connected, not yet holding every type they subscribe to); 0: all
+    /// proxies connect at once, as after a controller restart.
+    #[arg(long, default_value_t = 0)]
+    pub startup_concurrency: usize,
+    /// Run the controller under this command, e.g. "valgrind --tool=callgrind".
+    #[arg(long)]
+    pub controller_wrapper: Option<String>,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        Self {
+            mesh: MeshSpec::default(),
+            ads: Api::Delta,
+            changes: 50,
+            churn: vec![ChurnKind::Endpoint],
+            change_interval_ms: 100,
+            sync_timeout_s: 300,
+            change_timeout_s: 30,
+            controller_threads: 2,
+            client_threads: 2,
+            startup_concurrency: 0,
+            controller_wrapper: None,
+            json_out: None,
+        }
+    }
+}
+
+/// The controller process and its command pipe.
+struct ControllerProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ControllerProcess {
+    fn spawn(args: &RunArgs, exe: &Path, ca_dir: &Path) -> Result<Self> {
+        let mut cmd = match args.controller_wrapper.as_deref().map(str::split_whitespace) {
+            Some(mut words) => {
+                let program = words.next().context("--controller-wrapper is empty")?;
+                let mut cmd = std::process::Command::new(program);
+                cmd.args(words).arg(exe);
+                cmd
+            }
+            None => std::process::Command::new(exe),
+        };
+        let churn: Vec<&str> = args
+            .churn
+            .iter()
+            .map(|k| match k {
+                ChurnKind::Endpoint => "endpoint",
+                ChurnKind::Pod => "pod",
+                ChurnKind::Policy => "policy",
+            })
+            .collect();
+        cmd.arg("controller")
+            .args(args.mesh.to_args())
+            .arg(format!("--threads={}", args.controller_threads))
+            .arg(format!("--churn={}", churn.join(",")))
+            .arg("--ca-dir")
+            .arg(ca_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning the controller {}", exe.display()))?;
+        let stdin = child.stdin.take().context("the controller's stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("the controller's stdout")?);
+        Ok(Self { child, stdin, stdout })
+    }
+
+    fn send(&mut self, command: &Command) -> Result<()> {
+        serde_json::to_writer(&mut self.stdin, command)?;
+        self.stdin.write_all(b"\n")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+
+    fn reply(&mut self) -> Result<Reply> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.stdout.read_line(&mut line)? == 0 {
+                bail!("the controller exited (see its output above)");
+            }
+            // A wrapper such as valgrind may print on stdout too: skip what is not a reply.
+            if let Ok(reply) = serde_json::from_str::<Reply>(line.trim()) {
+                return match reply {
+                    Reply::Error { message } => bail!("controller: {message}"),
+                    other => Ok(other),
+                };
+            }
+        }
+    }
+
+    fn ready(&mut self) -> Result<Ready> {
+        match self.reply()? {
+            Reply::Ready(r) => Ok(r),
+            other => bail!("expected Ready, got {other:?}"),
+        }
+    }
+
+    fn wait_sync(&mut self, timeout: Duration) -> Result<Synced> {
+        self.send(&Command::WaitSync {
+            timeout_ms: timeout.as_millis() as u64,
+        })?;
+        match self.reply()? {
+            Reply::Synced(s) => Ok(s),
+            other => bail!("expected Synced, got {other:?}"),
+        }
+    }
+
+    fn change(&mut self, index: usize, timeout: Duration) -> Result<Changed> {
+        self.send(&Command::Change {
+            index,
+            timeout_ms: timeout.as_millis() as u64,
+        })?;
+        match self.reply()? {
+            Reply::Changed(c) => Ok(c),
+            other => bail!("expected Changed, got {other:?}"),
+        }
+    }
+
+    fn quit(mut self) -> Result<()> {
+        let _ = self.send(&Command::Quit);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("the controller exited with {status}");
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("the controller did not exit within 10 s of Quit; killed it");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        // Only when a run fails midway: never leave the controller behind.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// Runs one load test; `exe` is the `osm-loadtest` binary (for the controller process).
+pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
+    args.mesh.validate().map_err(anyhow::Error::msg)?;
+    Churn::new(&args.mesh, &args.churn).map_err(anyhow::Error::msg)?;
+    let nofile = raise_nofile_limit().context("raising the open-files limit")?;
+    if (nofile as usize) < args.mesh.proxies + 256 {
+        bail!(
+            "the open-files limit is {nofile}; {} proxies need more (raise the hard limit)",
+            args.mesh.proxies
+        );
+    }
+    let td = TrustDomain::default();
+    let ca_dir = tempfile::tempdir().context("a directory for the mesh root")?;
+    let ca = CertificateAuthority::load_or_create(ca_dir.path(), td.clone(), CA_VALIDITY)
+        .context("creating the mesh root")?;
+
+    let spawned_ns = now_ns();
+    let mut ctl = ControllerProcess::spawn(args, exe, ca_dir.path())?;
+
+    // Certificates are issued while the controller computes its initial config.
+    let issued = Instant::now();
+    let infos = mesh::proxies(&args.mesh);
+    let mut proxies = Vec::with_capacity(infos.len());
+    for info in &infos {
+        let id = XdsClientIdentity {
+            proxy_uuid: info.uuid.clone(),
+            identity: osm_ca::ServiceIdentity::new(&info.service_account, &info.namespace),
+            trust_domain: td.clone(),
+        };
+        let cert = ca
+            .issue_xds_client_cert(&id, Duration::from_secs(24 * 3600))
+            .with_context(|| format!("issuing the xDS certificate of proxy {}", info.index))?;
+        proxies.push(Arc::new(Proxy {
+            key: info.key(&td),
+            node_cluster: format!("{}.{}", info.service_account, info.namespace),
+            identity: Identity::from_pem(cert.cert_pem, cert.private_key.expose_pem()),
+            stats: Mutex::new(ProxyStats::default()),
+        }));
+    }
+    let client_certs_s = issued.elapsed().as_secs_f64();
+    let ready = ctl.ready()?;
+    let pid = ready.pid;
+    if ready.proxies != proxies.len() {
+        bail!(
+            "the controller knows {} proxies, the driver {}",
+            ready.proxies,
+            proxies.len()
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .thread_name("osm-proxy")
+        .enable_all()
+        .build()?;
+    let shared = Arc::new(Shared::new(
+        format!("https://{}", ready.addr),
+        ads_server_name(OSM_NAMESPACE),
+        ca.root_cert_pem(),
+        args.ads,
+        args.startup_concurrency,
+    ));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let clients_started_ns = now_ns();
+    for p in &proxies {
+        rt.spawn(client::run(p.clone(), shared.clone(), stop_rx.clone()));
+    }
+
+    let synced = ctl.wait_sync(Duration::from_secs(args.sync_timeout_s))?;
+    let ctl_cpu_synced = cpu_time(Some(pid)).unwrap_or_default().as_secs_f64();
+    let ctl_mem_synced = memory(Some(pid)).unwrap_or_default();
+    let cold: Vec<ProxyStats> = proxies.iter().map(|p| p.stats()).collect();
+    let smi = (args.mesh.mode == Mode::Smi).then(|| smi_check(&args.mesh, &infos, &cold));
+
+    let mut changes = Vec::with_capacity(args.changes);
+    for index in 0..args.changes {
+        std::thread::sleep(Duration::from_millis(args.change_interval_ms));
+        changes.push(ctl.change(index, Duration::from_secs(args.change_timeout_s))?);
+    }
+    let churn_end_ns = now_ns();
+    let ctl_cpu_end = cpu_time(Some(pid)).unwrap_or_default().as_secs_f64();
+    let ctl_mem_end = memory(Some(pid)).unwrap_or_default();
+    let driver_cpu = cpu_time(None).unwrap_or_default().as_secs_f64();
+    let driver_mem = memory(None).unwrap_or_default();
+    let end: Vec<ProxyStats> = proxies.iter().map(|p| p.stats()).collect();
+
+    let _ = stop.send(true);
+    let quit = ctl.quit();
+    rt.shutdown_timeout(Duration::from_secs(2));
+    quit?;
+
+    let mut report = Report {
+        unix_time: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        mesh: args.mesh.clone(),
+        ads: args.ads,
+        churn_kinds: args.churn.clone(),
+        controller_threads: args.controller_threads,
+        controller: report::Controller {
+            init_wall_s: ready.init_wall_s,
+            init_cpu_s: ready.init_cpu_s,
+            cold_cpu_s: ctl_cpu_synced - ready.input_cpu_s,
+            cold_peak_rss_mb: ctl_mem_synced.peak_rss as f64 / 1e6,
+            churn_cpu_s: ctl_cpu_end - ctl_cpu_synced,
+            peak_rss_mb: ctl_mem_end.peak_rss as f64 / 1e6,
+            rss_mb: ctl_mem_end.rss as f64 / 1e6,
+            input_cpu_s: ready.input_cpu_s,
+        },
+        cold_start: report::ColdStart {
+            convergence_s: secs(synced.at_ns.saturating_sub(clients_started_ns)),
+            from_spawn_s: secs(synced.at_ns.saturating_sub(spawned_ns)),
+            synced: synced.synced,
+            total: synced.total,
+            missing: synced.missing,
+            nacks: synced.nacks,
+            client_certs_s,
+        },
+        per_proxy: per_proxy(&cold, &end),
+        smi,
+        churn: churn_figures(&changes, &end, churn_end_ns),
+        driver: report::Driver {
+            cpu_s: driver_cpu,
+            peak_rss_mb: driver_mem.peak_rss as f64 / 1e6,
+            client_threads: args.client_threads,
+        },
+        goals: Vec::new(),
+    };
+    report.check_goals();
+    Ok(report)
+}
+
+fn kind_label(kind: TypeKind) -> &'static str {
+    match kind {
+        TypeKind::Cluster => "clusters (CDS)",
+        TypeKind::Endpoint => "endpoints (EDS)",
+        TypeKind::Listener => "listeners (LDS)",
+        TypeKind::Route => "routes (RDS)",
+        TypeKind::Secret => "secrets (SDS)",
+    }
+}
+
+fn per_proxy(cold: &[ProxyStats], end: &[ProxyStats]) -> report::PerProxy {
+    let resources = TypeKind::ALL
+        .into_iter()
+        .map(|k| {
+            (
+                kind_label(k).to_string(),
+                Summary::of(cold.iter().map(|s| s.held[kind_index(k)] as f64)),
+            )
+        })
+        .collect();
+    report::PerProxy {
+        bytes_cold: Summary::of(cold.iter().map(|s| s.bytes as f64)),
+        responses_cold: Summary::of(cold.iter().map(|s| s.responses as f64)),
+        resources,
+        stream_errors: end.iter().map(|s| u64::from(s.errors)).sum(),
+        last_error: end.iter().rev().find_map(|s| s.last_error.clone()),
+        client_nacks: end.iter().map(|s| s.nacks).sum(),
+    }
+}
+
+/// Every SMI proxy's upstream (EDS) clusters must be exactly those of the services it may call.
+fn smi_check(spec: &MeshSpec, infos: &[mesh::ProxyInfo], cold: &[ProxyStats]) -> report::SmiCheck {
+    let mut violations = 0;
+    let mut example = None;
+    let mut max_upstream = 0;
+    for (info, stats) in infos.iter().zip(cold) {
+        let want: Vec<String> = {
+            let mut v: Vec<String> = spec
+                .allowed_upstreams(info.service)
+                .into_iter()
+                .map(|s| spec.cluster_name(s))
+                .collect();
+            v.sort();
+            v
+        };
+        let got: Vec<String> = stats.eds_names.as_deref().map(<[String]>::to_vec).unwrap_or_default();
+        max_upstream = max_upstream.max(got.len());
+        if got != want {
+            violations += 1;
+            example.get_or_insert_with(|| {
+                format!(
+                    "proxy {} (service {}) has {:?}, allowed {:?}",
+                    info.index, info.service, got, want
+                )
+            });
+        }
+    }
+    report::SmiCheck {
+        checked: infos.len(),
+        violations,
+        example,
+        max_upstream_clusters: max_upstream,
+    }
+}
+
+fn latency(changes: &[&Changed], client_ms: &BTreeMap<usize, f64>) -> Latency {
+    let measured: Vec<&&Changed> = changes.iter().filter(|c| c.latency_us.is_some()).collect();
+    let mut server: Vec<f64> = measured
+        .iter()
+        .filter_map(|c| c.latency_us.map(|us| us as f64 / 1000.0))
+        .collect();
+    server.sort_by(f64::total_cmp);
+    let mut client: Vec<f64> = measured
+        .iter()
+        .filter_map(|c| client_ms.get(&c.index).copied())
+        .collect();
+    client.sort_by(f64::total_cmp);
+    let n = changes.len().max(1) as f64;
+    Latency {
+        changes: changes.len(),
+        measured: measured.len(),
+        timeouts: changes.iter().filter(|c| c.missing > 0).count(),
+        affected_avg: changes.iter().map(|c| c.affected as f64).sum::<f64>() / n,
+        update_ms_avg: changes.iter().map(|c| c.update_us as f64 / 1000.0).sum::<f64>() / n,
+        p50_ms: report::percentile(&server, 50.0),
+        p99_ms: report::percentile(&server, 99.0),
+        max_ms: server.last().copied(),
+        client_p50_ms: report::percentile(&client, 50.0),
+        client_p99_ms: report::percentile(&client, 99.0),
+    }
+}
+
+fn churn_figures(changes: &[Changed], end: &[ProxyStats], churn_end_ns: u64) -> report::Churn {
+    // Client view of change i: the last response any proxy received between its update() call and the
+    // next change's (every change is complete before the next starts).
+    let mut client_ms = BTreeMap::new();
+    let mut bytes = 0u64;
+    for (i, c) in changes.iter().enumerate() {
+        let until = changes.get(i + 1).map_or(churn_end_ns, |n| n.started_ns);
+        let mut last = None::<u64>;
+        for s in end {
+            for a in s.arrivals.iter().filter(|a| a.at_ns >= c.started_ns && a.at_ns < until) {
+                last = Some(last.map_or(a.at_ns, |l| l.max(a.at_ns)));
+                bytes += u64::from(a.bytes);
+            }
+        }
+        if let Some(last) = last {
+            client_ms.insert(c.index, (last - c.started_ns) as f64 / 1e6);
+        }
+    }
+    let all: Vec<&Changed> = changes.iter().collect();
+    let mut by_kind: BTreeMap<String, Vec<&Changed>> = BTreeMap::new();
+    for c in changes {
+        by_kind.entry(c.kind.to_string()).or_default().push(c);
+    }
+    report::Churn {
+        all: latency(&all, &client_ms),
+        by_kind: by_kind
+            .into_iter()
+            .map(|(k, v)| (k, latency(&v, &client_ms)))
+            .collect(),
+        bytes_per_change: bytes as f64 / changes.len().max(1) as f64,
+    }
+}

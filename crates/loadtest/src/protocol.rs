@@ -1,0 +1,68 @@
+//! The line protocol between the driver and the controller process: one JSON object per line, commands
+//! on the controller's stdin, replies on its stdout. Timestamps are [`crate::sys::now_ns`] values.
+
+use serde::{Deserialize, Serialize};
+
+use crate::mesh::ChangeKind;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    /// Reply once every proxy of the mesh is connected and in sync (or the timeout passed).
+    WaitSync { timeout_ms: u64 },
+    /// Apply change `index` of the churn script and reply once every affected proxy is in sync again.
+    Change { index: usize, timeout_ms: u64 },
+    Quit,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Ready(Ready),
+    Synced(Synced),
+    Changed(Changed),
+    Error { message: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ready {
+    /// The controller's own pid (not a wrapper's), for reading its CPU time and memory.
+    pub pid: u32,
+    pub addr: String,
+    /// CPU seconds spent building the synthetic input (not controller work).
+    pub input_cpu_s: f64,
+    /// `ControlPlane::new`: model, certificates, resources and snapshots for every proxy.
+    pub init_wall_s: f64,
+    pub init_cpu_s: f64,
+    pub proxies: usize,
+    pub at_ns: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Synced {
+    /// When the last proxy became in sync (its last ACK as the server saw it).
+    pub at_ns: u64,
+    pub synced: usize,
+    pub total: usize,
+    /// Proxies not in sync at the timeout (a few names).
+    pub missing: Vec<String>,
+    pub nacks: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Changed {
+    pub index: usize,
+    pub kind: ChangeKind,
+    /// When `update()` was called.
+    pub started_ns: u64,
+    /// Wall time of `update()` (recompute + publish to the cache).
+    pub update_us: u64,
+    /// Proxies whose config changed (connected or not).
+    pub changed: usize,
+    /// Connected proxies whose config changed: the ones waited for.
+    pub affected: usize,
+    /// From the `update()` call to the last affected proxy's ACK; `None` when nothing was affected
+    /// or the timeout passed.
+    pub latency_us: Option<u64>,
+    pub missing: usize,
+}

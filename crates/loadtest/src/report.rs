@@ -1,0 +1,337 @@
+//! The figures a run produces, printed for people and as one JSON line.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::client::Api;
+use crate::mesh::{ChurnKind, MeshSpec};
+
+/// min / average / max over proxies.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Summary {
+    pub min: f64,
+    pub avg: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
+        let (mut n, mut sum, mut min, mut max) = (0usize, 0.0, f64::INFINITY, f64::NEG_INFINITY);
+        for v in values {
+            n += 1;
+            sum += v;
+            min = min.min(v);
+            max = max.max(v);
+        }
+        if n == 0 {
+            return Self::default();
+        }
+        Self {
+            min,
+            avg: sum / n as f64,
+            max,
+        }
+    }
+}
+
+/// Nearest-rank percentile of `sorted` (ascending); `None` when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+#[derive(Debug, Serialize)]
+pub struct Controller {
+    /// `ControlPlane::new` for the initial mesh: wall and CPU seconds.
+    pub init_wall_s: f64,
+    pub init_cpu_s: f64,
+    /// CPU seconds from process start until every proxy was in sync, less building the synthetic input.
+    pub cold_cpu_s: f64,
+    /// Peak RSS (VmHWM) when every proxy was in sync, in MB (10^6 bytes).
+    pub cold_peak_rss_mb: f64,
+    /// CPU seconds spent during the churn phase.
+    pub churn_cpu_s: f64,
+    /// Peak and current RSS at the end of the run.
+    pub peak_rss_mb: f64,
+    pub rss_mb: f64,
+    /// Building the synthetic MeshInput (not controller work; excluded above).
+    pub input_cpu_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ColdStart {
+    /// From the moment the clients started connecting until the server saw the last proxy's last ACK.
+    pub convergence_s: f64,
+    /// From spawning the controller process until then (includes its start-up).
+    pub from_spawn_s: f64,
+    pub synced: usize,
+    pub total: usize,
+    pub missing: Vec<String>,
+    pub nacks: u64,
+    /// Driver-side: issuing the proxies' xDS client certificates (not timed above).
+    pub client_certs_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PerProxy {
+    /// gRPC message bytes received until the cold start converged.
+    pub bytes_cold: Summary,
+    pub responses_cold: Summary,
+    /// Resources held at cold start, by xDS type.
+    pub resources: BTreeMap<String, Summary>,
+    /// Streams that failed or were ended by the server (reconnected after 500 ms).
+    pub stream_errors: u64,
+    pub last_error: Option<String>,
+    pub client_nacks: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SmiCheck {
+    pub checked: usize,
+    /// Proxies whose upstream (EDS) clusters differ from the services they are allowed to call.
+    pub violations: usize,
+    pub example: Option<String>,
+    pub max_upstream_clusters: usize,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Latency {
+    pub changes: usize,
+    /// Changes that affected at least one connected proxy and completed.
+    pub measured: usize,
+    pub timeouts: usize,
+    pub affected_avg: f64,
+    pub update_ms_avg: f64,
+    /// `update()` call → the last affected proxy's ACK, as the server saw it.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// `update()` call → the last response arriving at an affected client (driver's view).
+    pub client_p50_ms: Option<f64>,
+    pub client_p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Churn {
+    pub all: Latency,
+    pub by_kind: BTreeMap<String, Latency>,
+    /// Bytes received by all proxies during the churn phase, per change.
+    pub bytes_per_change: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Driver {
+    pub cpu_s: f64,
+    pub peak_rss_mb: f64,
+    pub client_threads: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Goal {
+    pub name: String,
+    pub target: String,
+    pub measured: String,
+    pub pass: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub unix_time: u64,
+    pub mesh: MeshSpec,
+    pub ads: Api,
+    pub churn_kinds: Vec<ChurnKind>,
+    pub controller_threads: usize,
+    pub controller: Controller,
+    pub cold_start: ColdStart,
+    pub per_proxy: PerProxy,
+    pub smi: Option<SmiCheck>,
+    pub churn: Churn,
+    pub driver: Driver,
+    pub goals: Vec<Goal>,
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"))
+}
+
+fn bytes(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} MB", v / 1e6)
+    } else {
+        format!("{:.1} kB", v / 1e3)
+    }
+}
+
+impl Report {
+    /// The goals of the "Scale and speed" issue, checked against this run.
+    pub fn check_goals(&mut self) {
+        let mut goals = vec![
+            Goal {
+                name: "cold start: every proxy ACKed its config".into(),
+                target: "≤ 15 s".into(),
+                measured: format!(
+                    "{:.2} s ({}/{} proxies)",
+                    self.cold_start.convergence_s, self.cold_start.synced, self.cold_start.total
+                ),
+                pass: self.cold_start.synced == self.cold_start.total && self.cold_start.convergence_s <= 15.0,
+            },
+            Goal {
+                name: "controller CPU until converged".into(),
+                target: "≤ 10 CPU-s".into(),
+                measured: format!("{:.2} CPU-s", self.controller.cold_cpu_s),
+                pass: self.controller.cold_cpu_s <= 10.0,
+            },
+            Goal {
+                name: "controller peak RSS".into(),
+                target: "≤ 200 MB".into(),
+                measured: format!("{:.1} MB", self.controller.peak_rss_mb),
+                pass: self.controller.peak_rss_mb <= 200.0,
+            },
+        ];
+        if let Some(l) = self.churn.by_kind.get("endpoint").filter(|l| l.measured > 0) {
+            goals.push(Goal {
+                name: format!("endpoint change propagation p50 ({:?})", self.ads).to_lowercase(),
+                target: "≤ 50 ms".into(),
+                measured: ms(l.p50_ms),
+                pass: l.timeouts == 0 && l.p50_ms.is_some_and(|v| v <= 50.0),
+            });
+            goals.push(Goal {
+                name: format!("endpoint change propagation p99 ({:?})", self.ads).to_lowercase(),
+                target: "≤ 250 ms".into(),
+                measured: ms(l.p99_ms),
+                pass: l.timeouts == 0 && l.p99_ms.is_some_and(|v| v <= 250.0),
+            });
+        }
+        self.goals = goals;
+    }
+
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let m = &self.mesh;
+        let _ = writeln!(
+            s,
+            "mesh: {} services × {} endpoints, {} proxies, {:?} (allow {}), {} splits, {} namespaces; ADS {:?}",
+            m.services, m.endpoints, m.proxies, m.mode, m.allow, m.splits, m.namespaces, self.ads
+        );
+        let c = &self.cold_start;
+        let _ = writeln!(s, "cold start");
+        let _ = writeln!(
+            s,
+            "  converged        {:.2} s after the clients started ({:.2} s after spawning the controller); {}/{} proxies in sync, {} NACKs",
+            c.convergence_s, c.from_spawn_s, c.synced, c.total, c.nacks
+        );
+        if !c.missing.is_empty() {
+            let _ = writeln!(s, "  not in sync      {}", c.missing.join(", "));
+        }
+        let k = &self.controller;
+        let _ = writeln!(s, "controller");
+        let _ = writeln!(
+            s,
+            "  initial compute  {:.2} s wall, {:.2} CPU-s (ControlPlane::new)",
+            k.init_wall_s, k.init_cpu_s
+        );
+        let _ = writeln!(
+            s,
+            "  until converged  {:.2} CPU-s, peak RSS {:.1} MB",
+            k.cold_cpu_s, k.cold_peak_rss_mb
+        );
+        let _ = writeln!(
+            s,
+            "  churn phase      {:.2} CPU-s; end of run: peak RSS {:.1} MB, RSS {:.1} MB",
+            k.churn_cpu_s, k.peak_rss_mb, k.rss_mb
+        );
+        let p = &self.per_proxy;
+        let _ = writeln!(s, "per proxy (min / avg / max)");
+        let _ = writeln!(
+            s,
+            "  bytes received   {} / {} / {}  (cold start; {} responses avg)",
+            bytes(p.bytes_cold.min),
+            bytes(p.bytes_cold.avg),
+            bytes(p.bytes_cold.max),
+            p.responses_cold.avg.round()
+        );
+        for (kind, v) in &p.resources {
+            let _ = writeln!(s, "  {kind:<16} {:.0} / {:.1} / {:.0}", v.min, v.avg, v.max);
+        }
+        if p.stream_errors > 0 || p.client_nacks > 0 {
+            let _ = writeln!(
+                s,
+                "  stream errors    {} (last: {}), client NACKs {}",
+                p.stream_errors,
+                p.last_error.as_deref().unwrap_or("-"),
+                p.client_nacks
+            );
+        }
+        if let Some(smi) = &self.smi {
+            let _ = writeln!(
+                s,
+                "SMI check: {} proxies, {} receive clusters beyond their allowed upstreams (max {} upstream clusters){}",
+                smi.checked,
+                smi.violations,
+                smi.max_upstream_clusters,
+                smi.example.as_deref().map(|e| format!("; e.g. {e}")).unwrap_or_default()
+            );
+        }
+        let ch = &self.churn;
+        if ch.all.changes > 0 {
+            let _ = writeln!(
+                s,
+                "churn: {} changes, {} per change received by all proxies",
+                ch.all.changes,
+                bytes(ch.bytes_per_change)
+            );
+            for (kind, l) in ch.by_kind.iter().chain([(&"all".to_string(), &ch.all)]) {
+                let _ = writeln!(
+                    s,
+                    "  {kind:<11} n={:<3} affected {:>7.1}  update() {:>6.1} ms  ACKed p50 {:>9} p99 {:>9} max {:>9}  received p50 {:>9} p99 {:>9}{}",
+                    l.changes,
+                    l.affected_avg,
+                    l.update_ms_avg,
+                    ms(l.p50_ms),
+                    ms(l.p99_ms),
+                    ms(l.max_ms),
+                    ms(l.client_p50_ms),
+                    ms(l.client_p99_ms),
+                    if l.timeouts > 0 { format!("  {} TIMED OUT", l.timeouts) } else { String::new() }
+                );
+            }
+        }
+        let d = &self.driver;
+        let _ = writeln!(
+            s,
+            "driver (simulated proxies, {} threads): {:.2} CPU-s, peak RSS {:.1} MB",
+            d.client_threads, d.cpu_s, d.peak_rss_mb
+        );
+        let _ = writeln!(s, "goals");
+        for g in &self.goals {
+            let _ = writeln!(
+                s,
+                "  [{}] {:<44} {:<10} measured {}",
+                if g.pass { "PASS" } else { "MISS" },
+                g.name,
+                g.target,
+                g.measured
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&v[..3], 99.0), Some(3.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}
