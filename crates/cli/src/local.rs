@@ -1,7 +1,6 @@
 //! The local-mode control plane: a manifest directory (validated, watched) feeding the controller,
 //! the ADS server over mTLS, and certificate rotation. Used by `osm controller` and `osm demo`.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,7 +8,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use osm_ca::{CertificateAuthority, TrustDomain};
 use osm_controller::ControlPlane;
-use osm_model::MeshInput;
 use osm_sources::{ManifestDir, ManifestSource, Reload};
 use tokio::runtime::Runtime;
 
@@ -137,26 +135,6 @@ fn set(slot: &Mutex<String>, s: String) {
     if let Ok(mut g) = slot.lock() {
         *g = s;
     }
-}
-
-/// `/etc/hosts` lines for every Service with a ClusterIP: `<svc>.<ns>`, `<svc>.<ns>.svc`, and the FQDN.
-pub fn hosts_entries(input: &MeshInput) -> Vec<(IpAddr, Vec<String>)> {
-    input
-        .services
-        .values()
-        .filter_map(|s| {
-            let ip = s.cluster_ip?;
-            let (n, ns) = (&s.id.name, &s.id.namespace);
-            Some((
-                ip,
-                vec![
-                    format!("{n}.{ns}"),
-                    format!("{n}.{ns}.svc"),
-                    format!("{n}.{ns}.svc.cluster.local"),
-                ],
-            ))
-        })
-        .collect()
 }
 
 /// Waits (bounded) until every proxy the control plane knows is in sync.

@@ -128,6 +128,19 @@ pub struct Service {
     pub selector: BTreeMap<String, String>,
 }
 
+impl Service {
+    /// The names clients use for this service (what cluster DNS would resolve to its ClusterIP):
+    /// `<svc>.<ns>`, `<svc>.<ns>.svc` and `<svc>.<ns>.svc.cluster.local`.
+    pub fn dns_names(&self) -> Vec<String> {
+        let (n, ns) = (&self.id.name, &self.id.namespace);
+        vec![
+            format!("{n}.{ns}"),
+            format!("{n}.{ns}.svc"),
+            format!("{n}.{ns}.svc.cluster.local"),
+        ]
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Pod {
     pub id: PodRef,
@@ -172,6 +185,14 @@ impl MeshInput {
             trust_domain: trust_domain.into(),
             ..Self::default()
         }
+    }
+
+    /// `/etc/hosts` entries for every Service with a ClusterIP (the harness's stand-in for cluster DNS).
+    pub fn hosts_entries(&self) -> Vec<(IpAddr, Vec<String>)> {
+        self.services
+            .values()
+            .filter_map(|s| Some((s.cluster_ip?, s.dns_names())))
+            .collect()
     }
 
     /// Endpoints of a service: the explicit ones if the source gave any, otherwise the pods its

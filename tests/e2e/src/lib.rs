@@ -130,22 +130,7 @@ impl Mesh {
             .values()
             .filter_map(|s| s.cluster_ip.map(|ip| (s.id.name.clone(), ip)))
             .collect();
-        let hosts: Vec<(IpAddr, Vec<String>)> = input
-            .services
-            .values()
-            .filter_map(|s| {
-                let ip = s.cluster_ip?;
-                let (n, ns) = (&s.id.name, &s.id.namespace);
-                Some((
-                    ip,
-                    vec![
-                        format!("{n}.{ns}"),
-                        format!("{n}.{ns}.svc"),
-                        format!("{n}.{ns}.svc.cluster.local"),
-                    ],
-                ))
-            })
-            .collect();
+        let hosts = input.hosts_entries();
         let pod_meta: BTreeMap<String, osm_model::Pod> = input
             .pods
             .values()

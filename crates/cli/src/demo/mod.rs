@@ -236,7 +236,7 @@ fn run_pods(args: &RunArgs, config_dir: &Path) -> Result<std::process::ExitCode>
     eprintln!("starting sidecars and apps …");
     let bin = osm_harness::demo_app_bin()?;
     let bin = bin.to_string_lossy().to_string();
-    let hosts = crate::local::hosts_entries(&cp.input());
+    let hosts = cp.input().hosts_entries();
     let api = if args.delta {
         AdsApi::Delta
     } else {
@@ -343,11 +343,11 @@ fn run_pods(args: &RunArgs, config_dir: &Path) -> Result<std::process::ExitCode>
                 .filter_map(|(n, p)| osm_demo_apps::stats::read_stats(&p.stats).map(|s| (n.clone(), s)))
                 .collect(),
         };
-        if let Some(c) = read_config(config_dir, Instant::now()) {
-            if c.mode != config.mode || c.split != config.split {
-                config = c;
-                window_set = false;
-            }
+        if let Some(c) = read_config(config_dir, Instant::now())
+            .filter(|c| c.mode != config.mode || c.split != config.split)
+        {
+            config = c;
+            window_set = false;
         }
         // Expectations are judged from a few seconds after the last change, once every proxy has it.
         if !window_set && config.since.elapsed() >= settle {
