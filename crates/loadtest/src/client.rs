@@ -253,7 +253,12 @@ impl Dependents {
 
     /// Takes a new derived set of clusters or listeners; returns the subscriptions that changed, each
     /// with its old names.
-    fn set(&mut self, parent: Parent, set: Arc<DerivedSet>, shared: &Shared) -> Vec<(TypeKind, Names, Names)> {
+    fn set(
+        &mut self,
+        parent: Parent,
+        set: Arc<DerivedSet>,
+        shared: &Shared,
+    ) -> Vec<(TypeKind, Names, Names)> {
         let mut changed = Vec::new();
         let (sub, slot) = match parent {
             Parent::Clusters => (&mut self.eds, &mut self.clusters),
@@ -454,9 +459,9 @@ async fn delta(
                         h.set_hash = h.set_hash.wrapping_sub(old);
                     }
                 }
-                let set = shared
-                    .derive
-                    .delta_set(parent, h.set_hash, || decode::union(h.parents.values().map(|(_, d)| d)));
+                let set = shared.derive.delta_set(parent, h.set_hash, || {
+                    decode::union(h.parents.values().map(|(_, d)| d))
+                });
                 if parent == Parent::Clusters {
                     proxy.lock().eds_names = Some(set.names.clone());
                 }

@@ -126,11 +126,7 @@ pub fn run(args: ControllerArgs) -> Result<()> {
                     pending,
                     Duration::from_millis(timeout_ms),
                 ));
-                let nacks = keys
-                    .iter()
-                    .filter_map(|k| cache.status(k))
-                    .map(|s| s.nacks)
-                    .sum();
+                let nacks = keys.iter().filter_map(|k| cache.status(k)).map(|s| s.nacks).sum();
                 send(
                     &mut out,
                     &Reply::Synced(Synced {

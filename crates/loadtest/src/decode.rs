@@ -42,7 +42,11 @@ pub struct DerivedSet {
 pub fn cluster(any: &Any) -> Result<Derived, prost::DecodeError> {
     let c = Cluster::decode(any.value.as_slice())?;
     let mut d = Derived::default();
-    if c.cluster_discovery_type == Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)) {
+    if c.cluster_discovery_type
+        == Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        ))
+    {
         let service_name = c
             .eds_cluster_config
             .as_ref()
@@ -50,10 +54,10 @@ pub fn cluster(any: &Any) -> Result<Derived, prost::DecodeError> {
             .filter(|n| !n.is_empty());
         d.names.insert(service_name.unwrap_or_else(|| c.name.clone()));
     }
-    if let Some(ts) = &c.transport_socket {
-        if let Some(ctx) = tls_context::<UpstreamTlsContext>(ts)? {
-            common_secrets(ctx.common_tls_context.as_ref(), &mut d.secrets);
-        }
+    if let Some(ts) = &c.transport_socket
+        && let Some(ctx) = tls_context::<UpstreamTlsContext>(ts)?
+    {
+        common_secrets(ctx.common_tls_context.as_ref(), &mut d.secrets);
     }
     Ok(d)
 }
@@ -68,10 +72,10 @@ pub fn listener(any: &Any) -> Result<Derived, prost::DecodeError> {
 }
 
 fn filter_chain(chain: &FilterChain, d: &mut Derived) -> Result<(), prost::DecodeError> {
-    if let Some(ts) = &chain.transport_socket {
-        if let Some(ctx) = tls_context::<DownstreamTlsContext>(ts)? {
-            common_secrets(ctx.common_tls_context.as_ref(), &mut d.secrets);
-        }
+    if let Some(ts) = &chain.transport_socket
+        && let Some(ctx) = tls_context::<DownstreamTlsContext>(ts)?
+    {
+        common_secrets(ctx.common_tls_context.as_ref(), &mut d.secrets);
     }
     for f in &chain.filters {
         let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
@@ -124,6 +128,9 @@ pub enum Parent {
     Listeners,
 }
 
+/// (cluster secrets, listener secrets, their union).
+type SecretUnion = (Names, Names, Names);
+
 /// Caches shared by every simulated proxy of the driver.
 #[derive(Default)]
 pub struct DeriveCache {
@@ -135,7 +142,7 @@ pub struct DeriveCache {
     delta_sets: Mutex<HashMap<(Parent, u64), Arc<DerivedSet>>>,
     /// (cluster secrets, listener secrets) → their union, keyed by the pointers of the two lists; the
     /// value keeps both alive so the pointers cannot be reused.
-    unions: Mutex<HashMap<(usize, usize), (Names, Names, Names)>>,
+    unions: Mutex<HashMap<(usize, usize), SecretUnion>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -161,7 +168,12 @@ fn to_names(set: BTreeSet<String>) -> Names {
 
 impl DeriveCache {
     /// A SotW response of clusters or listeners: the response version names its whole content.
-    pub fn sotw(&self, parent: Parent, version: &str, resources: &[Any]) -> Result<Arc<DerivedSet>, prost::DecodeError> {
+    pub fn sotw(
+        &self,
+        parent: Parent,
+        version: &str,
+        resources: &[Any],
+    ) -> Result<Arc<DerivedSet>, prost::DecodeError> {
         let key = (parent, version.to_string());
         if let Some(d) = lock(&self.sotw).get(&key) {
             return Ok(d.clone());

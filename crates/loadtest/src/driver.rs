@@ -362,7 +362,20 @@ fn per_proxy(cold: &[ProxyStats], end: &[ProxyStats]) -> report::PerProxy {
             )
         })
         .collect();
+    let largest_response = TypeKind::ALL
+        .into_iter()
+        .map(|k| {
+            let largest = end
+                .iter()
+                .flat_map(|s| s.arrivals.iter().filter(|a| a.kind == k))
+                .map(|a| u64::from(a.bytes))
+                .max()
+                .unwrap_or_default();
+            (kind_label(k).to_string(), largest)
+        })
+        .collect();
     report::PerProxy {
+        largest_response,
         bytes_cold: Summary::of(cold.iter().map(|s| s.bytes as f64)),
         responses_cold: Summary::of(cold.iter().map(|s| s.responses as f64)),
         resources,
@@ -387,7 +400,11 @@ fn smi_check(spec: &MeshSpec, infos: &[mesh::ProxyInfo], cold: &[ProxyStats]) ->
             v.sort();
             v
         };
-        let got: Vec<String> = stats.eds_names.as_deref().map(<[String]>::to_vec).unwrap_or_default();
+        let got: Vec<String> = stats
+            .eds_names
+            .as_deref()
+            .map(<[String]>::to_vec)
+            .unwrap_or_default();
         max_upstream = max_upstream.max(got.len());
         if got != want {
             violations += 1;
@@ -443,7 +460,11 @@ fn churn_figures(changes: &[Changed], end: &[ProxyStats], churn_end_ns: u64) -> 
         let until = changes.get(i + 1).map_or(churn_end_ns, |n| n.started_ns);
         let mut last = None::<u64>;
         for s in end {
-            for a in s.arrivals.iter().filter(|a| a.at_ns >= c.started_ns && a.at_ns < until) {
+            for a in s
+                .arrivals
+                .iter()
+                .filter(|a| a.at_ns >= c.started_ns && a.at_ns < until)
+            {
                 last = Some(last.map_or(a.at_ns, |l| l.max(a.at_ns)));
                 bytes += u64::from(a.bytes);
             }

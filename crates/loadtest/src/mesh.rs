@@ -224,10 +224,7 @@ fn route_group() -> HTTPRouteGroupSpec {
         headers: Vec::new(),
     };
     HTTPRouteGroupSpec {
-        matches: vec![
-            m("read", "/api/.*", "GET"),
-            m("write", "/api/orders", "POST"),
-        ],
+        matches: vec![m("read", "/api/.*", "GET"), m("write", "/api/orders", "POST")],
     }
 }
 
@@ -300,7 +297,11 @@ pub fn build(spec: &MeshSpec) -> MeshInput {
         let (service, _, sidecar, endpoint) = spec.pod_role(j);
         let ns = spec.namespace_of(service);
         let name = service_name(service);
-        let app = if endpoint { name.clone() } else { format!("{name}-client") };
+        let app = if endpoint {
+            name.clone()
+        } else {
+            format!("{name}-client")
+        };
         let ip = addr(1, j);
         let uuid = proxy_uuid(j);
         b.pod(
@@ -428,7 +429,7 @@ impl Churn {
             }
             ChurnKind::Pod => {
                 self.pod_turns += 1;
-                if self.pod_turns % 2 == 1 {
+                if !self.pod_turns.is_multiple_of(2) {
                     self.add_pod(input);
                     ChangeKind::PodAdd
                 } else {
@@ -461,7 +462,10 @@ impl Churn {
             return;
         };
         let old_ip = pod.ip.replace(new_ip);
-        if let Some(eps) = input.endpoints.get_mut(&ServiceRef::new(&ns, service_name(service))) {
+        if let Some(eps) = input
+            .endpoints
+            .get_mut(&ServiceRef::new(&ns, service_name(service)))
+        {
             if let Some(old) = old_ip {
                 eps.remove(&Endpoint {
                     ip: old,
@@ -538,7 +542,11 @@ impl Churn {
             Mode::Permissive => {
                 let i = turn % spec.splits;
                 // Each split alternates 50/50 → 90/10 → 50/50 as its turns come round.
-                let weights = if (turn / spec.splits) % 2 == 0 { (90, 10) } else { (50, 50) };
+                let weights = if (turn / spec.splits).is_multiple_of(2) {
+                    (90, 10)
+                } else {
+                    (50, 50)
+                };
                 let (id, s) = split(&spec, i, weights);
                 input.traffic_splits.insert(id, s);
             }
@@ -593,7 +601,12 @@ mod tests {
         };
         let original = build(&spec);
         let mut input = original.clone();
-        let kinds = [ChurnKind::Endpoint, ChurnKind::Pod, ChurnKind::Policy, ChurnKind::Pod];
+        let kinds = [
+            ChurnKind::Endpoint,
+            ChurnKind::Pod,
+            ChurnKind::Policy,
+            ChurnKind::Pod,
+        ];
         let mut churn = Churn::new(&spec, &kinds).expect("a valid script");
         assert_eq!(churn.apply(0, &mut input), ChangeKind::Endpoint);
         assert_ne!(input, original);

@@ -9,9 +9,14 @@ use crate::mesh::ChangeKind;
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
     /// Reply once every proxy of the mesh is connected and in sync (or the timeout passed).
-    WaitSync { timeout_ms: u64 },
+    WaitSync {
+        timeout_ms: u64,
+    },
     /// Apply change `index` of the churn script and reply once every affected proxy is in sync again.
-    Change { index: usize, timeout_ms: u64 },
+    Change {
+        index: usize,
+        timeout_ms: u64,
+    },
     Quit,
 }
 

@@ -84,6 +84,9 @@ pub struct PerProxy {
     pub responses_cold: Summary,
     /// Resources held at cold start, by xDS type.
     pub resources: BTreeMap<String, Summary>,
+    /// The largest single response seen, by xDS type (bytes): each server stream keeps an encode
+    /// buffer this large.
+    pub largest_response: BTreeMap<String, u64>,
     /// Streams that failed or were ended by the server (reconnected after 500 ms).
     pub stream_errors: u64,
     pub last_error: Option<String>,
@@ -178,7 +181,8 @@ impl Report {
                     "{:.2} s ({}/{} proxies)",
                     self.cold_start.convergence_s, self.cold_start.synced, self.cold_start.total
                 ),
-                pass: self.cold_start.synced == self.cold_start.total && self.cold_start.convergence_s <= 15.0,
+                pass: self.cold_start.synced == self.cold_start.total
+                    && self.cold_start.convergence_s <= 15.0,
             },
             Goal {
                 name: "controller CPU until converged".into(),
@@ -256,7 +260,15 @@ impl Report {
             p.responses_cold.avg.round()
         );
         for (kind, v) in &p.resources {
-            let _ = writeln!(s, "  {kind:<16} {:.0} / {:.1} / {:.0}", v.min, v.avg, v.max);
+            let largest = p.largest_response.get(kind).copied().unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  {kind:<16} {:.0} / {:.1} / {:.0}  (largest response {})",
+                v.min,
+                v.avg,
+                v.max,
+                bytes(largest as f64)
+            );
         }
         if p.stream_errors > 0 || p.client_nacks > 0 {
             let _ = writeln!(
@@ -274,7 +286,10 @@ impl Report {
                 smi.checked,
                 smi.violations,
                 smi.max_upstream_clusters,
-                smi.example.as_deref().map(|e| format!("; e.g. {e}")).unwrap_or_default()
+                smi.example
+                    .as_deref()
+                    .map(|e| format!("; e.g. {e}"))
+                    .unwrap_or_default()
             );
         }
         let ch = &self.churn;
@@ -297,7 +312,11 @@ impl Report {
                     ms(l.max_ms),
                     ms(l.client_p50_ms),
                     ms(l.client_p99_ms),
-                    if l.timeouts > 0 { format!("  {} TIMED OUT", l.timeouts) } else { String::new() }
+                    if l.timeouts > 0 {
+                        format!("  {} TIMED OUT", l.timeouts)
+                    } else {
+                        String::new()
+                    }
                 );
             }
         }
