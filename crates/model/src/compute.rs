@@ -48,6 +48,8 @@ struct Builder<'a> {
     input: &'a MeshInput,
     permissive: bool,
     endpoints: BTreeMap<&'a ServiceRef, Vec<ResolvedEndpoint>>,
+    /// Services with at least one endpoint of each identity.
+    services_by_identity: HashMap<ServiceIdentity, Vec<&'a ServiceRef>>,
     /// TrafficSplit apex → weighted backend services.
     splits: BTreeMap<ServiceRef, Vec<(ServiceRef, u32)>>,
     /// SMI: destination identity → what may reach it.
@@ -82,6 +84,7 @@ impl<'a> Builder<'a> {
             input,
             permissive: input.mesh_config.traffic.enable_permissive_traffic_policy_mode,
             endpoints: BTreeMap::new(),
+            services_by_identity: HashMap::new(),
             splits: BTreeMap::new(),
             destinations: BTreeMap::new(),
             reachable: BTreeMap::new(),
@@ -113,6 +116,15 @@ impl<'a> Builder<'a> {
                     pod: ep.pod,
                 })
                 .collect();
+            let resolved: Vec<ResolvedEndpoint> = resolved;
+            let identities: BTreeSet<&ServiceIdentity> =
+                resolved.iter().filter_map(|e| e.identity.as_ref()).collect();
+            for identity in identities {
+                self.services_by_identity
+                    .entry(identity.clone())
+                    .or_default()
+                    .push(id);
+            }
             self.endpoints.insert(id, resolved);
         }
     }
@@ -354,7 +366,29 @@ impl<'a> Builder<'a> {
         };
         let mut services = Vec::new();
         let input = self.input;
-        for svc in input.services.values() {
+        // SMI: only services backed by an allowed identity, and split apexes over them, can be
+        // reachable; looking at just those keeps each identity's cost proportional to what it may
+        // reach rather than to the whole mesh.
+        let candidates: Box<dyn Iterator<Item = &Service>> = match &allowed_destinations {
+            None => Box::new(input.services.values()),
+            Some(destinations) => {
+                let mut refs: BTreeSet<&ServiceRef> = destinations
+                    .iter()
+                    .filter_map(|d| self.services_by_identity.get(d))
+                    .flatten()
+                    .copied()
+                    .collect();
+                let apexes: Vec<&ServiceRef> = self
+                    .splits
+                    .iter()
+                    .filter(|(_, backends)| backends.iter().any(|(b, _)| refs.contains(b)))
+                    .filter_map(|(apex, _)| input.services.get_key_value(apex).map(|(k, _)| k))
+                    .collect();
+                refs.extend(apexes);
+                Box::new(refs.into_iter().map(|r| &input.services[r]))
+            }
+        };
+        for svc in candidates {
             for port in &svc.ports {
                 let backends = match self.splits.get(&svc.id).cloned() {
                     Some(split) => split
