@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use osm_ca::{CertificateAuthority, TrustDomain};
+use anyhow::Result;
+use osm_ca::CertificateAuthority;
 use osm_controller::ControlPlane;
 use osm_sources::{ManifestDir, ManifestSource, Reload};
 use tokio::runtime::Runtime;
@@ -43,27 +43,7 @@ impl LocalControlPlane {
         }
         let cp = Arc::new(ControlPlane::new(ca, source.input().clone()));
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-        let server_name = osm_controller::ads_server_name(osm_namespace);
-        let tls = cp.ads_tls(&[server_name])?;
-        let service = osm_ads::AdsService::new(
-            cp.cache().clone(),
-            cp.registry(),
-            TrustDomain::default(),
-            shutdown_rx.clone(),
-        );
-        let _guard = rt.enter();
-        listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener).context("serving ADS")?;
-        let mut stop = shutdown_rx.clone();
-        rt.spawn(async move {
-            let shutdown = async move {
-                let _ = stop.changed().await;
-            };
-            if let Err(e) = osm_ads::serve(listener, tls, service, shutdown).await {
-                tracing::error!(error = ?e, "ADS server stopped");
-            }
-        });
-        rt.spawn(cp.clone().run_rotation(shutdown_rx.clone()));
+        cp.spawn_servers(rt.handle(), listener, osm_namespace, shutdown_rx.clone())?;
         {
             let cp = cp.clone();
             let last_event = last_event.clone();

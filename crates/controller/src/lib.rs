@@ -33,6 +33,8 @@ pub enum ControllerError {
     },
     #[error("pod {0} has no osm-proxy-uuid: it has no sidecar")]
     NotMeshed(String),
+    #[error("serving ADS")]
+    Listener(#[source] std::io::Error),
 }
 
 /// Counters of one recompute, for logs and benchmarks.
@@ -196,6 +198,41 @@ impl ControlPlane {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+
+    /// Serves ADS on `listener` (mTLS; server name `osm-controller.<osm_namespace>.svc.cluster.local`)
+    /// and rotates certificates as they come due, as tasks on `rt`, until `shutdown` turns true. Keep
+    /// the shutdown sender alive: dropping it stops everything.
+    pub fn spawn_servers(
+        self: &Arc<Self>,
+        rt: &tokio::runtime::Handle,
+        listener: std::net::TcpListener,
+        osm_namespace: &str,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ControllerError> {
+        let tls = self.ads_tls(&[ads_server_name(osm_namespace)])?;
+        let service = osm_ads::AdsService::new(
+            self.cache.clone(),
+            self.registry(),
+            self.trust_domain.clone(),
+            shutdown.clone(),
+        );
+        listener
+            .set_nonblocking(true)
+            .map_err(ControllerError::Listener)?;
+        let _guard = rt.enter();
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(ControllerError::Listener)?;
+        let mut stop = shutdown.clone();
+        rt.spawn(async move {
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = osm_ads::serve(listener, tls, service, stopped).await {
+                tracing::error!(error = ?e, "ADS server stopped");
+            }
+        });
+        rt.spawn(self.clone().run_rotation(shutdown));
+        Ok(())
     }
 
     /// The ADS server's TLS material: a server certificate for `dns_names` from the mesh CA.

@@ -143,28 +143,7 @@ impl Mesh {
         let listener = hub
             .bind_tcp(osm_xds::names::ADS_PORT)
             .context("binding ADS in the hub")?;
-        listener.set_nonblocking(true)?;
-        let tls = cp.ads_tls(std::slice::from_ref(&server_name))?;
-        let service = osm_ads::AdsService::new(
-            cp.cache().clone(),
-            cp.registry(),
-            TrustDomain::default(),
-            shutdown_rx.clone(),
-        );
-        {
-            let _guard = rt.enter();
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            let mut stop = shutdown_rx.clone();
-            rt.spawn(async move {
-                let shutdown = async move {
-                    let _ = stop.changed().await;
-                };
-                if let Err(e) = osm_ads::serve(listener, tls, service, shutdown).await {
-                    eprintln!("ADS server failed: {e:?}");
-                }
-            });
-            rt.spawn(cp.clone().run_rotation(shutdown_rx));
-        }
+        cp.spawn_servers(rt.handle(), listener, OSM_NAMESPACE, shutdown_rx)?;
 
         let mut mesh_pods = BTreeMap::new();
         for (name, pod) in pods {
