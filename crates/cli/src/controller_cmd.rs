@@ -17,6 +17,9 @@ pub struct ControllerArgs {
     /// Where ADS listens (mTLS only).
     #[arg(long, default_value = "0.0.0.0:15128")]
     listen: String,
+    /// Health, version and Prometheus metrics: `/health/ready`, `/health/alive`, `/version`, `/metrics`.
+    #[arg(long, default_value = "0.0.0.0:9091")]
+    http_addr: String,
     /// Keeps the CA (`root-cert.pem`, `root-key.pem`) so restarts keep identities.
     #[arg(long, default_value_os_t = crate::default_state_dir())]
     state_dir: PathBuf,
@@ -35,7 +38,12 @@ pub fn run(osm_namespace: &str, a: ControllerArgs) -> Result<std::process::ExitC
         std::net::TcpListener::bind(&a.listen).with_context(|| format!("binding ADS on {}", a.listen))?;
     let addr = listener.local_addr()?;
     let local = crate::local::LocalControlPlane::start_on(&rt, ca, &a.config_dir, listener, osm_namespace)?;
+    let http = std::net::TcpListener::bind(&a.http_addr)
+        .with_context(|| format!("binding HTTP on {}", a.http_addr))?;
+    let http_addr = http.local_addr()?;
+    local.serve_http(&rt, http)?;
     println!("ADS (mTLS) listening on {addr}");
+    println!("health and metrics on http://{http_addr} (/health/ready, /health/alive, /version, /metrics)");
     println!(
         "CA bundle: {}",
         a.state_dir.join(osm_ca::ROOT_CERT_FILE).display()

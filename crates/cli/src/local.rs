@@ -15,6 +15,7 @@ pub struct LocalControlPlane {
     cp: Arc<ControlPlane>,
     last_event: Arc<Mutex<String>>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    ads_serving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LocalControlPlane {
@@ -43,7 +44,7 @@ impl LocalControlPlane {
         }
         let cp = Arc::new(ControlPlane::new(ca, source.input().clone()));
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-        cp.spawn_servers(rt.handle(), listener, osm_namespace, shutdown_rx.clone())?;
+        let ads_serving = cp.spawn_servers(rt.handle(), listener, osm_namespace, shutdown_rx.clone())?;
         {
             let cp = cp.clone();
             let last_event = last_event.clone();
@@ -74,6 +75,7 @@ impl LocalControlPlane {
             cp,
             last_event,
             shutdown,
+            ads_serving,
         })
     }
 
@@ -86,6 +88,24 @@ impl LocalControlPlane {
     ) -> Result<Self> {
         let listener = hub.bind_tcp(osm_xds::names::ADS_PORT)?;
         Self::start_on(rt, ca, config_dir, listener, "osm-system")
+    }
+
+    /// Serves `/health/*`, `/version` and `/metrics` on `listener` (upstream's port 9091).
+    pub fn serve_http(&self, rt: &Runtime, listener: std::net::TcpListener) -> Result<()> {
+        listener.set_nonblocking(true)?;
+        let _guard = rt.enter();
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let (cp, serving, shutdown) = (
+            self.cp.clone(),
+            self.ads_serving.clone(),
+            self.shutdown.subscribe(),
+        );
+        rt.spawn(async move {
+            if let Err(e) = osm_controller::http::serve_http(cp, listener, serving, shutdown).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+        Ok(())
     }
 
     pub fn control_plane(&self) -> Arc<ControlPlane> {

@@ -27,6 +27,7 @@ fn controller_and_bootstrap_program_a_hand_started_envoy() {
     .unwrap();
     let osm = env!("CARGO_BIN_EXE_osm");
     let listen = format!("{}:15128", hub.ip());
+    let http_addr = format!("{}:9091", hub.ip());
     let mut controller = hub
         .spawn(
             &[
@@ -100,6 +101,34 @@ fn controller_and_bootstrap_program_a_hand_started_envoy() {
             Instant::now() < deadline,
             "config not received:\n{clusters}\n{listeners}\n{}",
             controller.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The HTTP port: ready while ADS serves, version, and metrics showing the connected proxy.
+    let http = |path: &str| {
+        let addr: std::net::SocketAddr = http_addr.parse().unwrap();
+        hub.in_netns(|| osm_harness::http_request(addr, "GET", path, Duration::from_secs(2)))
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(http("/health/ready").status, 200);
+    assert_eq!(http("/health/alive").status, 200);
+    assert!(http("/version").body.contains("\"version\""));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = http("/metrics").body;
+        if body.contains("osm_proxy_connect_count 1") && body.contains("osm_proxy_in_sync 1") {
+            assert!(body.contains("osm_proxy_xds_ack_total{type=\"CDS\"}"), "{body}");
+            assert!(
+                !body.contains("osm_proxy_xds_nack_total{"),
+                "NACKs recorded: {body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed the proxy in sync:\n{body}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod certs;
+pub mod http;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -202,14 +203,15 @@ impl ControlPlane {
 
     /// Serves ADS on `listener` (mTLS; server name `osm-controller.<osm_namespace>.svc.cluster.local`)
     /// and rotates certificates as they come due, as tasks on `rt`, until `shutdown` turns true. Keep
-    /// the shutdown sender alive: dropping it stops everything.
+    /// the shutdown sender alive: dropping it stops everything. The returned flag is true while ADS
+    /// serves (what `/health/ready` reports).
     pub fn spawn_servers(
         self: &Arc<Self>,
         rt: &tokio::runtime::Handle,
         listener: std::net::TcpListener,
         osm_namespace: &str,
         shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<(), ControllerError> {
+    ) -> Result<Arc<std::sync::atomic::AtomicBool>, ControllerError> {
         let tls = self.ads_tls(&[ads_server_name(osm_namespace)])?;
         let service = osm_ads::AdsService::new(
             self.cache.clone(),
@@ -223,6 +225,8 @@ impl ControlPlane {
         let _guard = rt.enter();
         let listener = tokio::net::TcpListener::from_std(listener).map_err(ControllerError::Listener)?;
         let mut stop = shutdown.clone();
+        let serving = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = serving.clone();
         rt.spawn(async move {
             let stopped = async move {
                 let _ = stop.changed().await;
@@ -230,9 +234,10 @@ impl ControlPlane {
             if let Err(e) = osm_ads::serve(listener, tls, service, stopped).await {
                 tracing::error!(error = ?e, "ADS server stopped");
             }
+            flag.store(false, std::sync::atomic::Ordering::SeqCst);
         });
         rt.spawn(self.clone().run_rotation(shutdown));
-        Ok(())
+        Ok(serving)
     }
 
     /// The ADS server's TLS material: a server certificate for `dns_names` from the mesh CA.
