@@ -1,12 +1,17 @@
 //! Incremental (delta) ADS: per type, what the proxy subscribed to and the version of every resource it
 //! holds; a change sends only resources whose version differs, and the names that went away.
+//!
+//! Per type it also remembers the sets it last computed against. A request that changes no
+//! subscription costs nothing when the config is still those sets, and a new config is compared set by
+//! set: only names from sets that differ are looked at (see `sets::candidates`).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
 };
-use osm_xds::{ProxyConfig, TypeKind};
+use osm_xds::{ProxyConfig, Resource, ResourceSet, TypeKind};
 
 use crate::cache::AdsEvent;
 use crate::sotw::Output;
@@ -22,6 +27,21 @@ struct TypeState {
     in_flight: HashMap<String, Vec<(String, String)>>,
     /// Name → version the proxy refused: not re-sent until it changes.
     refused: HashMap<String, String>,
+    /// The sets `known` was last brought up to date with: for every wanted name in them, `known` (or
+    /// `refused`) holds its version, and `known` holds no other name. `None` after a subscription
+    /// change, which calls for a walk over everything.
+    computed: Option<Vec<Arc<ResourceSet>>>,
+}
+
+impl TypeState {
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+
+    /// Whether the proxy holds (or refused) this very version.
+    fn has(&self, r: &Resource) -> bool {
+        self.known.get(&r.name) == Some(&r.version) || self.refused.get(&r.name) == Some(&r.version)
+    }
 }
 
 pub struct DeltaStream {
@@ -45,9 +65,24 @@ impl DeltaStream {
         config: Option<&ProxyConfig>,
     ) -> Output<DeltaDiscoveryResponse> {
         let mut out = Output::default();
-        let Some(kind) = TypeKind::from_type_url(&req.type_url) else {
-            return out;
-        };
+        if let Some(kind) = TypeKind::from_type_url(&req.type_url) {
+            self.handle(kind, req, &mut out);
+        }
+        // Also the other types: the stream task marks the config seen when it hands it to a request,
+        // so a change that arrived meanwhile is sent now or not until the next one.
+        if let Some(config) = config {
+            self.respond_all(config, &mut out);
+        }
+        out
+    }
+
+    /// Records an ACK or NACK and applies subscription changes.
+    fn handle(
+        &mut self,
+        kind: TypeKind,
+        req: &DeltaDiscoveryRequest,
+        out: &mut Output<DeltaDiscoveryResponse>,
+    ) {
         let state = self.types.entry(kind).or_default();
         if !req.response_nonce.is_empty() {
             let carried = state.in_flight.remove(&req.response_nonce).unwrap_or_default();
@@ -108,20 +143,23 @@ impl DeltaStream {
             state.names.remove(name);
             state.known.remove(name);
         }
-        if let Some(config) = config {
-            self.respond(kind, config, &mut out);
+        if first || !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
+            state.computed = None;
         }
-        out
     }
 
     pub fn on_config(&mut self, config: &ProxyConfig) -> Output<DeltaDiscoveryResponse> {
         let mut out = Output::default();
+        self.respond_all(config, &mut out);
+        out
+    }
+
+    fn respond_all(&mut self, config: &ProxyConfig, out: &mut Output<DeltaDiscoveryResponse>) {
         for kind in TypeKind::ALL {
             if self.types.get(&kind).is_some_and(|s| s.subscribed) {
-                self.respond(kind, config, &mut out);
+                self.respond(kind, config, out);
             }
         }
-        out
     }
 
     fn respond(&mut self, kind: TypeKind, config: &ProxyConfig, out: &mut Output<DeltaDiscoveryResponse>) {
@@ -129,27 +167,50 @@ impl DeltaStream {
             .types
             .get_mut(&kind)
             .expect("respond is only called for subscribed types");
-        let mut resources = Vec::new();
-        let mut current = BTreeSet::new();
-        let wanted: Box<dyn Iterator<Item = &std::sync::Arc<osm_xds::Resource>>> = if state.wildcard {
-            Box::new(config.iter(kind))
-        } else {
-            Box::new(state.names.iter().filter_map(|n| config.get(kind, n)))
-        };
-        for r in wanted {
-            current.insert(r.name.clone());
-            if state.known.get(&r.name) == Some(&r.version) || state.refused.get(&r.name) == Some(&r.version)
+        let mut resources: Vec<Arc<Resource>> = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
+        match &state.computed {
+            Some(old)
+                if config.sets.len() == old.len()
+                    && config.sets.iter().zip(old).all(|(a, b)| Arc::ptr_eq(a, b)) =>
             {
-                continue;
+                // Nothing changed since `known` was brought up to date.
+                return;
             }
-            resources.push(r.clone());
+            Some(old) => {
+                // Only names from sets that differ can have changed.
+                for name in crate::sets::candidates(old, config, kind) {
+                    match config.get(kind, &name).filter(|_| state.wants(&name)) {
+                        Some(r) if state.has(r) => {}
+                        Some(r) => resources.push(r.clone()),
+                        None if state.known.contains_key(&name) => removed.push(name),
+                        None => {}
+                    }
+                }
+            }
+            None => {
+                if state.wildcard {
+                    resources.extend(config.iter(kind).filter(|r| !state.has(r)).cloned());
+                } else {
+                    resources.extend(
+                        state
+                            .names
+                            .iter()
+                            .filter_map(|n| config.get(kind, n))
+                            .filter(|r| !state.has(r))
+                            .cloned(),
+                    );
+                }
+                removed.extend(
+                    state
+                        .known
+                        .keys()
+                        .filter(|n| !(state.wants(n) && config.get(kind, n).is_some()))
+                        .cloned(),
+                );
+            }
         }
-        let removed: Vec<String> = state
-            .known
-            .keys()
-            .filter(|n| !current.contains(*n))
-            .cloned()
-            .collect();
+        state.computed = Some(config.sets.clone());
         if resources.is_empty() && removed.is_empty() {
             return;
         }

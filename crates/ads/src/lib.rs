@@ -5,6 +5,7 @@
 mod cache;
 pub mod delta;
 mod server;
+mod sets;
 pub mod sotw;
 
 pub use cache::{AdsEvent, ProxyStatus, SnapshotCache};

@@ -1,15 +1,19 @@
 //! State-of-the-world ADS: per type, the subscribed names, the last version sent (and its nonce), and
 //! the last version the proxy refused. A pure state machine: requests and config changes in, responses
 //! out; the stream task in `server` only moves messages.
+//!
+//! A type's version is a digest of its resources, summed from per-set digests that are computed once
+//! per shared set (`sets::set_digest`), and recomputed only when the config's sets or the subscription
+//! changed: a plain ACK costs nothing.
 
 use std::collections::{BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use osm_xds::{ProxyConfig, Resource, TypeKind};
+use osm_xds::{ProxyConfig, Resource, ResourceSet, TypeKind};
 
 use crate::cache::AdsEvent;
+use crate::sets::{Digest, set_digest};
 
 #[derive(Default)]
 struct TypeState {
@@ -22,6 +26,50 @@ struct TypeState {
     sent_version: Option<String>,
     sent_nonce: String,
     nacked_version: Option<String>,
+    /// The sets the type was last answered from (`None` after a subscription change): until the
+    /// config is other sets, answering again would come to the same result.
+    computed: Option<Vec<Arc<ResourceSet>>>,
+    /// For named subscriptions, the digest of the subscribed resources in each set of `computed`.
+    named_digests: Vec<(Arc<ResourceSet>, Digest)>,
+}
+
+impl TypeState {
+    /// The digest of what the proxy would be sent from `config`.
+    fn digest(&mut self, kind: TypeKind, config: &ProxyConfig) -> Digest {
+        let mut total = Digest::default();
+        if self.wildcard {
+            for set in &config.sets {
+                total.merge(set_digest(set, kind));
+            }
+            return total;
+        }
+        let mut digests = Vec::with_capacity(config.sets.len());
+        for set in &config.sets {
+            let d = match self.named_digests.iter().find(|(s, _)| Arc::ptr_eq(s, set)) {
+                Some((_, d)) => *d,
+                None => {
+                    let mut d = Digest::default();
+                    let of_kind = set.of_kind(kind);
+                    if self.names.len() <= of_kind.len() {
+                        self.names
+                            .iter()
+                            .filter_map(|n| of_kind.get(n))
+                            .for_each(|r| d.add(r));
+                    } else {
+                        of_kind
+                            .values()
+                            .filter(|r| self.names.contains(&r.name))
+                            .for_each(|r| d.add(r));
+                    }
+                    d
+                }
+            };
+            total.merge(d);
+            digests.push((set.clone(), d));
+        }
+        self.named_digests = digests;
+        total
+    }
 }
 
 pub struct SotwStream {
@@ -52,15 +100,25 @@ impl SotwStream {
         config: Option<&ProxyConfig>,
     ) -> Output<DiscoveryResponse> {
         let mut out = Output::default();
-        let Some(kind) = TypeKind::from_type_url(&req.type_url) else {
-            tracing::debug!(proxy = %self.proxy, type_url = %req.type_url, "ignoring unknown type");
-            return out;
-        };
+        match TypeKind::from_type_url(&req.type_url) {
+            Some(kind) => self.handle(kind, req, &mut out),
+            None => tracing::debug!(proxy = %self.proxy, type_url = %req.type_url, "ignoring unknown type"),
+        }
+        // Also the other types: the stream task marks the config seen when it hands it to a request,
+        // so a change that arrived meanwhile is sent now or not until the next one.
+        if let Some(config) = config {
+            self.respond_all(config, &mut out);
+        }
+        out
+    }
+
+    /// Records an ACK or NACK and applies a subscription change.
+    fn handle(&mut self, kind: TypeKind, req: &DiscoveryRequest, out: &mut Output<DiscoveryResponse>) {
         let state = self.types.entry(kind).or_default();
         if !req.response_nonce.is_empty() {
             if req.response_nonce != state.sent_nonce {
                 // A reply to a response we already superseded: the newer one is on its way.
-                return out;
+                return;
             }
             match &req.error_detail {
                 Some(status) => {
@@ -84,33 +142,41 @@ impl SotwStream {
         // LDS and CDS without names are the legacy wildcard; `*` asks for everything of any type.
         let wildcard = req.resource_names.iter().any(|n| n == "*")
             || (req.resource_names.is_empty() && matches!(kind, TypeKind::Listener | TypeKind::Cluster));
-        let names: BTreeSet<String> = if wildcard {
-            BTreeSet::new()
+        // Compared without copying: an ACK repeats every name it is subscribed to.
+        let same_names = if wildcard {
+            state.names.is_empty()
         } else {
-            req.resource_names.iter().cloned().collect()
+            let names: BTreeSet<&str> = req.resource_names.iter().map(String::as_str).collect();
+            names.into_iter().eq(state.names.iter().map(String::as_str))
         };
-        let resubscribed = !state.subscribed || wildcard != state.wildcard || names != state.names;
+        let resubscribed = !state.subscribed || wildcard != state.wildcard || !same_names;
         state.subscribed = true;
         state.wildcard = wildcard;
-        state.names = names;
         if resubscribed {
+            state.names = if wildcard {
+                BTreeSet::new()
+            } else {
+                req.resource_names.iter().cloned().collect()
+            };
             // New names: the old version string no longer describes what the proxy holds.
             state.sent_version = None;
+            state.computed = None;
+            state.named_digests.clear();
         }
-        if let Some(config) = config {
-            self.respond(kind, config, &mut out);
-        }
-        out
     }
 
     pub fn on_config(&mut self, config: &ProxyConfig) -> Output<DiscoveryResponse> {
         let mut out = Output::default();
+        self.respond_all(config, &mut out);
+        out
+    }
+
+    fn respond_all(&mut self, config: &ProxyConfig, out: &mut Output<DiscoveryResponse>) {
         for kind in TypeKind::ALL {
             if self.types.get(&kind).is_some_and(|s| s.subscribed) {
-                self.respond(kind, config, &mut out);
+                self.respond(kind, config, out);
             }
         }
-        out
     }
 
     fn respond(&mut self, kind: TypeKind, config: &ProxyConfig, out: &mut Output<DiscoveryResponse>) {
@@ -118,22 +184,29 @@ impl SotwStream {
             .types
             .get_mut(&kind)
             .expect("respond is only called for subscribed types");
-        let resources: Vec<&Arc<Resource>> = if state.wildcard {
-            config.iter(kind).collect()
-        } else {
-            state.names.iter().filter_map(|n| config.get(kind, n)).collect()
-        };
-        // Named resources we do not have yet (or no names at all): wait rather than send an empty
-        // answer; the config will catch up. A wildcard answer may be empty: it removes everything.
-        if !state.wildcard && resources.is_empty() {
+        if state.computed.as_ref().is_some_and(|old| {
+            old.len() == config.sets.len() && old.iter().zip(&config.sets).all(|(a, b)| Arc::ptr_eq(a, b))
+        }) {
             return;
         }
-        let version = version_of(&resources);
+        state.computed = Some(config.sets.clone());
+        let digest = state.digest(kind, config);
+        // Named resources we do not have yet (or no names at all): wait rather than send an empty
+        // answer; the config will catch up. A wildcard answer may be empty: it removes everything.
+        if !state.wildcard && digest.is_empty() {
+            return;
+        }
+        let version = digest.version();
         if state.sent_version.as_deref() == Some(&version)
             || state.nacked_version.as_deref() == Some(&version)
         {
             return;
         }
+        let resources: Vec<&Arc<Resource>> = if state.wildcard {
+            config.iter(kind).collect()
+        } else {
+            state.names.iter().filter_map(|n| config.get(kind, n)).collect()
+        };
         self.nonce += 1;
         state.sent_nonce = self.nonce.to_string();
         state.sent_version = Some(version.clone());
@@ -154,14 +227,4 @@ impl SotwStream {
             ..Default::default()
         });
     }
-}
-
-/// The version of a set of resources: a hash of their names and versions.
-fn version_of(resources: &[&Arc<Resource>]) -> String {
-    let mut h = std::hash::DefaultHasher::new();
-    for r in resources {
-        r.name.hash(&mut h);
-        r.version.hash(&mut h);
-    }
-    format!("{:016x}", h.finish())
 }

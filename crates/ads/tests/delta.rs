@@ -13,7 +13,7 @@ use osm_ads::AdsEvent;
 use osm_ads::delta::DeltaStream;
 use osm_ads::sotw::Output;
 use osm_xds::{ProxyConfig, TypeKind};
-use support::{CDS, EDS, cla, cluster, config, name_of, sorted};
+use support::{CDS, EDS, cla, cluster, config, name_of, of_sets, set, sorted};
 
 const PROXY: &str = "u1.sidecar.bookbuyer.bookbuyer.cluster.local";
 
@@ -330,4 +330,99 @@ fn subscribe_before_config_is_answered_by_the_first_config() {
     nothing(&stream.on_request(&subscribe(CDS, &[]), None));
     let resp = only(stream.on_config(&config([cluster("a", "1")])));
     assert_eq!(names(&resp), vec!["a".to_string()]);
+}
+
+/// Plain ACKs (and repeated requests without subscription changes) on the same sets send nothing for
+/// any type; the same sets republished in a new config send nothing either.
+#[test]
+fn acks_on_unchanged_sets_send_nothing() {
+    let (clusters, endpoints) = (set([cluster("a", "1")]), set([cla("a", 1)]));
+    let cfg = of_sets(&[&clusters, &endpoints]);
+    let mut stream = DeltaStream::new(PROXY);
+    let cds = cds_acked(&mut stream, &cfg);
+    let eds = only(stream.on_request(&subscribe(EDS, &["a"]), Some(&cfg)));
+    let out = stream.on_request(&ack(&eds), Some(&cfg));
+    nothing(&out);
+    assert_eq!(out.events.len(), 1, "only the Acked event");
+    nothing(&stream.on_request(&ack(&cds), Some(&cfg)));
+    nothing(&stream.on_config(&of_sets(&[&clusters, &endpoints])));
+}
+
+/// Only sets that changed are looked at: with one set shared and one replaced, only the replaced
+/// set's changed resource and its removed name go out, even though both configs are new values.
+#[test]
+fn only_changed_sets_are_sent() {
+    let shared = set([cluster("s1", "1"), cluster("s2", "1")]);
+    let mut stream = DeltaStream::new(PROXY);
+    let first = cds_acked(
+        &mut stream,
+        &of_sets(&[
+            &shared,
+            &set([cluster("a", "1"), cluster("b", "1"), cluster("gone", "1")]),
+        ]),
+    );
+    assert_eq!(names(&first), sorted(["a", "b", "gone", "s1", "s2"]));
+    let v2 = of_sets(&[&shared, &set([cluster("a", "1"), cluster("b", "2")])]);
+    let resp = only(stream.on_config(&v2));
+    assert_eq!(names(&resp), vec!["b".to_string()]);
+    assert_eq!(removed(&resp), vec!["gone".to_string()]);
+    nothing(&stream.on_request(&ack(&resp), Some(&v2)));
+    // The same transition seen by another proxy gives the same answer (from the shared memo).
+    let mut other = DeltaStream::new("u2.sidecar.bookbuyer.bookbuyer.cluster.local");
+    cds_acked(
+        &mut other,
+        &of_sets(&[
+            &shared,
+            &set([cluster("a", "1"), cluster("b", "1"), cluster("gone", "1")]),
+        ]),
+    );
+    let resp = only(other.on_config(&v2));
+    assert_eq!(names(&resp), vec!["b".to_string()]);
+    assert_eq!(removed(&resp), vec!["gone".to_string()]);
+}
+
+/// A set that leaves the config takes its names with it, except those another set now holds with the
+/// same version (not re-sent) or another version (sent).
+#[test]
+fn names_of_a_dropped_set_are_removed_unless_held_elsewhere() {
+    let keep = set([cluster("k", "1")]);
+    let mut stream = DeltaStream::new(PROXY);
+    cds_acked(
+        &mut stream,
+        &of_sets(&[
+            &keep,
+            &set([cluster("moved", "1"), cluster("bumped", "1"), cluster("x", "1")]),
+        ]),
+    );
+    let v2 = of_sets(&[&set([cluster("moved", "1"), cluster("bumped", "2")]), &keep]);
+    let resp = only(stream.on_config(&v2));
+    assert_eq!(names(&resp), vec!["bumped".to_string()]);
+    assert_eq!(removed(&resp), vec!["x".to_string()]);
+}
+
+/// The stream task marks the config seen when it hands it to a request; a change that arrived
+/// meanwhile must go out with that request's answer, for every subscribed type.
+#[test]
+fn config_change_seen_by_a_request_is_sent() {
+    let v1 = config([cluster("a", "1"), cla("a", 1)]);
+    let mut stream = DeltaStream::new(PROXY);
+    let cds = only(stream.on_request(&subscribe(CDS, &[]), Some(&v1)));
+    let eds = only(stream.on_request(&subscribe(EDS, &["a"]), Some(&v1)));
+    nothing(&stream.on_request(&ack(&eds), Some(&v1)));
+
+    let v2 = config([cluster("a", "1"), cla("a", 2)]);
+    let out = stream.on_request(&ack(&cds), Some(&v2));
+    assert!(matches!(
+        &out.events[0],
+        AdsEvent::Acked {
+            kind: TypeKind::Cluster,
+            ..
+        }
+    ));
+    let resp = only(out);
+    assert_eq!(resp.type_url, EDS);
+    assert_eq!(names(&resp), vec!["a".to_string()]);
+    // Handled: the next config event for the same sets sends nothing.
+    nothing(&stream.on_config(&v2));
+    nothing(&stream.on_request(&ack(&resp), Some(&v2)));
 }

@@ -10,7 +10,7 @@ use envoy_types::pb::google::rpc::Status;
 use osm_ads::AdsEvent;
 use osm_ads::sotw::{Output, SotwStream};
 use osm_xds::TypeKind;
-use support::{CDS, EDS, cla, cluster, cluster_tag, config, name_of, sorted};
+use support::{CDS, EDS, cla, cluster, cluster_tag, config, name_of, of_sets, set, sorted};
 
 const PROXY: &str = "u1.sidecar.bookbuyer.bookbuyer.cluster.local";
 
@@ -330,4 +330,65 @@ fn unknown_type_is_ignored() {
     );
     nothing(&out);
     assert!(out.events.is_empty());
+}
+
+/// Plain ACKs on the same sets send nothing for any type; neither do the same sets republished, nor
+/// the same resources split into other sets (the version depends on the resources only).
+#[test]
+fn acks_on_unchanged_sets_send_nothing() {
+    let (a, b) = (set([cluster("a", "1")]), set([cluster("b", "1"), cla("a", 1)]));
+    let cfg = of_sets(&[&a, &b]);
+    let mut stream = SotwStream::new(PROXY);
+    let cds = cds_acked(&mut stream, &cfg);
+    let eds = only(stream.on_request(&request(EDS, &["a"], "", ""), Some(&cfg)));
+    nothing(&stream.on_request(&ack(&eds, &["a"]), Some(&cfg)));
+    nothing(&stream.on_request(&ack(&cds, &[]), Some(&cfg)));
+    nothing(&stream.on_config(&of_sets(&[&a, &b])));
+    nothing(&stream.on_config(&of_sets(&[&b, &a])));
+    let regrouped = config([cluster("a", "1"), cluster("b", "1"), cla("a", 1)]);
+    nothing(&stream.on_config(&regrouped));
+}
+
+/// A change in one set re-sends the type (state of the world) with a new version; a change in a set
+/// holding nothing the proxy subscribed to does not.
+#[test]
+fn changed_set_changes_the_version_of_its_types_only() {
+    let shared = set([cluster("s", "1"), cla("s", 1)]);
+    let v1 = of_sets(&[&shared, &set([cluster("a", "1"), cla("a", 1)])]);
+    let mut stream = SotwStream::new(PROXY);
+    let cds = cds_acked(&mut stream, &v1);
+    let eds = only(stream.on_request(&request(EDS, &["s"], "", ""), Some(&v1)));
+    nothing(&stream.on_request(&ack(&eds, &["s"]), Some(&v1)));
+
+    let v2 = of_sets(&[&shared, &set([cluster("a", "2"), cla("a", 2)])]);
+    let resp = only(stream.on_config(&v2));
+    assert_eq!(resp.type_url, CDS, "EDS \"a\" is not subscribed");
+    assert_eq!(names(&resp), sorted(["a", "s"]));
+    assert_ne!(resp.version_info, cds.version_info);
+}
+
+/// The stream task marks the config seen when it hands it to a request; a change that arrived
+/// meanwhile must go out with that request's answer, for every subscribed type.
+#[test]
+fn config_change_seen_by_a_request_is_sent() {
+    let v1 = config([cluster("a", "1"), cla("a", 1)]);
+    let mut stream = SotwStream::new(PROXY);
+    let cds = only(stream.on_request(&request(CDS, &[], "", ""), Some(&v1)));
+    let eds = only(stream.on_request(&request(EDS, &["a"], "", ""), Some(&v1)));
+    nothing(&stream.on_request(&ack(&eds, &["a"]), Some(&v1)));
+
+    let v2 = config([cluster("a", "1"), cla("a", 2)]);
+    let out = stream.on_request(&ack(&cds, &[]), Some(&v2));
+    assert!(matches!(
+        &out.events[0],
+        AdsEvent::Acked {
+            kind: TypeKind::Cluster,
+            ..
+        }
+    ));
+    let resp = only(out);
+    assert_eq!(resp.type_url, EDS);
+    assert_ne!(resp.version_info, eds.version_info);
+    nothing(&stream.on_config(&v2));
+    nothing(&stream.on_request(&ack(&resp, &["a"]), Some(&v2)));
 }

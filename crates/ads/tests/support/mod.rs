@@ -74,3 +74,19 @@ pub fn sorted<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     v.sort();
     v
 }
+
+/// One shared set holding `resources`.
+pub fn set(resources: impl IntoIterator<Item = Arc<Resource>>) -> Arc<ResourceSet> {
+    let mut set = ResourceSet::default();
+    for r in resources {
+        set.insert(r);
+    }
+    Arc::new(set)
+}
+
+/// A config made of the given (possibly shared) sets.
+pub fn of_sets(sets: &[&Arc<ResourceSet>]) -> ProxyConfig {
+    ProxyConfig {
+        sets: sets.iter().map(|s| Arc::clone(s)).collect(),
+    }
+}

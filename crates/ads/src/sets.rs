@@ -1,0 +1,291 @@
+//! Work on shared `ResourceSet`s, done once per set rather than once per proxy: which names differ
+//! between an old and a new set (delta), and an order-independent digest of a set's resources per type
+//! (SotW versions). Every proxy whose config moves from the same old set to the same new one shares the
+//! result, so a change costs O(changed resources) per proxy instead of O(all resources).
+//!
+//! Both memos are keyed by set pointers; each entry holds the `Arc`s it was computed from, so a pointer
+//! cannot be reused by another set while its entry exists. Entries whose sets nobody else holds any
+//! more are swept out as the memo grows.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+
+use osm_xds::{ProxyConfig, Resource, ResourceSet, TypeKind};
+
+/// Pointer identity of a set (only compared while an `Arc` to it is held).
+fn key(set: &Arc<ResourceSet>) -> usize {
+    Arc::as_ptr(set) as usize
+}
+
+/// A map that forgets entries whose sets are no longer used outside it, once it has doubled in size
+/// since the last sweep (so sweeping is amortised O(1) per insert and dead entries stay bounded by
+/// the live ones).
+struct Memo<K, V> {
+    entries: HashMap<K, V>,
+    sweep_at: usize,
+}
+
+impl<K: Eq + Hash, V> Memo<K, V> {
+    fn new() -> Self {
+        Self {
+            entries: HashMap::new(),
+            sweep_at: MIN_SWEEP,
+        }
+    }
+
+    fn insert(&mut self, k: K, v: V, live: impl Fn(&V) -> bool) {
+        if self.entries.len() >= self.sweep_at {
+            self.entries.retain(|_, v| live(v));
+            self.sweep_at = (self.entries.len() * 2).max(MIN_SWEEP);
+        }
+        self.entries.insert(k, v);
+    }
+}
+
+const MIN_SWEEP: usize = 64;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The memos are caches: a panic elsewhere cannot leave an entry half-written.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by the memo only: nobody can ask for this entry again.
+fn in_use(set: &Arc<ResourceSet>) -> bool {
+    Arc::strong_count(set) > 1
+}
+
+struct DiffEntry {
+    _old: Arc<ResourceSet>,
+    new: Arc<ResourceSet>,
+    names: Arc<[String]>,
+}
+
+type DiffKey = (usize, usize, TypeKind);
+
+static DIFFS: LazyLock<Mutex<Memo<DiffKey, DiffEntry>>> = LazyLock::new(|| Mutex::new(Memo::new()));
+
+/// Names of `kind` that are in only one of the two sets, or in both with another version.
+pub(crate) fn changed_names(old: &Arc<ResourceSet>, new: &Arc<ResourceSet>, kind: TypeKind) -> Arc<[String]> {
+    let k = (key(old), key(new), kind);
+    let mut memo = lock(&DIFFS);
+    if let Some(e) = memo.entries.get(&k) {
+        return e.names.clone();
+    }
+    let names: Arc<[String]> = diff(old, new, kind).into();
+    memo.insert(
+        k,
+        DiffEntry {
+            _old: old.clone(),
+            new: new.clone(),
+            names: names.clone(),
+        },
+        |e| in_use(&e.new),
+    );
+    names
+}
+
+/// A merge walk over two name-ordered maps.
+fn diff(old: &ResourceSet, new: &ResourceSet, kind: TypeKind) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut a = old.of_kind(kind).iter().peekable();
+    let mut b = new.of_kind(kind).iter().peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((n, _)), None) => {
+                out.push((*n).clone());
+                a.next();
+            }
+            (None, Some((n, _))) => {
+                out.push((*n).clone());
+                b.next();
+            }
+            (Some((na, ra)), Some((nb, rb))) => match na.cmp(nb) {
+                std::cmp::Ordering::Less => {
+                    out.push((*na).clone());
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push((*nb).clone());
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if !Arc::ptr_eq(ra, rb) && ra.version != rb.version {
+                        out.push((*na).clone());
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+    out
+}
+
+/// The names of `kind` that may differ between two configs: those of sets that differ at the same
+/// position (memoised per set pair), and every name of a set only one config has at that position.
+/// Names elsewhere are in identical sets, so their resources are the same `Arc`s. Relies on names
+/// being unique across a config's sets.
+pub(crate) fn candidates(old: &[Arc<ResourceSet>], new: &ProxyConfig, kind: TypeKind) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for i in 0..old.len().max(new.sets.len()) {
+        match (old.get(i), new.sets.get(i)) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => {}
+            (Some(a), Some(b)) => out.extend(changed_names(a, b, kind).iter().cloned()),
+            (Some(s), None) | (None, Some(s)) => out.extend(s.of_kind(kind).keys().cloned()),
+            (None, None) => unreachable!("i is below one of the lengths"),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// An order-independent digest of resources: the wrapping sum of a hash of each name and version,
+/// and their count. Sums of disjoint groups add up, so a config's digest is the sum of its sets'.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Digest {
+    sum: u64,
+    count: usize,
+}
+
+impl Digest {
+    pub(crate) fn add(&mut self, r: &Resource) {
+        let mut h = std::hash::DefaultHasher::new();
+        r.name.hash(&mut h);
+        r.version.hash(&mut h);
+        self.sum = self.sum.wrapping_add(h.finish());
+        self.count += 1;
+    }
+
+    pub(crate) fn merge(&mut self, other: Digest) {
+        self.sum = self.sum.wrapping_add(other.sum);
+        self.count += other.count;
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The SotW `version_info` of exactly these resources.
+    pub(crate) fn version(&self) -> String {
+        let mut h = std::hash::DefaultHasher::new();
+        self.sum.hash(&mut h);
+        self.count.hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+}
+
+struct DigestEntry {
+    set: Arc<ResourceSet>,
+    per_kind: [Digest; 5],
+}
+
+static DIGESTS: LazyLock<Mutex<Memo<usize, DigestEntry>>> = LazyLock::new(|| Mutex::new(Memo::new()));
+
+/// The digest of every resource of `kind` in `set`, computed once per set (for all kinds at once).
+pub(crate) fn set_digest(set: &Arc<ResourceSet>, kind: TypeKind) -> Digest {
+    let index = TypeKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .expect("ALL holds every kind");
+    let mut memo = lock(&DIGESTS);
+    if let Some(e) = memo.entries.get(&key(set)) {
+        return e.per_kind[index];
+    }
+    let per_kind = TypeKind::ALL.map(|k| {
+        let mut d = Digest::default();
+        for r in set.of_kind(k).values() {
+            d.add(r);
+        }
+        d
+    });
+    memo.insert(
+        key(set),
+        DigestEntry {
+            set: set.clone(),
+            per_kind,
+        },
+        |e| in_use(&e.set),
+    );
+    per_kind[index]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+
+    fn cluster(name: &str, tag: &str) -> Arc<Resource> {
+        let msg = Cluster {
+            name: name.to_string(),
+            alt_stat_name: tag.to_string(),
+            ..Default::default()
+        };
+        Resource::encode(TypeKind::Cluster, name, &msg)
+    }
+
+    fn set(resources: &[Arc<Resource>]) -> Arc<ResourceSet> {
+        let mut s = ResourceSet::default();
+        for r in resources {
+            s.insert(r.clone());
+        }
+        Arc::new(s)
+    }
+
+    /// Added, removed and re-versioned names differ; a re-encoded resource with equal bytes does not.
+    #[test]
+    fn changed_names_of_two_sets() {
+        let old = set(&[cluster("a", "1"), cluster("b", "1"), cluster("c", "1")]);
+        let new = set(&[cluster("a", "1"), cluster("b", "2"), cluster("d", "1")]);
+        assert_eq!(&*changed_names(&old, &new, TypeKind::Cluster), ["b", "c", "d"]);
+        assert!(changed_names(&old, &new, TypeKind::Endpoint).is_empty());
+        // Memoised: the same answer, the same allocation.
+        assert!(Arc::ptr_eq(
+            &changed_names(&old, &new, TypeKind::Cluster),
+            &changed_names(&old, &new, TypeKind::Cluster)
+        ));
+    }
+
+    /// Only sets that differ contribute candidates; sets only one side has contribute all names.
+    #[test]
+    fn candidates_skip_shared_sets() {
+        let shared = set(&[cluster("s", "1")]);
+        let old = vec![
+            shared.clone(),
+            set(&[cluster("a", "1")]),
+            set(&[cluster("x", "1")]),
+        ];
+        let new = ProxyConfig {
+            sets: vec![shared, set(&[cluster("a", "2")])],
+        };
+        assert_eq!(candidates(&old, &new, TypeKind::Cluster), ["a", "x"]);
+    }
+
+    /// A config's digest does not depend on how its resources are split into sets.
+    #[test]
+    fn digest_adds_up_over_sets() {
+        let one = set(&[cluster("a", "1"), cluster("b", "1")]);
+        let (a, b) = (set(&[cluster("a", "1")]), set(&[cluster("b", "1")]));
+        let mut split = set_digest(&a, TypeKind::Cluster);
+        split.merge(set_digest(&b, TypeKind::Cluster));
+        assert_eq!(set_digest(&one, TypeKind::Cluster), split);
+        assert_ne!(
+            set_digest(&one, TypeKind::Cluster).version(),
+            set_digest(&a, TypeKind::Cluster).version()
+        );
+    }
+
+    /// Dead entries are swept once the memo has grown enough.
+    #[test]
+    fn memo_sweeps_entries_nobody_uses() {
+        let mut memo: Memo<usize, Arc<ResourceSet>> = Memo::new();
+        let kept = set(&[]);
+        memo.insert(0, kept.clone(), in_use);
+        for i in 1..=MIN_SWEEP {
+            memo.insert(i, set(&[]), in_use);
+        }
+        assert_eq!(memo.entries.len(), 2, "the live entry and the one just inserted");
+    }
+}
