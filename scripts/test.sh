@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# A real kube-apiserver + etcd for the Kubernetes tests (envtest convention). Built once from Debian's
+# packages (about 8 minutes) and cached outside the repo; an existing KUBEBUILDER_ASSETS is used as is.
+if [ -z "${KUBEBUILDER_ASSETS:-}" ]; then
+  KUBEBUILDER_ASSETS="$(./scripts/envtest-assets.sh | tail -n1)"
+  export KUBEBUILDER_ASSETS
+fi
 # Build every binary first: the e2e tests run osm-demo-app inside the pods.
 cargo build --workspace --bins
 cargo test --workspace "$@"
