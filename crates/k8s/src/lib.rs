@@ -1,0 +1,223 @@
+//! The Kubernetes source: watches the cluster and delivers the mesh's [`MeshInput`].
+//!
+//! [`KubeSource`] runs one kube-rs `watcher` (with the default backoff) feeding a reflector store per
+//! kind, cluster-wide: Namespaces, Services, core/v1 Endpoints, Pods and the SMI kinds TrafficTarget,
+//! HTTPRouteGroup, TCPRoute and TrafficSplit; plus MeshConfig `osm-mesh-config` in the OSM namespace.
+//! `managedFields` are trimmed before anything is stored.
+//!
+//! Delivery: the first input is assembled only after every watcher finished its initial list
+//! (`InitDone`); after that, each burst of changes (events within ~20 ms of each other) is assembled
+//! once and delivered only when it differs from the last input delivered. A watch restart relists
+//! into the reflector's buffer, which replaces the store only at `InitDone`, so a relist never
+//! shows an empty or partial input.
+//!
+//! Assembly rules ([`assemble`]): only monitored namespaces count (labelled
+//! `openservicemesh.io/monitored-by=<mesh name>`, not `openservicemesh.io/ignore`); a pod's proxy
+//! uuid is its `osm-proxy-uuid` label; invalid objects (e.g. a TrafficTarget outside its
+//! destination's namespace, per `osm_api::validate::Validate`) are logged with namespace, name and
+//! field and skipped — never fatal.
+#![forbid(unsafe_code)]
+
+pub mod assemble;
+
+use std::fmt::Debug;
+
+use std::time::Duration;
+
+use futures::stream::{BoxStream, SelectAll};
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, Client, Resource};
+use osm_api::config::{MeshConfig, MeshConfigSpec};
+use osm_api::smi::access::TrafficTarget;
+use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
+use osm_api::smi::split::TrafficSplit;
+use osm_model::MeshInput;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+pub use assemble::{IGNORE_LABEL, MESH_CONFIG_NAME, MONITORED_BY_LABEL, PROXY_UUID_LABEL, Snapshot};
+
+/// How long a burst of changes may last before the input is assembled once for all of them.
+pub const COALESCE: Duration = Duration::from_millis(20);
+
+/// What the source needs to know about the mesh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeOptions {
+    /// The mesh name namespaces are labelled with (`openservicemesh.io/monitored-by`).
+    pub mesh_name: String,
+    /// The namespace holding MeshConfig `osm-mesh-config`.
+    pub osm_namespace: String,
+    /// The trust domain of service identities (upstream default `cluster.local`).
+    pub trust_domain: String,
+}
+
+impl KubeOptions {
+    /// Options with the upstream trust domain `cluster.local`.
+    pub fn new(mesh_name: impl Into<String>, osm_namespace: impl Into<String>) -> Self {
+        Self {
+            mesh_name: mesh_name.into(),
+            osm_namespace: osm_namespace.into(),
+            trust_domain: "cluster.local".into(),
+        }
+    }
+}
+
+/// Watches a cluster and delivers [`MeshInput`]s; see the crate docs.
+#[derive(Clone)]
+pub struct KubeSource {
+    client: Client,
+    opts: KubeOptions,
+}
+
+impl KubeSource {
+    pub fn new(client: Client, opts: KubeOptions) -> Self {
+        Self { client, opts }
+    }
+
+    /// Runs until `shutdown` becomes true (or its sender is dropped), calling `on_change` with the
+    /// first complete input and then with every changed one.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, mut on_change: impl FnMut(MeshInput)) {
+        let c = &self.client;
+        let mut events: SelectAll<BoxStream<'static, Signal>> = SelectAll::new();
+        // One reflector per kind; its index in `events` order names it in signals.
+        macro_rules! add {
+            ($api:expr, $config:expr $(,)?) => {{
+                let (store, stream) = watch_kind($api, $config, events.len());
+                events.push(stream);
+                store
+            }};
+        }
+        let all = watcher::Config::default;
+        let namespaces: Store<Namespace> = add!(Api::all(c.clone()), all());
+        let services: Store<Service> = add!(Api::all(c.clone()), all());
+        let endpoints: Store<Endpoints> = add!(Api::all(c.clone()), all());
+        let pods: Store<Pod> = add!(Api::all(c.clone()), all());
+        let traffic_targets: Store<TrafficTarget> = add!(Api::all(c.clone()), all());
+        let http_route_groups: Store<HTTPRouteGroup> = add!(Api::all(c.clone()), all());
+        let tcp_routes: Store<TCPRoute> = add!(Api::all(c.clone()), all());
+        let traffic_splits: Store<TrafficSplit> = add!(Api::all(c.clone()), all());
+        let mesh_configs: Store<MeshConfig> = add!(
+            Api::namespaced(c.clone(), &self.opts.osm_namespace),
+            all().fields(&format!("metadata.name={MESH_CONFIG_NAME}")),
+        );
+        let kinds = events.len();
+
+        let snapshot = || Snapshot {
+            namespaces: namespaces.state(),
+            services: services.state(),
+            endpoints: endpoints.state(),
+            pods: pods.state(),
+            traffic_targets: traffic_targets.state(),
+            http_route_groups: http_route_groups.state(),
+            tcp_routes: tcp_routes.state(),
+            traffic_splits: traffic_splits.state(),
+            mesh_configs: mesh_configs.state(),
+        };
+
+        let mut listed = vec![false; kinds];
+        let mut last: Option<MeshInput> = None;
+        let mut last_config = MeshConfigSpec::default();
+        let mut due: Option<tokio::time::Instant> = None;
+        loop {
+            let due_at = due;
+            let timer = async move {
+                match due_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        tracing::debug!("kubernetes source: shutting down");
+                        return;
+                    }
+                }
+                signal = events.next() => {
+                    let Some(Signal { kind, name, listed: done }) = signal else {
+                        // Watchers never end on their own; nothing left to watch.
+                        return;
+                    };
+                    if done && !listed[kind] {
+                        listed[kind] = true;
+                        tracing::debug!(kind = name, "initial list complete");
+                    }
+                    if listed.iter().all(|l| *l) && due.is_none() {
+                        due = Some(tokio::time::Instant::now() + COALESCE);
+                    }
+                }
+                () = timer => {
+                    due = None;
+                    let input = assemble::assemble(
+                        &snapshot(),
+                        &self.opts.mesh_name,
+                        &self.opts.trust_domain,
+                        &last_config,
+                    );
+                    last_config = input.mesh_config.clone();
+                    if last.as_ref() != Some(&input) {
+                        tracing::debug!(
+                            services = input.services.len(),
+                            pods = input.pods.len(),
+                            "delivering a changed mesh input"
+                        );
+                        last = Some(input.clone());
+                        on_change(input);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Convenience for [`KubeSource::run`].
+pub async fn run(
+    client: Client,
+    opts: KubeOptions,
+    shutdown: watch::Receiver<bool>,
+    on_change: impl FnMut(MeshInput),
+) {
+    KubeSource::new(client, opts).run(shutdown, on_change).await;
+}
+
+/// One watcher's news: something changed in store `kind`; `listed` when an initial list (or relist)
+/// just completed.
+struct Signal {
+    kind: usize,
+    /// The kind's type name, for logs.
+    name: &'static str,
+    listed: bool,
+}
+
+/// A reflector for one kind: its store, and a stream of signals that drives it.
+fn watch_kind<K>(api: Api<K>, config: watcher::Config, kind: usize) -> (Store<K>, BoxStream<'static, Signal>)
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store();
+    let name = std::any::type_name::<K>().rsplit("::").next().unwrap_or("?");
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .map_ok(move |event| Signal {
+            kind,
+            name,
+            listed: matches!(event, watcher::Event::InitDone),
+        })
+        .filter_map(move |r| async move {
+            match r {
+                Ok(signal) => Some(signal),
+                Err(e) => {
+                    // The backoff retries; keep serving the last complete store meanwhile.
+                    tracing::warn!(kind = name, error = %e, "watch failed, retrying");
+                    None
+                }
+            }
+        });
+    (store, stream.boxed())
+}
