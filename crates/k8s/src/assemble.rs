@@ -55,38 +55,72 @@ fn id_of<K: kube::Resource>(o: &K) -> ObjectRef {
     ObjectRef::new(o.namespace().unwrap_or_default(), o.name_any())
 }
 
-/// Logs every broken rule of an invalid object; true when the object is valid.
-fn valid<K: kube::Resource + Validate>(kind: &str, o: &K) -> bool {
+/// Why an object (or one of its fields) was left out of the input.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The object's resourceVersion, so an edited object that is still invalid is reported again.
+    pub resource_version: String,
+    /// JSON path of the offending field, e.g. `spec.destination.namespace`.
+    pub field: String,
+    pub message: String,
+}
+
+impl Problem {
+    /// Logs this problem as a warning naming kind, namespace, name and field.
+    pub fn log(&self) {
+        tracing::warn!(
+            kind = %self.kind,
+            namespace = %self.namespace,
+            name = %self.name,
+            field = %self.field,
+            "invalid object skipped: {}",
+            self.message
+        );
+    }
+}
+
+/// An assembled input and the problems met on the way.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Assembled {
+    pub input: MeshInput,
+    pub problems: Vec<Problem>,
+}
+
+fn problem<K: kube::Resource>(kind: &str, o: &K, field: &str, message: &str) -> Problem {
+    let m = o.meta();
+    Problem {
+        kind: kind.into(),
+        namespace: m.namespace.clone().unwrap_or_default(),
+        name: m.name.clone().unwrap_or_default(),
+        resource_version: m.resource_version.clone().unwrap_or_default(),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Records every broken rule of an invalid object; true when the object is valid.
+fn valid<K: kube::Resource + Validate>(kind: &str, o: &K, problems: &mut Vec<Problem>) -> bool {
     match o.validate() {
         Ok(()) => true,
         Err(errors) => {
-            for e in errors.iter() {
-                tracing::warn!(
-                    kind,
-                    namespace = o.meta().namespace.as_deref().unwrap_or(""),
-                    name = o.meta().name.as_deref().unwrap_or(""),
-                    field = %e.field,
-                    "invalid object skipped: {}",
-                    e.message
-                );
-            }
+            problems.extend(errors.iter().map(|e| problem(kind, o, &e.field, &e.message)));
             false
         }
     }
 }
 
-fn skip(kind: &str, id: &ObjectRef, field: &str, message: &str) {
-    tracing::warn!(kind, namespace = %id.namespace, name = %id.name, field, "invalid object skipped: {message}");
-}
-
-/// Builds the model input. `fallback_config` is used when `osm-mesh-config` is missing or invalid
+/// Builds the model input (and the problems of the objects left out). `fallback_config` is used when `osm-mesh-config` is missing or invalid
 /// (the caller passes the last valid one, so a bad edit does not flip the mesh's mode).
 pub fn assemble(
     snap: &Snapshot,
     mesh_name: &str,
     trust_domain: &str,
     fallback_config: &MeshConfigSpec,
-) -> MeshInput {
+) -> Assembled {
+    let mut problems = Vec::new();
     let monitored: BTreeSet<&str> = snap
         .namespaces
         .iter()
@@ -100,7 +134,7 @@ pub fn assemble(
         .mesh_configs
         .iter()
         .find(|mc| mc.name_any() == MESH_CONFIG_NAME)
-        .filter(|mc| valid("MeshConfig", mc.as_ref()))
+        .filter(|mc| valid("MeshConfig", mc.as_ref(), &mut problems))
         .map_or_else(|| fallback_config.clone(), |mc| mc.spec.clone());
 
     // Pods (with their named container ports, for named target ports).
@@ -119,12 +153,12 @@ pub fn assemble(
             Some(text) => match text.parse::<IpAddr>() {
                 Ok(ip) => Some(ip),
                 Err(_) => {
-                    skip(
+                    problems.push(problem(
                         "Pod",
-                        &id,
+                        p.as_ref(),
                         "status.podIP",
                         &format!("Invalid value: {text:?}: not an IP address"),
-                    );
+                    ));
                     continue;
                 }
             },
@@ -156,7 +190,7 @@ pub fn assemble(
     }
 
     for s in snap.services.iter().filter(|s| in_mesh(s.namespace())) {
-        if let Some(svc) = service(s, &input, &named_ports) {
+        if let Some(svc) = service(s, &input, &named_ports, &mut problems) {
             input.services.insert(svc.id.clone(), svc);
         }
     }
@@ -174,12 +208,12 @@ pub fn assemble(
             .flat_map(|s| s.addresses.iter().flatten())
         {
             let Ok(ip) = address.ip.parse::<IpAddr>() else {
-                skip(
+                problems.push(problem(
                     "Endpoints",
-                    &id,
+                    e.as_ref(),
                     "subsets[].addresses[].ip",
                     &format!("Invalid value: {:?}: not an IP address", address.ip),
-                );
+                ));
                 continue;
             };
             let pod = address
@@ -197,26 +231,31 @@ pub fn assemble(
         input.endpoints.insert(id, set);
     }
 
+    let p = &mut problems;
     policies(
         &snap.traffic_targets,
         "TrafficTarget",
         &in_mesh,
         &mut input.traffic_targets,
+        p,
     );
     policies(
         &snap.http_route_groups,
         "HTTPRouteGroup",
         &in_mesh,
         &mut input.http_route_groups,
+        p,
     );
-    policies(&snap.tcp_routes, "TCPRoute", &in_mesh, &mut input.tcp_routes);
+    policies(&snap.tcp_routes, "TCPRoute", &in_mesh, &mut input.tcp_routes, p);
     policies(
         &snap.traffic_splits,
         "TrafficSplit",
         &in_mesh,
         &mut input.traffic_splits,
+        p,
     );
-    input
+    problems.sort();
+    Assembled { input, problems }
 }
 
 /// A policy kind whose objects are `{ metadata, spec }`.
@@ -247,9 +286,10 @@ fn policies<K: Policy>(
     kind: &str,
     in_mesh: &dyn Fn(Option<String>) -> bool,
     out: &mut BTreeMap<ObjectRef, K::Spec>,
+    problems: &mut Vec<Problem>,
 ) {
     for o in objects.iter().filter(|o| in_mesh(o.meta().namespace.clone())) {
-        if valid(kind, o.as_ref()) {
+        if valid(kind, o.as_ref(), problems) {
             out.insert(id_of(o.as_ref()), o.spec().clone());
         }
     }
@@ -261,6 +301,7 @@ fn service(
     s: &KubeService,
     input: &MeshInput,
     named_ports: &BTreeMap<ObjectRef, Vec<(String, u16)>>,
+    problems: &mut Vec<Problem>,
 ) -> Option<Service> {
     let id = id_of(s);
     let spec = s.spec.as_ref()?;
@@ -269,12 +310,12 @@ fn service(
         Some(text) => match text.parse::<IpAddr>() {
             Ok(ip) => Some(ip),
             Err(_) => {
-                skip(
+                problems.push(problem(
                     "Service",
-                    &id,
+                    s,
                     "spec.clusterIP",
                     &format!("Invalid value: {text:?}: not an IP address"),
-                );
+                ));
                 return None;
             }
         },
@@ -287,12 +328,12 @@ fn service(
             continue;
         }
         let Ok(port) = u16::try_from(p.port) else {
-            skip(
+            problems.push(problem(
                 "Service",
-                &id,
+                s,
                 &format!("spec.ports[{i}].port"),
                 "must be 1..65535",
-            );
+            ));
             continue;
         };
         let target_port = match &p.target_port {
@@ -311,12 +352,12 @@ fn service(
                 .map(|(_, number)| *number),
         };
         let Some(target_port) = target_port else {
-            skip(
+            problems.push(problem(
                 "Service",
-                &id,
+                s,
                 &format!("spec.ports[{i}].targetPort"),
                 "no usable target port (a named port no selected pod declares, or out of range)",
-            );
+            ));
             continue;
         };
         ports.push(ServicePort {
@@ -332,4 +373,202 @@ fn service(
         ports,
         selector,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Assembly without a server: objects built from JSON, one scenario per test.
+
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn obj<K: serde::de::DeserializeOwned>(v: Value) -> Arc<K> {
+        Arc::new(serde_json::from_value(v).expect("test object decodes"))
+    }
+
+    fn namespace(name: &str, labels: Value) -> Arc<Namespace> {
+        obj(json!({"metadata": {"name": name, "labels": labels}}))
+    }
+
+    fn pod(ns: &str, name: &str, labels: Value, ip: &str, phase: &str) -> Arc<KubePod> {
+        obj(json!({
+            "metadata": {"namespace": ns, "name": name, "labels": labels},
+            "spec": {"containers": [{"name": "app", "ports": [{"name": "web", "containerPort": 8080}]}]},
+            "status": {"podIP": ip, "phase": phase},
+        }))
+    }
+
+    fn service(ns: &str, name: &str, target: Value) -> Arc<KubeService> {
+        obj(json!({
+            "metadata": {"namespace": ns, "name": name},
+            "spec": {"clusterIP": "10.0.0.7", "selector": {"app": name},
+                     "ports": [{"name": "http", "port": 80, "targetPort": target},
+                               {"name": "dns", "port": 53, "protocol": "UDP"}]},
+        }))
+    }
+
+    fn target(ns: &str, name: &str, dest_ns: &str) -> Arc<TrafficTarget> {
+        obj(json!({
+            "apiVersion": "access.smi-spec.io/v1alpha3", "kind": "TrafficTarget",
+            "metadata": {"namespace": ns, "name": name, "resourceVersion": "7"},
+            "spec": {
+                "destination": {"kind": "ServiceAccount", "name": "web", "namespace": dest_ns},
+                "sources": [{"kind": "ServiceAccount", "name": "client", "namespace": ns}],
+                "rules": [{"kind": "TCPRoute", "name": "all"}],
+            },
+        }))
+    }
+
+    fn run(snap: &Snapshot) -> Assembled {
+        assemble(snap, "osm", "cluster.local", &MeshConfigSpec::default())
+    }
+
+    /// Only namespaces labelled for this mesh count; `ignore` (unless "false") wins over the label.
+    #[test]
+    fn monitored_namespaces_need_the_label_and_no_ignore() {
+        let snap = Snapshot {
+            namespaces: vec![
+                namespace("mine", json!({MONITORED_BY_LABEL: "osm"})),
+                namespace("other-mesh", json!({MONITORED_BY_LABEL: "other"})),
+                namespace(
+                    "ignored",
+                    json!({MONITORED_BY_LABEL: "osm", IGNORE_LABEL: "true"}),
+                ),
+                namespace(
+                    "not-ignored",
+                    json!({MONITORED_BY_LABEL: "osm", IGNORE_LABEL: "false"}),
+                ),
+                namespace("plain", json!({})),
+            ],
+            pods: [
+                "mine",
+                "other-mesh",
+                "ignored",
+                "not-ignored",
+                "plain",
+                "no-namespace-object",
+            ]
+            .iter()
+            .map(|ns| pod(ns, "p", json!({"app": "p"}), "10.1.0.1", "Running"))
+            .collect(),
+            ..Snapshot::default()
+        };
+        let got: Vec<String> = run(&snap)
+            .input
+            .pods
+            .keys()
+            .map(|id| id.namespace.clone())
+            .collect();
+        assert_eq!(got, ["mine", "not-ignored"]);
+    }
+
+    /// Pods: proxy uuid from the label only, `default` service account, terminal pods left out;
+    /// services: named target port resolved, UDP ports left out; endpoints keep their pod reference.
+    #[test]
+    fn pods_services_and_endpoints() {
+        let ns = "shop";
+        let endpoints: Arc<Endpoints> = obj(json!({
+            "metadata": {"namespace": ns, "name": "web"},
+            "subsets": [{"addresses": [{"ip": "10.1.0.1", "targetRef": {"kind": "Pod", "name": "web-1"}}],
+                         "notReadyAddresses": [{"ip": "10.1.0.9"}]}],
+        }));
+        let snap = Snapshot {
+            namespaces: vec![namespace(ns, json!({MONITORED_BY_LABEL: "osm"}))],
+            pods: vec![
+                pod(
+                    ns,
+                    "web-1",
+                    json!({"app": "web", PROXY_UUID_LABEL: "u-1"}),
+                    "10.1.0.1",
+                    "Running",
+                ),
+                pod(ns, "web-2", json!({"app": "web"}), "10.1.0.2", "Pending"),
+                pod(ns, "web-3", json!({"app": "web"}), "10.1.0.3", "Succeeded"),
+            ],
+            services: vec![service(ns, "web", json!("web"))],
+            endpoints: vec![endpoints],
+            ..Snapshot::default()
+        };
+        let Assembled { input, problems } = run(&snap);
+        assert!(problems.is_empty(), "{problems:?}");
+        let web1 = &input.pods[&ObjectRef::new(ns, "web-1")];
+        assert_eq!(web1.proxy_uuid.as_deref(), Some("u-1"));
+        assert_eq!(web1.service_account, "default");
+        assert_eq!(input.pods[&ObjectRef::new(ns, "web-2")].proxy_uuid, None);
+        assert!(!input.pods.contains_key(&ObjectRef::new(ns, "web-3")));
+        let svc = &input.services[&ObjectRef::new(ns, "web")];
+        assert_eq!(svc.ports.len(), 1);
+        assert_eq!((svc.ports[0].port, svc.ports[0].target_port), (80, 8080));
+        let eps: Vec<_> = input.endpoints[&ObjectRef::new(ns, "web")]
+            .iter()
+            .cloned()
+            .collect();
+        assert_eq!(
+            eps,
+            [Endpoint {
+                ip: "10.1.0.1".parse().unwrap(),
+                pod: Some(ObjectRef::new(ns, "web-1"))
+            }]
+        );
+    }
+
+    /// A named target port no selected pod declares drops that port with a problem naming the field.
+    #[test]
+    fn unresolved_named_port_is_a_problem() {
+        let snap = Snapshot {
+            namespaces: vec![namespace("shop", json!({MONITORED_BY_LABEL: "osm"}))],
+            services: vec![service("shop", "web", json!("nope"))],
+            ..Snapshot::default()
+        };
+        let Assembled { input, problems } = run(&snap);
+        assert!(input.services[&ObjectRef::new("shop", "web")].ports.is_empty());
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].field, "spec.ports[0].targetPort");
+    }
+
+    /// A TrafficTarget outside its destination's namespace is skipped with its field; the valid one
+    /// is kept.
+    #[test]
+    fn invalid_traffic_target_is_skipped() {
+        let snap = Snapshot {
+            namespaces: vec![namespace("shop", json!({MONITORED_BY_LABEL: "osm"}))],
+            traffic_targets: vec![target("shop", "good", "shop"), target("shop", "bad", "elsewhere")],
+            ..Snapshot::default()
+        };
+        let Assembled { input, problems } = run(&snap);
+        let kept: Vec<_> = input.traffic_targets.keys().map(|id| id.name.as_str()).collect();
+        assert_eq!(kept, ["good"]);
+        assert_eq!(problems.len(), 1);
+        let p = &problems[0];
+        assert_eq!(
+            (
+                p.kind.as_str(),
+                p.namespace.as_str(),
+                p.name.as_str(),
+                p.field.as_str(),
+                p.resource_version.as_str()
+            ),
+            ("TrafficTarget", "shop", "bad", "spec.destination.namespace", "7")
+        );
+    }
+
+    /// An invalid `osm-mesh-config` does not replace the last valid configuration.
+    #[test]
+    fn invalid_mesh_config_keeps_the_fallback() {
+        let mut fallback = MeshConfigSpec::default();
+        fallback.traffic.enable_permissive_traffic_policy_mode = false;
+        let bad: Arc<MeshConfig> = obj(json!({
+            "apiVersion": "config.openservicemesh.io/v1alpha2", "kind": "MeshConfig",
+            "metadata": {"namespace": "osm-system", "name": MESH_CONFIG_NAME},
+            "spec": {"sidecar": {"logLevel": "loud"}, "traffic": {"enablePermissiveTrafficPolicyMode": true}},
+        }));
+        let snap = Snapshot {
+            mesh_configs: vec![bad],
+            ..Snapshot::default()
+        };
+        let Assembled { input, problems } = assemble(&snap, "osm", "cluster.local", &fallback);
+        assert_eq!(input.mesh_config, fallback);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "spec.sidecar.logLevel");
+    }
 }

@@ -20,6 +20,7 @@
 
 pub mod assemble;
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 
 use std::time::Duration;
@@ -38,7 +39,9 @@ use osm_model::MeshInput;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-pub use assemble::{IGNORE_LABEL, MESH_CONFIG_NAME, MONITORED_BY_LABEL, PROXY_UUID_LABEL, Snapshot};
+pub use assemble::{
+    Assembled, IGNORE_LABEL, MESH_CONFIG_NAME, MONITORED_BY_LABEL, PROXY_UUID_LABEL, Problem, Snapshot,
+};
 
 /// How long a burst of changes may last before the input is assembled once for all of them.
 pub const COALESCE: Duration = Duration::from_millis(20);
@@ -120,6 +123,7 @@ impl KubeSource {
         let mut listed = vec![false; kinds];
         let mut last: Option<MeshInput> = None;
         let mut last_config = MeshConfigSpec::default();
+        let mut reported: BTreeSet<assemble::Problem> = BTreeSet::new();
         let mut due: Option<tokio::time::Instant> = None;
         loop {
             let due_at = due;
@@ -151,12 +155,17 @@ impl KubeSource {
                 }
                 () = timer => {
                     due = None;
-                    let input = assemble::assemble(
+                    let assemble::Assembled { input, problems } = assemble::assemble(
                         &snapshot(),
                         &self.opts.mesh_name,
                         &self.opts.trust_domain,
                         &last_config,
                     );
+                    // Each invalid object (version) is reported once, not at every assembly.
+                    for p in problems.iter().filter(|p| !reported.contains(*p)) {
+                        p.log();
+                    }
+                    reported = problems.into_iter().collect();
                     last_config = input.mesh_config.clone();
                     if last.as_ref() != Some(&input) {
                         tracing::debug!(

@@ -561,6 +561,30 @@ async fn bookstore_smi_then_permissive_and_invalid_policy_skipped() -> anyhow::R
         "{line}"
     );
 
+    // Unlabelling a namespace takes its objects out of the mesh.
+    let unlabel = json!({"metadata": {"labels": {MONITORED_BY_LABEL: null}}});
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &mesh.ns("bookthief"),
+            &PatchParams::default(),
+            &Patch::Merge(&unlabel),
+        )
+        .await?;
+    let thief_pod = ObjectRef::new(mesh.ns("bookthief"), "bookthief");
+    let gone = next_input(&mut rx, "input without bookthief", |i| {
+        !i.pods.contains_key(&thief_pod)
+    })
+    .await?;
+    assert_eq!(gone.pods.len(), 4);
+    assert!(reaches(&gone, &mesh.uuid("bookbuyer"), &bookstore));
+    // The invalid TrafficTarget (now outside the mesh anyway) was reported once, not per assembly.
+    let reports = logs
+        .text()
+        .lines()
+        .filter(|l| l.contains("invalid object skipped") && l.contains("bad-target"))
+        .count();
+    assert_eq!(reports, 1, "bad-target reported {reports} times");
+
     stop.send(true)?;
     tokio::time::timeout(WAIT, task)
         .await
