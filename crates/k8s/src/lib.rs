@@ -26,7 +26,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use futures::stream::{BoxStream, SelectAll};
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -38,6 +38,7 @@ use osm_api::smi::split::TrafficSplit;
 use osm_model::MeshInput;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 pub use assemble::{
     Assembled, IGNORE_LABEL, MESH_CONFIG_NAME, MONITORED_BY_LABEL, PROXY_UUID_LABEL, Problem, Snapshot,
@@ -82,7 +83,7 @@ impl KubeSource {
 
     /// Runs until `shutdown` becomes true (or its sender is dropped), calling `on_change` with the
     /// first complete input and then with every changed one.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>, mut on_change: impl FnMut(MeshInput)) {
+    pub async fn run(self, shutdown: watch::Receiver<bool>, on_change: impl FnMut(MeshInput)) {
         let c = &self.client;
         let mut events: SelectAll<BoxStream<'static, Signal>> = SelectAll::new();
         // One reflector per kind; its index in `events` order names it in signals.
@@ -120,62 +121,79 @@ impl KubeSource {
             mesh_configs: mesh_configs.state(),
         };
 
-        let mut listed = vec![false; kinds];
-        let mut last: Option<MeshInput> = None;
-        let mut last_config = MeshConfigSpec::default();
-        let mut reported: BTreeSet<assemble::Problem> = BTreeSet::new();
-        let mut due: Option<tokio::time::Instant> = None;
-        loop {
-            let due_at = due;
-            let timer = async move {
-                match due_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+        let span = tracing::info_span!("kube_source", mesh = %self.opts.mesh_name);
+        drive(events, kinds, snapshot, &self.opts, shutdown, on_change)
+            .instrument(span)
+            .await;
+    }
+}
+
+/// The delivery loop over any signal stream: waits for every kind's first `InitDone`, then
+/// assembles once per burst and delivers changed inputs. Separate from the watchers so the gating
+/// and coalescing are tested without a server.
+async fn drive(
+    mut events: impl Stream<Item = Signal> + Unpin,
+    kinds: usize,
+    snapshot: impl Fn() -> Snapshot,
+    opts: &KubeOptions,
+    mut shutdown: watch::Receiver<bool>,
+    mut on_change: impl FnMut(MeshInput),
+) {
+    let mut listed = vec![false; kinds];
+    let mut last: Option<MeshInput> = None;
+    let mut last_config = MeshConfigSpec::default();
+    let mut reported: BTreeSet<assemble::Problem> = BTreeSet::new();
+    let mut due: Option<tokio::time::Instant> = None;
+    loop {
+        let due_at = due;
+        let timer = async move {
+            match due_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    tracing::debug!("kubernetes source: shutting down");
+                    return;
                 }
-            };
-            tokio::select! {
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        tracing::debug!("kubernetes source: shutting down");
-                        return;
-                    }
+            }
+            signal = events.next() => {
+                let Some(Signal { kind, name, listed: done }) = signal else {
+                    // Watchers never end on their own; nothing left to watch.
+                    return;
+                };
+                if done && !listed[kind] {
+                    listed[kind] = true;
+                    tracing::debug!(kind = name, "initial list complete");
                 }
-                signal = events.next() => {
-                    let Some(Signal { kind, name, listed: done }) = signal else {
-                        // Watchers never end on their own; nothing left to watch.
-                        return;
-                    };
-                    if done && !listed[kind] {
-                        listed[kind] = true;
-                        tracing::debug!(kind = name, "initial list complete");
-                    }
-                    if listed.iter().all(|l| *l) && due.is_none() {
-                        due = Some(tokio::time::Instant::now() + COALESCE);
-                    }
+                if listed.iter().all(|l| *l) && due.is_none() {
+                    due = Some(tokio::time::Instant::now() + COALESCE);
                 }
-                () = timer => {
-                    due = None;
-                    let assemble::Assembled { input, problems } = assemble::assemble(
-                        &snapshot(),
-                        &self.opts.mesh_name,
-                        &self.opts.trust_domain,
-                        &last_config,
+            }
+            () = timer => {
+                due = None;
+                let assemble::Assembled { input, problems } = assemble::assemble(
+                    &snapshot(),
+                    &opts.mesh_name,
+                    &opts.trust_domain,
+                    &last_config,
+                );
+                // Each invalid object (version) is reported once, not at every assembly.
+                for p in problems.iter().filter(|p| !reported.contains(*p)) {
+                    p.log();
+                }
+                reported = problems.into_iter().collect();
+                last_config = input.mesh_config.clone();
+                if last.as_ref() != Some(&input) {
+                    tracing::debug!(
+                        services = input.services.len(),
+                        pods = input.pods.len(),
+                        "delivering a changed mesh input"
                     );
-                    // Each invalid object (version) is reported once, not at every assembly.
-                    for p in problems.iter().filter(|p| !reported.contains(*p)) {
-                        p.log();
-                    }
-                    reported = problems.into_iter().collect();
-                    last_config = input.mesh_config.clone();
-                    if last.as_ref() != Some(&input) {
-                        tracing::debug!(
-                            services = input.services.len(),
-                            pods = input.pods.len(),
-                            "delivering a changed mesh input"
-                        );
-                        last = Some(input.clone());
-                        on_change(input);
-                    }
+                    last = Some(input.clone());
+                    on_change(input);
                 }
             }
         }
@@ -229,4 +247,136 @@ where
             }
         });
     (store, stream.boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The delivery loop with scripted signals and a hand-set snapshot, in paused time.
+
+    use std::sync::{Arc, Mutex};
+
+    use futures::channel::mpsc as fmpsc;
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use serde_json::json;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    struct Rig {
+        signals: fmpsc::UnboundedSender<Signal>,
+        snapshot: Arc<Mutex<Snapshot>>,
+        delivered: mpsc::UnboundedReceiver<MeshInput>,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn rig(kinds: usize) -> Rig {
+        let (signals, events) = fmpsc::unbounded();
+        let snapshot = Arc::new(Mutex::new(Snapshot {
+            namespaces: vec![Arc::new(
+                serde_json::from_value::<Namespace>(
+                    json!({"metadata": {"name": "shop", "labels": {MONITORED_BY_LABEL: "osm"}}}),
+                )
+                .expect("namespace decodes"),
+            )],
+            ..Snapshot::default()
+        }));
+        let (tx, delivered) = mpsc::unbounded_channel();
+        let (stop, shutdown) = watch::channel(false);
+        let shared = snapshot.clone();
+        let task = tokio::spawn(async move {
+            let opts = KubeOptions::new("osm", "osm-system");
+            let snapshot = move || shared.lock().expect("snapshot lock").clone();
+            drive(events, kinds, snapshot, &opts, shutdown, move |i| {
+                let _ = tx.send(i);
+            })
+            .await;
+        });
+        Rig {
+            signals,
+            snapshot,
+            delivered,
+            stop,
+            task,
+        }
+    }
+
+    impl Rig {
+        fn signal(&self, kind: usize, listed: bool) {
+            self.signals
+                .unbounded_send(Signal {
+                    kind,
+                    name: "test",
+                    listed,
+                })
+                .expect("loop runs");
+        }
+
+        fn add_pod(&self, name: &str) {
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"namespace": "shop", "name": name},
+                "status": {"podIP": "10.1.0.1"},
+            }))
+            .expect("pod decodes");
+            self.snapshot
+                .lock()
+                .expect("snapshot lock")
+                .pods
+                .push(Arc::new(pod));
+        }
+
+        /// What was delivered after letting (virtual) time run well past the coalescing window.
+        async fn settle(&mut self) -> Vec<MeshInput> {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            std::iter::from_fn(|| self.delivered.try_recv().ok()).collect()
+        }
+    }
+
+    /// Nothing is delivered until every kind listed; then the complete input, once.
+    #[tokio::test(start_paused = true)]
+    async fn first_delivery_waits_for_every_initial_list() {
+        let mut rig = rig(2);
+        rig.signal(0, false);
+        rig.signal(0, true);
+        rig.signal(0, false);
+        assert!(rig.settle().await.is_empty(), "delivered before kind 1 listed");
+        rig.add_pod("a");
+        rig.signal(1, true);
+        let got = rig.settle().await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].pods.len(), 1);
+    }
+
+    /// A burst of changes is one delivery of the final state; a change that assembles to the same
+    /// input (e.g. a relist of the same objects) delivers nothing.
+    #[tokio::test(start_paused = true)]
+    async fn bursts_coalesce_and_unchanged_inputs_are_not_delivered() {
+        let mut rig = rig(1);
+        rig.signal(0, true);
+        assert_eq!(rig.settle().await.len(), 1);
+        for name in ["a", "b", "c"] {
+            rig.add_pod(name);
+            rig.signal(0, false);
+        }
+        let got = rig.settle().await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].pods.len(), 3);
+        rig.signal(0, false);
+        rig.signal(0, true);
+        assert!(
+            rig.settle().await.is_empty(),
+            "an unchanged input was delivered again"
+        );
+    }
+
+    /// Shutdown ends the loop.
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_loop() {
+        let rig = rig(1);
+        rig.stop.send(true).expect("loop runs");
+        tokio::time::timeout(Duration::from_secs(5), rig.task)
+            .await
+            .expect("loop stopped")
+            .expect("loop did not panic");
+    }
 }
