@@ -15,14 +15,15 @@
 //! `openservicemesh.io/monitored-by=<mesh name>`, not `openservicemesh.io/ignore`); a pod's proxy
 //! uuid is its `osm-proxy-uuid` label; invalid objects (e.g. a TrafficTarget outside its
 //! destination's namespace, per `osm_api::validate::Validate`) are logged with namespace, name and
-//! field and skipped — never fatal.
+//! field and skipped — never fatal; each invalid object version is logged once, not at every
+//! assembly. A missing or invalid `osm-mesh-config` keeps the last valid one (upstream defaults
+//! before any was seen), so a bad edit never flips the mesh between SMI and permissive mode.
 #![forbid(unsafe_code)]
 
 pub mod assemble;
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
-
 use std::time::Duration;
 
 use futures::stream::{BoxStream, SelectAll};
