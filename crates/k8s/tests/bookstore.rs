@@ -27,6 +27,7 @@ use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
 use osm_k8s::{KubeOptions, KubeSource, MONITORED_BY_LABEL, PROXY_UUID_LABEL};
+use osm_model::fixtures::{BOOKSTORE_PODS, BOOKSTORE_SERVICES};
 use osm_model::{MeshInput, ObjectRef, compute};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -101,49 +102,6 @@ async fn install_crds(client: &Client) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// One bookstore workload: (namespace base, pod name, service account, labels).
-/// Label pairs.
-type Labels = &'static [(&'static str, &'static str)];
-
-const PODS: &[(&str, &str, &str, Labels)] = &[
-    ("bookbuyer", "bookbuyer", "bookbuyer", &[("app", "bookbuyer")]),
-    ("bookthief", "bookthief", "bookthief", &[("app", "bookthief")]),
-    (
-        "bookstore",
-        "bookstore-v1",
-        "bookstore-v1",
-        &[("app", "bookstore"), ("version", "v1")],
-    ),
-    (
-        "bookstore",
-        "bookstore-v2",
-        "bookstore-v2",
-        &[("app", "bookstore"), ("version", "v2")],
-    ),
-    (
-        "bookwarehouse",
-        "bookwarehouse",
-        "bookwarehouse",
-        &[("app", "bookwarehouse")],
-    ),
-];
-
-/// Services: (namespace base, name, selector).
-const SERVICES: &[(&str, &str, Labels)] = &[
-    ("bookstore", "bookstore", &[("app", "bookstore")]),
-    (
-        "bookstore",
-        "bookstore-v1",
-        &[("app", "bookstore"), ("version", "v1")],
-    ),
-    (
-        "bookstore",
-        "bookstore-v2",
-        &[("app", "bookstore"), ("version", "v2")],
-    ),
-    ("bookwarehouse", "bookwarehouse", &[("app", "bookwarehouse")]),
-];
 
 struct Mesh {
     client: Client,
@@ -407,13 +365,13 @@ async fn bookstore_smi_then_permissive_and_invalid_policy_skipped() -> anyhow::R
     mesh.namespace("outside", &[]).await?;
 
     let mut ips = BTreeMap::new();
-    for (i, (base, name, sa, labels)) in PODS.iter().enumerate() {
+    for (i, (base, name, sa, labels)) in BOOKSTORE_PODS.iter().enumerate() {
         let ip = format!("10.1.0.{}", i + 10);
         mesh.pod(base, name, sa, labels, &ip).await?;
         ips.insert(*name, ip);
     }
-    for (base, name, selector) in SERVICES {
-        let selected: Vec<(&str, &str)> = PODS
+    for (base, name, selector) in BOOKSTORE_SERVICES {
+        let selected: Vec<(&str, &str)> = BOOKSTORE_PODS
             .iter()
             .filter(|(b, _, _, labels)| b == base && selector.iter().all(|kv| labels.contains(kv)))
             .map(|(_, pod, _, _)| (*pod, ips[pod].as_str()))
