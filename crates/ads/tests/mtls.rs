@@ -200,58 +200,56 @@ fn delta_cds_request(node_id: &str) -> DeltaDiscoveryRequest {
     }
 }
 
-/// An open SotW stream: the request sender (the proxy's side) and the responses.
-struct Sotw {
-    requests: mpsc::Sender<DiscoveryRequest>,
-    responses: Streaming<DiscoveryResponse>,
+/// An open ADS stream (SotW or delta): the request sender (the proxy's side) and the responses.
+struct AdsStream<Req, Resp> {
+    requests: mpsc::Sender<Req>,
+    responses: Streaming<Resp>,
+}
+
+type Sotw = AdsStream<DiscoveryRequest, DiscoveryResponse>;
+type Delta = AdsStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
+
+impl<Req, Resp> AdsStream<Req, Resp> {
+    /// Sends `first`, then opens the stream with `call` (the client's RPC method).
+    async fn open_with<F, Fut>(first: Req, call: F) -> Result<Self, tonic::Status>
+    where
+        F: FnOnce(ReceiverStream<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Streaming<Resp>>, tonic::Status>>,
+    {
+        let (requests, rx) = mpsc::channel(8);
+        requests
+            .send(first)
+            .await
+            .map_err(|_| ())
+            .expect("the channel is open");
+        let responses = within("the stream to open", call(ReceiverStream::new(rx)))
+            .await?
+            .into_inner();
+        Ok(Self { requests, responses })
+    }
+
+    async fn next(&mut self) -> Result<Option<Resp>, tonic::Status> {
+        within("a response", self.responses.message()).await
+    }
+
+    async fn send(&self, req: Req) {
+        self.requests
+            .send(req)
+            .await
+            .map_err(|_| ())
+            .expect("the stream is open");
+    }
 }
 
 impl Sotw {
     async fn open(client: &mut Client, first: DiscoveryRequest) -> Result<Self, tonic::Status> {
-        let (requests, rx) = mpsc::channel(8);
-        requests.send(first).await.expect("the channel is open");
-        let responses = within(
-            "the stream to open",
-            client.stream_aggregated_resources(ReceiverStream::new(rx)),
-        )
-        .await?
-        .into_inner();
-        Ok(Self { requests, responses })
+        Self::open_with(first, |rx| client.stream_aggregated_resources(rx)).await
     }
-
-    async fn next(&mut self) -> Result<Option<DiscoveryResponse>, tonic::Status> {
-        within("a response", self.responses.message()).await
-    }
-
-    async fn send(&self, req: DiscoveryRequest) {
-        self.requests.send(req).await.expect("the stream is open");
-    }
-}
-
-struct Delta {
-    requests: mpsc::Sender<DeltaDiscoveryRequest>,
-    responses: Streaming<DeltaDiscoveryResponse>,
 }
 
 impl Delta {
     async fn open(client: &mut Client, first: DeltaDiscoveryRequest) -> Result<Self, tonic::Status> {
-        let (requests, rx) = mpsc::channel(8);
-        requests.send(first).await.expect("the channel is open");
-        let responses = within(
-            "the stream to open",
-            client.delta_aggregated_resources(ReceiverStream::new(rx)),
-        )
-        .await?
-        .into_inner();
-        Ok(Self { requests, responses })
-    }
-
-    async fn next(&mut self) -> Result<Option<DeltaDiscoveryResponse>, tonic::Status> {
-        within("a response", self.responses.message()).await
-    }
-
-    async fn send(&self, req: DeltaDiscoveryRequest) {
-        self.requests.send(req).await.expect("the stream is open");
+        Self::open_with(first, |rx| client.delta_aggregated_resources(rx)).await
     }
 }
 
