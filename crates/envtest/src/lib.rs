@@ -46,6 +46,11 @@ pub const CACHE_ENV: &str = "OSM_ENVTEST_CACHE";
 /// Where `scripts/envtest-assets.sh` installs the binaries by default.
 pub const DEFAULT_CACHE: &str = "/var/cache/osm-envtest/bin";
 
+/// A /26 in 127.64.0.0/10 made of the port's 16 bits: distinct ports give disjoint ranges.
+fn service_cidr(port: u16) -> String {
+    format!("127.{}.{}.{}/26", 64 + (port >> 10), (port >> 2) & 0xff, (port & 3) << 6)
+}
+
 /// How long etcd may take to answer `/health`.
 const ETCD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long kube-apiserver may take to answer `/readyz` (5–6 s is typical on 2 busy cores).
@@ -368,7 +373,11 @@ impl ApiServer {
             format!("--tls-private-key-file={}", p("apiserver.key").display()),
             format!("--client-ca-file={}", p("ca.crt").display()),
             format!("--token-auth-file={}", p("tokens.csv").display()),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            // Services get ClusterIPs on this host's loopback (all of 127.0.0.0/8 reaches `lo`), so the
+            // apiserver's calls to admission webhooks by Service reference reach a process that
+            // listens on that ClusterIP. The range is derived from the (unique) secure port, so
+            // parallel instances never share a ClusterIP.
+            format!("--service-cluster-ip-range={}", service_cidr(port)),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", p("sa.pub").display()),
             format!("--service-account-signing-key-file={}", p("sa.key").display()),
@@ -417,6 +426,27 @@ impl ApiServer {
             serde_json::to_vec_pretty(&server.kubeconfig()).expect("a Kubeconfig is plain strings and lists");
         write(&server.kubeconfig_path(), &kubeconfig)?;
         Ok(server)
+    }
+
+    /// The Service ClusterIP range of this instance: a /26 in 127.64.0.0/10, unique per secure port.
+    pub fn service_cidr(&self) -> String {
+        service_cidr(self.port)
+    }
+
+    /// A kubeconfig file in this instance's temp dir that authenticates with `token` (e.g. a
+    /// ServiceAccount token from a TokenRequest), for running a component as that identity.
+    pub fn write_token_kubeconfig(&self, name: &str, token: &str) -> Result<PathBuf> {
+        let mut config = self.kubeconfig();
+        for user in &mut config.auth_infos {
+            user.auth_info = Some(AuthInfo {
+                token: Some(token.to_string().into()),
+                ..AuthInfo::default()
+            });
+        }
+        let path = self.dir.path().join(format!("kubeconfig-{name}"));
+        let bytes = serde_json::to_vec_pretty(&config).expect("a Kubeconfig is plain strings and lists");
+        write(&path, &bytes)?;
+        Ok(path)
     }
 
     /// `https://127.0.0.1:PORT`.
