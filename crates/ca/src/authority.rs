@@ -301,6 +301,12 @@ impl CertificateAuthority {
             .map_err(|source| io_err("syncing", dir, source))
     }
 
+    /// The root's private key, for storing the CA where its other replicas load it (e.g. the Kubernetes
+    /// Secret `osm-ca-bundle`). Redacted in `Debug`, like every key this crate hands out.
+    pub fn root_key_pem(&self) -> PrivateKeyPem {
+        PrivateKeyPem(self.issuer.key().serialize_pem())
+    }
+
     /// The root certificate, PEM: the trust bundle for every proxy and the ADS server.
     pub fn root_cert_pem(&self) -> &str {
         &self.root_cert_pem

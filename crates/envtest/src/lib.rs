@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod certs;
+mod forward;
 mod process;
 
 use std::net::{Ipv4Addr, TcpListener};
@@ -45,6 +46,9 @@ pub const BUILD_ENV: &str = "OSM_ENVTEST_BUILD";
 pub const CACHE_ENV: &str = "OSM_ENVTEST_CACHE";
 /// Where `scripts/envtest-assets.sh` installs the binaries by default.
 pub const DEFAULT_CACHE: &str = "/var/cache/osm-envtest/bin";
+
+/// Service ClusterIPs in netns mode.
+const NETNS_SERVICE_CIDR: &str = "10.0.0.0/24";
 
 /// A /26 in 127.64.0.0/10 made of the port's 16 bits: distinct ports give disjoint ranges.
 fn service_cidr(port: u16) -> String {
@@ -261,10 +265,16 @@ fn write(path: &Path, contents: &[u8]) -> Result<()> {
 /// A running etcd + kube-apiserver pair on 127.0.0.1. Dropping it stops both and deletes its files.
 pub struct ApiServer {
     // Drop order matters: the apiserver stops before etcd, both before the temp dir goes.
+    // Held for its Drop (stops forwarding); only read at construction.
+    #[allow(dead_code)]
+    forwarder: Option<forward::Forwarder>,
     apiserver: Proc,
     etcd: Proc,
     client: kube::Client,
+    /// Where clients on the host connect (the forwarder's port in netns mode).
     port: u16,
+    /// Set in netns mode: the namespace and the apiserver's port inside it.
+    netns: Option<(String, u16)>,
     etcd_port: u16,
     admin_token: String,
     ca_cert_der: Vec<u8>,
@@ -309,7 +319,21 @@ impl ApiServer {
         }
     }
 
+    /// Like [`Self::start_with`], but etcd and kube-apiserver run inside the network namespace `netns`
+    /// (which must exist, with `lo` up), listening on 127.0.0.1 there, with Service ClusterIPs in
+    /// 10.0.0.0/24. Clients on the host reach it through a forwarder ([`Self::url`]); processes
+    /// inside `netns` use [`Self::in_netns_url`]. This is how a test gives the apiserver a network
+    /// where Services' ClusterIPs can be made reachable (as kube-proxy would) without touching the
+    /// host's.
+    pub async fn start_in_netns(assets: &Assets, netns: &str) -> Result<Self> {
+        Self::try_start_in(assets, Some(netns)).await
+    }
+
     async fn try_start(assets: &Assets) -> Result<Self> {
+        Self::try_start_in(assets, None).await
+    }
+
+    async fn try_start_in(assets: &Assets, netns: Option<&str>) -> Result<Self> {
         let started = Instant::now();
         // On tmpfs when there is one: etcd 3.4 fsyncs every write and has no way to turn that off.
         let shm = Path::new("/dev/shm");
@@ -340,8 +364,11 @@ impl ApiServer {
         )?;
 
         // etcd.
-        let etcd_port = free_port()?;
-        let peer_port = free_port()?;
+        // A fresh namespace has every port free.
+        let (etcd_port, peer_port) = match netns {
+            Some(_) => (2379, 2380),
+            None => (free_port()?, free_port()?),
+        };
         let client_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let etcd_args = vec![
@@ -355,12 +382,22 @@ impl ApiServer {
             "--logger=zap".into(),
             "--log-level=warn".into(),
         ];
-        let mut etcd = Proc::spawn("etcd", &assets.etcd, &etcd_args, p("etcd.log"))?;
-        wait_etcd(&mut etcd, etcd_port).await?;
+        let mut etcd = Proc::spawn_in("etcd", netns, &assets.etcd, &etcd_args, p("etcd.log"))?;
+        if netns.is_none() {
+            // (In a namespace, readiness shows through the apiserver's /readyz, which checks etcd.)
+            wait_etcd(&mut etcd, etcd_port).await?;
+        }
         let etcd_ready = started.elapsed();
 
         // kube-apiserver.
-        let port = free_port()?;
+        let port = match netns {
+            Some(_) => 6443,
+            None => free_port()?,
+        };
+        let service_cidr = match netns {
+            Some(_) => NETNS_SERVICE_CIDR.to_string(),
+            None => service_cidr(port),
+        };
         let api_args = vec![
             format!("--etcd-servers={client_url}"),
             "--bind-address=127.0.0.1".into(),
@@ -377,7 +414,7 @@ impl ApiServer {
             // apiserver's calls to admission webhooks by Service reference reach a process that
             // listens on that ClusterIP. The range is derived from the (unique) secure port, so
             // parallel instances never share a ClusterIP.
-            format!("--service-cluster-ip-range={}", service_cidr(port)),
+            format!("--service-cluster-ip-range={service_cidr}"),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", p("sa.pub").display()),
             format!("--service-account-signing-key-file={}", p("sa.key").display()),
@@ -386,14 +423,27 @@ impl ApiServer {
             "--disable-admission-plugins=ServiceAccount".into(),
             "--allow-privileged=true".into(),
         ];
-        let mut apiserver = Proc::spawn(
+        let mut apiserver = Proc::spawn_in(
             "kube-apiserver",
+            netns,
             &assets.kube_apiserver,
             &api_args,
             p("kube-apiserver.log"),
         )?;
 
-        let url = format!("https://127.0.0.1:{port}");
+        let forwarder = match netns {
+            Some(ns) => Some(
+                forward::Forwarder::start(ns, (Ipv4Addr::LOCALHOST, port).into()).map_err(|source| {
+                    Error::Io {
+                        what: format!("forwarding 127.0.0.1 into network namespace {ns}"),
+                        source,
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        let host_port = forwarder.as_ref().map_or(port, |f| f.addr().port());
+        let url = format!("https://127.0.0.1:{host_port}");
         let client = build_client(&url, &creds.ca_cert_der, |config| {
             config.auth_info = AuthInfo {
                 client_certificate: Some(p("admin.crt").display().to_string()),
@@ -411,10 +461,12 @@ impl ApiServer {
         );
 
         let server = Self {
+            forwarder,
             apiserver,
             etcd,
             client,
-            port,
+            port: host_port,
+            netns: netns.map(|ns| (ns.to_string(), port)),
             etcd_port,
             admin_token: creds.admin_token,
             ca_cert_der: creds.ca_cert_der,
@@ -430,13 +482,30 @@ impl ApiServer {
 
     /// The Service ClusterIP range of this instance: a /26 in 127.64.0.0/10, unique per secure port.
     pub fn service_cidr(&self) -> String {
-        service_cidr(self.port)
+        match self.netns {
+            Some(_) => NETNS_SERVICE_CIDR.to_string(),
+            None => service_cidr(self.port),
+        }
+    }
+
+    /// The URL processes inside the apiserver's network namespace use (netns mode), else [`Self::url`].
+    pub fn in_netns_url(&self) -> String {
+        match &self.netns {
+            Some((_, port)) => format!("https://127.0.0.1:{port}"),
+            None => self.url(),
+        }
     }
 
     /// A kubeconfig file in this instance's temp dir that authenticates with `token` (e.g. a
-    /// ServiceAccount token from a TokenRequest), for running a component as that identity.
+    /// ServiceAccount token from a TokenRequest), for running a component as that identity. It
+    /// points at [`Self::in_netns_url`]: components run where the apiserver runs.
     pub fn write_token_kubeconfig(&self, name: &str, token: &str) -> Result<PathBuf> {
         let mut config = self.kubeconfig();
+        for cluster in &mut config.clusters {
+            if let Some(c) = cluster.cluster.as_mut() {
+                c.server = Some(self.in_netns_url());
+            }
+        }
         for user in &mut config.auth_infos {
             user.auth_info = Some(AuthInfo {
                 token: Some(token.to_string().into()),

@@ -22,8 +22,11 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
-    pub(crate) fn spawn(
+    /// Starts `bin args`, inside network namespace `netns` when given (`ip netns exec` execs the
+    /// binary, so the child's pid is the binary's and signals reach it).
+    pub(crate) fn spawn_in(
         name: &'static str,
+        netns: Option<&str>,
         bin: &Path,
         args: &[String],
         log: PathBuf,
@@ -33,7 +36,15 @@ impl Proc {
         let err = out
             .try_clone()
             .map_err(io(format!("duplicating the handle of {}", log.display())))?;
-        let child = Command::new(bin)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)

@@ -19,35 +19,37 @@ const DEMO_APP: &str = "osm-demo-app";
 /// found from the running executable (a test binary lives in `<target>/<profile>/deps/`). Fails when it
 /// is missing, or older than the demo-apps sources (then it would test old code).
 pub fn demo_app_bin() -> Result<PathBuf> {
-    if let Some(explicit) = std::env::var_os("OSM_DEMO_APP_BIN") {
+    workspace_bin(DEMO_APP, "osm-demo-apps", "crates/demo-apps", "OSM_DEMO_APP_BIN")
+}
+
+/// Any workspace binary, found like [`demo_app_bin`]: `env_override` if set, else next to the running
+/// executable; refused when older than the sources of its package (in `package_dir`, relative to the
+/// workspace) — e.g. `workspace_bin("osm", "osm-cli", "crates/cli", "OSM_CLI_BIN")`.
+pub fn workspace_bin(name: &str, package: &str, package_dir: &str, env_override: &str) -> Result<PathBuf> {
+    if let Some(explicit) = std::env::var_os(env_override) {
         let path = PathBuf::from(explicit);
         return if path.is_file() {
             Ok(path)
         } else {
             Err(HarnessError::Invalid(format!(
-                "OSM_DEMO_APP_BIN={} does not exist",
+                "{env_override}={} does not exist",
                 path.display()
             )))
         };
     }
     let exe = std::env::current_exe().map_err(HarnessError::io("locate the running executable"))?;
-    let candidates: Vec<PathBuf> = exe
-        .ancestors()
-        .skip(1)
-        .take(2)
-        .map(|dir| dir.join(DEMO_APP))
-        .collect();
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(name)).collect();
     let Some(found) = candidates.iter().find(|p| p.is_file()) else {
         return Err(HarnessError::Invalid(format!(
-            "{DEMO_APP} not found (looked at {candidates:?}); build it first: cargo build -p osm-demo-apps"
+            "{name} not found (looked at {candidates:?}); build it first: cargo build -p {package}"
         )));
     };
-    let sources = Path::new(WORKSPACE_DIR).join("crates/demo-apps");
+    let sources = Path::new(WORKSPACE_DIR).join(package_dir);
     if let (Some(built), Some(newest)) = (modified(found), newest_source(&sources))
         && newest > built
     {
         return Err(HarnessError::Invalid(format!(
-            "{} is older than the sources in {}; rebuild it: cargo build -p osm-demo-apps",
+            "{} is older than the sources in {}; rebuild it: cargo build -p {package}",
             found.display(),
             sources.display()
         )));

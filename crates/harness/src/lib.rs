@@ -26,7 +26,7 @@ mod pod;
 mod prereqs;
 mod process;
 
-pub use bins::demo_app_bin;
+pub use bins::{demo_app_bin, workspace_bin};
 pub use envoy::{ENVOY_ADMIN_DEFAULT, EnvoyProcess};
 pub use http::{HttpResponse, http_request};
 pub use hub::{Hub, cleanup_stale};

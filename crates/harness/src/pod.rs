@@ -167,6 +167,18 @@ impl Pod {
         EnvoyProcess::spawn(self, bootstrap_yaml)
     }
 
+    /// Starts Envoy as a Kubernetes sidecar container would run: `args` from the container spec, with
+    /// the bootstrap Secret's `bootstrap.yaml` under `mount_path` (its volume mount). The harness adds
+    /// only `--disable-hot-restart`.
+    pub fn spawn_envoy_container(
+        &self,
+        bootstrap_yaml: &str,
+        mount_path: &str,
+        args: &[String],
+    ) -> Result<EnvoyProcess> {
+        EnvoyProcess::spawn_with(self, bootstrap_yaml, Some((mount_path, args)))
+    }
+
     pub(crate) fn next_process(&self) -> u32 {
         self.next_process.fetch_add(1, Ordering::Relaxed)
     }

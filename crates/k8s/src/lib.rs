@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assemble;
+pub mod ca_secret;
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;

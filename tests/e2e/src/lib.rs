@@ -3,6 +3,8 @@
 //! over ADS (mTLS, bound inside the test's hub namespace).
 #![forbid(unsafe_code)]
 
+pub mod kubelet;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

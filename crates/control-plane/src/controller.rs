@@ -1,0 +1,80 @@
+//! `osm-control-plane controller`: the Kubernetes source feeding the same model → xDS → ADS pipeline as
+//! local mode.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use osm_controller::ControlPlane;
+use osm_k8s::{KubeOptions, KubeSource};
+use osm_model::MeshInput;
+
+use crate::common::{self, CommonArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Where ADS listens (mTLS only; upstream port 15128).
+    #[arg(long, default_value = "0.0.0.0:15128")]
+    ads_addr: String,
+}
+
+pub fn run(a: ControllerArgs) -> Result<()> {
+    let rt = common::runtime()?;
+    rt.block_on(run_async(a))
+}
+
+async fn run_async(a: ControllerArgs) -> Result<()> {
+    let mut shutdown = common::shutdown_on_signals()?;
+    let client = a.common.client().await?;
+    let ca = Arc::new(a.common.ca(&client).await?);
+    let cp = Arc::new(ControlPlane::new(ca, MeshInput::default()));
+    // Bind before syncing so a port problem shows at once.
+    let ads = common::bind(&a.ads_addr, "ADS")?;
+    let http = common::bind(&a.common.http_addr, "HTTP")?;
+
+    let mut opts = KubeOptions::new(&a.common.mesh_name, &a.common.osm_namespace);
+    opts.trust_domain = a.common.trust_domain.clone();
+    let (synced_tx, synced_rx) = tokio::sync::oneshot::channel::<()>();
+    let source = {
+        let cp = cp.clone();
+        let mut synced = Some(synced_tx);
+        KubeSource::new(client.clone(), opts).run(shutdown.clone(), move |input| {
+            let stats = cp.update(|current| *current = input);
+            tracing::info!(
+                proxies = stats.proxies,
+                changed = stats.changed,
+                millis = stats.micros / 1000,
+                "mesh updated"
+            );
+            if let Some(tx) = synced.take() {
+                let _ = tx.send(());
+            }
+        })
+    };
+    let source = tokio::spawn(source);
+
+    // Serve only once the first complete view of the cluster is in: before it, every sidecar would be
+    // refused as unknown.
+    tokio::select! {
+        _ = synced_rx => {}
+        _ = shutdown.changed() => return Ok(()),
+    }
+    tracing::info!("initial sync complete; serving ADS on {}", a.ads_addr);
+    let ads_serving = cp
+        .spawn_servers(&tokio::runtime::Handle::current(), ads, &a.common.osm_namespace, shutdown.clone())
+        .context("starting the ADS server")?;
+    http.set_nonblocking(true)?;
+    let http = tokio::net::TcpListener::from_std(http)?;
+    let http_task = tokio::spawn(osm_controller::http::serve_http(
+        cp.clone(),
+        http,
+        ads_serving,
+        shutdown.clone(),
+    ));
+
+    let _ = shutdown.changed().await;
+    let _ = source.await;
+    let _ = http_task.await;
+    Ok(())
+}
