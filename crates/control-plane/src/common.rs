@@ -69,6 +69,7 @@ pub fn init_logging() {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -98,4 +99,28 @@ pub fn shutdown_on_signals() -> Result<watch::Receiver<bool>> {
 /// Binds a TCP listener (std, for handing to the servers).
 pub fn bind(addr: &str, what: &str) -> Result<std::net::TcpListener> {
     std::net::TcpListener::bind(addr).with_context(|| format!("binding {what} on {addr}"))
+}
+
+/// Serves `/health/alive`, `/health/ready` (both 200 once serving) and `/version` on `listener`
+/// until shutdown — for components whose readiness is "the process is up and serving".
+pub fn serve_health(listener: std::net::TcpListener, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    use axum::routing::get;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let app = axum::Router::new()
+        .route("/health/alive", get(|| async { "alive" }))
+        .route("/health/ready", get(|| async { "ready" }))
+        .route(
+            "/version",
+            get(|| async { axum::Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })) }),
+        );
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+            tracing::error!(error = %e, "health server stopped");
+        }
+    });
+    Ok(())
 }

@@ -17,7 +17,13 @@ pub struct ControllerArgs {
     /// Where ADS listens (mTLS only; upstream port 15128).
     #[arg(long, default_value = "0.0.0.0:15128")]
     ads_addr: String,
+    /// Where the validating webhook listens (TLS; upstream port 9093, Service `osm-validator`).
+    #[arg(long, default_value = "0.0.0.0:9093")]
+    validator_addr: String,
 }
+
+/// The Service the apiserver calls the validating webhook through.
+const VALIDATOR_SERVICE: &str = "osm-validator";
 
 pub fn run(a: ControllerArgs) -> Result<()> {
     let rt = common::runtime()?;
@@ -32,6 +38,7 @@ async fn run_async(a: ControllerArgs) -> Result<()> {
     // Bind before syncing so a port problem shows at once.
     let ads = common::bind(&a.ads_addr, "ADS")?;
     let http = common::bind(&a.common.http_addr, "HTTP")?;
+    let validator = common::bind(&a.validator_addr, "the validating webhook")?;
 
     let mut opts = KubeOptions::new(&a.common.mesh_name, &a.common.osm_namespace);
     opts.trust_domain = a.common.trust_domain.clone();
@@ -73,7 +80,27 @@ async fn run_async(a: ControllerArgs) -> Result<()> {
         shutdown.clone(),
     ));
 
+    // The validating webhook: refuses what the CRD schemas cannot (e.g. a TrafficTarget outside its
+    // destination's namespace), with the field named.
+    let tls = osm_webhook::server::service_tls_config(
+        cp.ca(),
+        VALIDATOR_SERVICE,
+        &a.common.osm_namespace,
+        std::time::Duration::from_secs(365 * 24 * 3600),
+    )
+    .context("the validator's serving certificate")?;
+    let mut stop = shutdown.clone();
+    let validator_task = tokio::spawn(osm_webhook::server::serve(
+        validator,
+        tls,
+        osm_webhook::server::validator_router(osm_webhook::server::Validator),
+        async move {
+            let _ = stop.changed().await;
+        },
+    ));
+
     let _ = shutdown.changed().await;
+    let _ = validator_task.await;
     let _ = source.await;
     let _ = http_task.await;
     Ok(())

@@ -14,6 +14,7 @@
 mod bootstrap;
 mod common;
 mod controller;
+mod injector;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +29,8 @@ struct Cli {
 enum Component {
     /// Watch the cluster and program the sidecars over ADS (ports 15128, 9091, 9093).
     Controller(controller::ControllerArgs),
+    /// The sidecar injector: mutating admission webhook (ports 9090, 9091).
+    Injector(injector::InjectorArgs),
     /// Install the CRDs, MeshConfig and CA; keep the webhook CA bundles current (port 9091).
     Bootstrap(bootstrap::BootstrapArgs),
 }
@@ -37,6 +40,7 @@ fn main() -> std::process::ExitCode {
     common::init_logging();
     let result = match cli.component {
         Component::Controller(args) => controller::run(args),
+        Component::Injector(args) => injector::run(args),
         Component::Bootstrap(args) => bootstrap::run(args),
     };
     match result {
