@@ -1,0 +1,524 @@
+//! Both webhooks called by a real kube-apiserver (v1.20.2, `osm-envtest`) through Service references,
+//! exactly as in a cluster: the Service's ClusterIP is on this host's loopback (the fixture's
+//! per-instance 127.x range), the webhook's TLS server listens on `<clusterIP>:<port>`, and the
+//! apiserver checks its certificate for `<svc>.<ns>.svc` against the caBundle (our CA's root).
+//!
+//! Each test starts its own apiserver; without the binaries they skip loudly (fail under `CI=true`).
+
+#![forbid(unsafe_code)]
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, ValidatingWebhook,
+    ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServicePort, ServiceSpec};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt as _};
+use osm_ca::{CertificateAuthority, TrustDomain};
+use osm_envtest::{ApiServer, require_or_skip};
+use osm_webhook::server::{self, INJECTOR_PATH, INJECTOR_PORT, VALIDATOR_PATH, VALIDATOR_PORT};
+use osm_webhook::{InjectConfig, Injector, Validator, injector_router, validator_router};
+use serde_json::{Value, json};
+use tokio::sync::{oneshot, watch};
+
+const OSM_NAMESPACE: &str = "osm-system";
+const WAIT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+
+fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        ..ObjectMeta::default()
+    }
+}
+
+async fn create_namespace(
+    client: &Client,
+    name: &str,
+    labels: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let to_map = |kv: &[(&str, &str)]| {
+        Some(
+            kv.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    };
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            labels: to_map(labels),
+            annotations: to_map(annotations),
+            ..meta(name)
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(())
+}
+
+/// Creates Service `name` (port `port`) in osm-system and binds a listener on its ClusterIP, which the
+/// fixture allocates on loopback.
+async fn service_listener(client: &Client, name: &str, port: u16) -> anyhow::Result<TcpListener> {
+    let svc = Service {
+        metadata: meta(name),
+        spec: Some(ServiceSpec {
+            ports: Some(vec![ServicePort {
+                port: i32::from(port),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    let created = Api::<Service>::namespaced(client.clone(), OSM_NAMESPACE)
+        .create(&PostParams::default(), &svc)
+        .await
+        .with_context(|| format!("creating Service {name}"))?;
+    let ip = created
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("the Service got no ClusterIP")?;
+    TcpListener::bind((ip.as_str(), port))
+        .with_context(|| format!("binding {ip}:{port} (Service {name}'s ClusterIP)"))
+}
+
+fn service_ref(name: &str, path: &str, port: u16) -> WebhookClientConfig {
+    WebhookClientConfig {
+        service: Some(ServiceReference {
+            namespace: OSM_NAMESPACE.into(),
+            name: name.into(),
+            path: Some(path.into()),
+            port: Some(i32::from(port)),
+        }),
+        ..WebhookClientConfig::default()
+    }
+}
+
+/// A running webhook server; dropping it stops the server.
+struct Running {
+    _stop: oneshot::Sender<()>,
+}
+
+fn start_server(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: axum::Router) -> Running {
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        if let Err(e) = server::serve(listener, tls, router, async move {
+            let _ = stopped.await;
+        })
+        .await
+        {
+            eprintln!("webhook server failed: {e}");
+        }
+    });
+    Running { _stop: stop }
+}
+
+fn ca() -> Arc<CertificateAuthority> {
+    Arc::new(CertificateAuthority::generate(TrustDomain::default(), Duration::from_secs(24 * 3600)).unwrap())
+}
+
+fn pod(name: &str, annotations: Value) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "bookstore"}, "annotations": annotations},
+        "spec": {
+            "serviceAccountName": "bookstore",
+            "containers": [{
+                "name": "bookstore",
+                "image": "bookstore:v1",
+                "ports": [{"name": "http", "containerPort": 14001}],
+                "livenessProbe": {"httpGet": {"port": "http", "path": "/liveness"}},
+                "readinessProbe": {"httpGet": {"port": 14001, "path": "/readiness"}}
+            }]
+        }
+    }))?)
+}
+
+fn names(list: &Option<Vec<k8s_openapi::api::core::v1::Container>>) -> Vec<String> {
+    list.iter().flatten().map(|c| c.name.clone()).collect()
+}
+
+/// The injector behind a MutatingWebhookConfiguration: a Pod created in a meshed namespace is stored
+/// with `osm-init`, `envoy`, the `osm-proxy-uuid` label and probes moved to 15901/15902, and its
+/// bootstrap Secret exists with a node id carrying that uuid; a dry run gets the patch but no Secret;
+/// a Pod annotated `disabled` is stored as sent.
+#[tokio::test]
+async fn injector_is_called_by_the_apiserver() -> anyhow::Result<()> {
+    let Some(assets) = require_or_skip("injector_is_called_by_the_apiserver") else {
+        return Ok(());
+    };
+    let apiserver = ApiServer::start_with(&assets).await?;
+    let result = injector_scenario(&apiserver).await;
+    if result.is_err() {
+        eprintln!("{}", apiserver.log_tails(40));
+    }
+    result
+}
+
+async fn injector_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
+    let client = apiserver.client();
+    let ca = ca();
+    create_namespace(&client, OSM_NAMESPACE, &[], &[]).await?;
+    let listener = service_listener(&client, server::INJECTOR_SERVICE, INJECTOR_PORT).await?;
+    eprintln!(
+        "injector listening on {} (service CIDR {})",
+        listener.local_addr()?,
+        apiserver.service_cidr()
+    );
+    let tls = server::service_tls_config(
+        &ca,
+        server::INJECTOR_SERVICE,
+        OSM_NAMESPACE,
+        Duration::from_secs(3600),
+    )?;
+    let (_config_tx, config) = watch::channel(InjectConfig::new(
+        "osm",
+        OSM_NAMESPACE,
+        "envoyproxy/envoy:v1.40.0",
+        "osm-init:test",
+    ));
+    let _server = start_server(
+        listener,
+        tls,
+        injector_router(Injector::new(client.clone(), ca.clone(), config)),
+    );
+
+    let mwc = MutatingWebhookConfiguration {
+        metadata: meta("osm-webhook-osm"),
+        webhooks: Some(vec![MutatingWebhook {
+            name: "osm-inject.k8s.io".into(),
+            client_config: WebhookClientConfig {
+                ca_bundle: Some(ByteString(ca.root_cert_pem().as_bytes().to_vec())),
+                ..service_ref(server::INJECTOR_SERVICE, INJECTOR_PATH, INJECTOR_PORT)
+            },
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(vec![String::new()]),
+                api_versions: Some(vec!["v1".into()]),
+                operations: Some(vec!["CREATE".into()]),
+                resources: Some(vec!["pods".into()]),
+                scope: None,
+            }]),
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some([("openservicemesh.io/monitored-by".to_owned(), "osm".to_owned())].into()),
+                match_expressions: None,
+            }),
+            failure_policy: Some("Fail".into()),
+            side_effects: "NoneOnDryRun".into(),
+            admission_review_versions: vec!["v1".into(), "v1beta1".into()],
+            timeout_seconds: Some(10),
+            ..MutatingWebhook::default()
+        }]),
+    };
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &mwc)
+        .await
+        .context("creating the MutatingWebhookConfiguration")?;
+
+    let app_ns = format!("bookstore-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    create_namespace(
+        &client,
+        &app_ns,
+        &[("openservicemesh.io/monitored-by", "osm")],
+        &[("openservicemesh.io/sidecar-injection", "enabled")],
+    )
+    .await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), &app_ns);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &app_ns);
+
+    // The apiserver picks the configuration up asynchronously: dry-run creates until one comes back
+    // injected. Dry runs must not leave a Secret behind.
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let deadline = Instant::now() + WAIT;
+    let dry = loop {
+        match pods.create(&dry_run, &pod("dry", json!({}))?).await {
+            Ok(p) if names(&p.spec.as_ref().unwrap().init_containers).contains(&"osm-init".to_owned()) => {
+                break p;
+            }
+            Ok(_) | Err(kube::Error::Api(_)) if Instant::now() < deadline => tokio::time::sleep(POLL).await,
+            Ok(_) => bail!("the webhook was not called within {WAIT:?}"),
+            Err(e) => return Err(e).context("dry-run pod creation"),
+        }
+    };
+    let dry_uuid = dry
+        .labels()
+        .get("osm-proxy-uuid")
+        .cloned()
+        .context("dry-run pod without uuid label")?;
+    ensure!(
+        secrets
+            .get_opt(&format!("envoy-bootstrap-config-{dry_uuid}"))
+            .await?
+            .is_none(),
+        "a dry run created a bootstrap Secret"
+    );
+
+    // The real thing.
+    pods.create(&PostParams::default(), &pod("bookstore-v1", json!({}))?)
+        .await
+        .context("creating the pod")?;
+    let stored = pods.get("bookstore-v1").await?;
+    let uuid = stored
+        .labels()
+        .get("osm-proxy-uuid")
+        .cloned()
+        .context("the stored pod has no osm-proxy-uuid label")?;
+    ensure!(uuid != dry_uuid, "uuids must be fresh per admission");
+    assert_eq!(stored.labels().get("app").map(String::as_str), Some("bookstore"));
+    let spec = stored.spec.as_ref().unwrap();
+    assert_eq!(names(&spec.init_containers), ["osm-init"]);
+    assert_eq!(
+        spec.containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["bookstore", "envoy"]
+    );
+    let app = &spec.containers[0];
+    let live = app.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    assert_eq!(live.path.as_deref(), Some("/osm-liveness-probe"));
+    assert_eq!(
+        live.port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15901)
+    );
+    let ready = app.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    assert_eq!(ready.path.as_deref(), Some("/osm-readiness-probe"));
+    assert_eq!(
+        ready.port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15902)
+    );
+    let envoy = &spec.containers[1];
+    assert_eq!(
+        envoy.args.as_ref().unwrap()[4..],
+        ["--service-cluster".to_owned(), format!("bookstore.{app_ns}")]
+    );
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "envoy-bootstrap-config-volume")
+        .context("no bootstrap volume")?;
+    let secret_name = format!("envoy-bootstrap-config-{uuid}");
+    assert_eq!(
+        volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+        Some(secret_name.as_str())
+    );
+
+    let secret = secrets.get(&secret_name).await.context("the bootstrap Secret")?;
+    assert_eq!(secret.labels().get("osm-proxy-uuid"), Some(&uuid));
+    let bootstrap: Value = serde_json::from_slice(
+        &secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("bootstrap.yaml"))
+            .context("no bootstrap.yaml")?
+            .0,
+    )?;
+    assert_eq!(
+        bootstrap["node"]["id"],
+        format!("{uuid}.sidecar.bookstore.{app_ns}.cluster.local")
+    );
+    let listeners: Vec<&str> = bootstrap["static_resources"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listeners, ["liveness_listener", "readiness_listener"]);
+    let all = secrets.list(&ListParams::default()).await?;
+    assert_eq!(
+        all.items
+            .iter()
+            .filter(|s| s.name_any().starts_with("envoy-bootstrap-config-"))
+            .count(),
+        1,
+        "exactly one bootstrap Secret (none for the dry runs)"
+    );
+
+    // Opted out: stored exactly as sent.
+    let sent = pod(
+        "opted-out",
+        json!({"openservicemesh.io/sidecar-injection": "disabled"}),
+    )?;
+    pods.create(&PostParams::default(), &sent).await?;
+    let stored = pods.get("opted-out").await?;
+    assert!(stored.labels().get("osm-proxy-uuid").is_none());
+    let spec = stored.spec.as_ref().unwrap();
+    assert!(spec.init_containers.is_none(), "{:?}", spec.init_containers);
+    assert_eq!(names(&Some(spec.containers.clone())), ["bookstore"]);
+    // The apiserver defaults a probe's scheme and thresholds; port and path are as sent.
+    let http_get = |p: &Pod| {
+        let get = p.spec.as_ref().unwrap().containers[0]
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.clone())
+            .unwrap();
+        (get.port, get.path)
+    };
+    assert_eq!(http_get(&stored), http_get(&sent));
+    Ok(())
+}
+
+/// Applies every CRD of `osm_api::crds::all()` and waits until each is Established.
+async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let mut names = Vec::new();
+    for crd in osm_api::crds::all() {
+        names.push(crd.name_any());
+        api.create(&PostParams::default(), &crd)
+            .await
+            .with_context(|| format!("creating CRD {}", crd.name_any()))?;
+    }
+    let deadline = Instant::now() + WAIT;
+    for name in names {
+        loop {
+            let crd = api.get(&name).await?;
+            let established = crd
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "CRD {name} not Established within {WAIT:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(())
+}
+
+fn traffic_target(name: &str, namespace: &str, destination_namespace: &str) -> anyhow::Result<DynamicObject> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "access.smi-spec.io/v1alpha3",
+        "kind": "TrafficTarget",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "destination": {"kind": "ServiceAccount", "name": "bookstore", "namespace": destination_namespace},
+            "sources": [{"kind": "ServiceAccount", "name": "bookbuyer", "namespace": "bookbuyer"}],
+            "rules": [{"kind": "HTTPRouteGroup", "name": "bookstore-service-routes", "matches": ["buy-a-book"]}]
+        }
+    }))?)
+}
+
+/// The validator behind a ValidatingWebhookConfiguration: a TrafficTarget outside its destination's
+/// namespace is refused with a message naming `spec.destination.namespace`; a correct one is stored.
+#[tokio::test]
+async fn validator_is_called_by_the_apiserver() -> anyhow::Result<()> {
+    let Some(assets) = require_or_skip("validator_is_called_by_the_apiserver") else {
+        return Ok(());
+    };
+    let apiserver = ApiServer::start_with(&assets).await?;
+    let result = validator_scenario(&apiserver).await;
+    if result.is_err() {
+        eprintln!("{}", apiserver.log_tails(40));
+    }
+    result
+}
+
+async fn validator_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
+    let client = apiserver.client();
+    let ca = ca();
+    install_crds(&client).await?;
+    create_namespace(&client, OSM_NAMESPACE, &[], &[]).await?;
+    let listener = service_listener(&client, server::VALIDATOR_SERVICE, VALIDATOR_PORT).await?;
+    let tls = server::service_tls_config(
+        &ca,
+        server::VALIDATOR_SERVICE,
+        OSM_NAMESPACE,
+        Duration::from_secs(3600),
+    )?;
+    let _server = start_server(listener, tls, validator_router(Validator));
+
+    let groups = [
+        "access.smi-spec.io",
+        "specs.smi-spec.io",
+        "split.smi-spec.io",
+        "config.openservicemesh.io",
+        "policy.openservicemesh.io",
+    ];
+    let vwc = ValidatingWebhookConfiguration {
+        metadata: meta("osm-validator-mesh-osm"),
+        webhooks: Some(vec![ValidatingWebhook {
+            name: "osm-validator.k8s.io".into(),
+            client_config: WebhookClientConfig {
+                ca_bundle: Some(ByteString(ca.root_cert_pem().as_bytes().to_vec())),
+                ..service_ref(server::VALIDATOR_SERVICE, VALIDATOR_PATH, VALIDATOR_PORT)
+            },
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(groups.iter().map(|g| (*g).to_owned()).collect()),
+                api_versions: Some(vec!["*".into()]),
+                operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
+                resources: Some(vec!["*".into()]),
+                scope: None,
+            }]),
+            failure_policy: Some("Fail".into()),
+            side_effects: "None".into(),
+            admission_review_versions: vec!["v1".into(), "v1beta1".into()],
+            timeout_seconds: Some(10),
+            ..ValidatingWebhook::default()
+        }]),
+    };
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &vwc)
+        .await
+        .context("creating the ValidatingWebhookConfiguration")?;
+
+    let ns = format!("bookbuyer-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    create_namespace(&client, &ns, &[], &[]).await?;
+    let gvk = GroupVersionKind::gvk("access.smi-spec.io", "v1alpha3", "TrafficTarget");
+    let targets = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ApiResource::from_gvk(&gvk));
+
+    // Until the apiserver has picked the configuration up (and the CRD's handler is served), dry runs
+    // of the bad object are accepted or 404; then they are refused by the webhook.
+    let bad = traffic_target("bookstore", &ns, "bookstore")?;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let deadline = Instant::now() + WAIT;
+    let message = loop {
+        match targets.create(&dry_run, &bad).await {
+            Err(kube::Error::Api(s)) if s.message.contains("denied the request") => break s.message,
+            Ok(_) | Err(kube::Error::Api(_)) if Instant::now() < deadline => tokio::time::sleep(POLL).await,
+            other => bail!("the validator was not called within {WAIT:?}: {other:?}"),
+        }
+    };
+    let expected = format!(
+        "TrafficTarget {ns}/bookstore: spec.destination.namespace: must equal the TrafficTarget's namespace \
+         \"{ns}\" (got \"bookstore\")"
+    );
+    ensure!(message.contains(&expected), "refusal message: {message}");
+    match targets.create(&PostParams::default(), &bad).await {
+        Err(kube::Error::Api(s)) => ensure!(s.message.contains(&expected), "{}", s.message),
+        other => bail!("the bad TrafficTarget must be refused: {other:?}"),
+    }
+    ensure!(
+        targets.get_opt("bookstore").await?.is_none(),
+        "a refused object was stored"
+    );
+
+    let good = traffic_target("bookstore-ok", &ns, &ns)?;
+    targets
+        .create(&PostParams::default(), &good)
+        .await
+        .context("a correct TrafficTarget must be accepted")?;
+    Ok(())
+}
