@@ -1,0 +1,584 @@
+//! Why may (or may not) one pod call another? The pure part of `osm policy check-pods` and of the
+//! policy check of `osm verify connectivity`.
+//!
+//! [`explain`] looks at the same things the model does — permissive mode in the MeshConfig, and in
+//! SMI mode the TrafficTargets whose destination is the destination pod's ServiceAccount — and says
+//! which TrafficTargets let the source in, over which routes (HTTPRouteGroup matches, TCPRoute
+//! ports), or why nothing does: no TrafficTarget for that destination, none lists the source, or the
+//! ones that do refer only to route specs that do not exist. The [`Explanation`] prints as the text
+//! the CLI shows and serializes for `-o json|yaml`.
+
+use std::fmt;
+
+use osm_api::smi::access::{
+    IdentityBindingSubject, RULE_KIND_HTTP_ROUTE_GROUP, RULE_KIND_TCP_ROUTE, TrafficTargetSpec,
+};
+use osm_api::smi::specs::HttpMatch;
+use serde::Serialize;
+
+use crate::input::{MeshInput, ObjectRef, PodRef, ServiceIdentity};
+
+/// The answer for one (source pod, destination pod) pair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Explanation {
+    pub source: PodRef,
+    pub destination: PodRef,
+    pub source_identity: ServiceIdentity,
+    pub destination_identity: ServiceIdentity,
+    pub verdict: Verdict,
+}
+
+impl Explanation {
+    /// True when the source may send (some) traffic to the destination.
+    pub fn allowed(&self) -> bool {
+        matches!(
+            self.verdict,
+            Verdict::AllowedByPermissiveMode | Verdict::AllowedByTrafficTargets { .. }
+        )
+    }
+}
+
+/// Allowed (and by what) or not (and why).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "result")]
+pub enum Verdict {
+    /// The MeshConfig enables permissive traffic policy mode: every meshed pod may call every other.
+    AllowedByPermissiveMode,
+    /// SMI mode; these TrafficTargets let the source reach the destination.
+    AllowedByTrafficTargets { targets: Vec<TargetExplanation> },
+    /// SMI mode; nothing lets the source in.
+    Denied { reason: DenyReason },
+}
+
+/// Why SMI mode refuses the pair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum DenyReason {
+    /// No TrafficTarget has the destination's ServiceAccount as its destination.
+    NoTrafficTargetForDestination,
+    /// TrafficTargets exist for the destination, but none lists the source's ServiceAccount.
+    SourceNotListed { targets: Vec<ObjectRef> },
+    /// TrafficTargets list the source, but none of their rules refers to a usable route spec.
+    NoUsableRules { targets: Vec<TargetExplanation> },
+}
+
+/// One TrafficTarget that lists the source, with each of its rules resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetExplanation {
+    pub traffic_target: ObjectRef,
+    pub rules: Vec<RuleExplanation>,
+}
+
+impl TargetExplanation {
+    /// True when at least one rule allows some traffic.
+    pub fn usable(&self) -> bool {
+        self.rules.iter().any(RuleExplanation::usable)
+    }
+}
+
+/// One rule of a TrafficTarget, resolved against the route specs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum RuleExplanation {
+    /// HTTP requests matching any of `matches` are allowed. `unknown_matches` are names the rule
+    /// lists that the HTTPRouteGroup does not have.
+    #[serde(rename = "HTTPRouteGroup")]
+    Http {
+        route_group: ObjectRef,
+        matches: Vec<HttpMatch>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        unknown_matches: Vec<String>,
+    },
+    /// TCP traffic to `ports` (empty: every port) is allowed.
+    #[serde(rename = "TCPRoute")]
+    Tcp { route: ObjectRef, ports: Vec<u16> },
+    /// The rule refers to a route spec that does not exist, so it allows nothing.
+    #[serde(rename = "Missing")]
+    MissingRoute { route_kind: String, route: ObjectRef },
+}
+
+impl RuleExplanation {
+    /// True when the rule allows some traffic.
+    pub fn usable(&self) -> bool {
+        match self {
+            RuleExplanation::Http { matches, .. } => !matches.is_empty(),
+            RuleExplanation::Tcp { .. } => true,
+            RuleExplanation::MissingRoute { .. } => false,
+        }
+    }
+}
+
+/// A pod named in the question is not in the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pod {0} not found")]
+pub struct UnknownPod(pub PodRef);
+
+/// Explains whether pod `source` may call pod `destination` under `input`'s MeshConfig and SMI
+/// policies.
+pub fn explain(input: &MeshInput, source: &PodRef, destination: &PodRef) -> Result<Explanation, UnknownPod> {
+    let src = input.pods.get(source).ok_or_else(|| UnknownPod(source.clone()))?;
+    let dst = input
+        .pods
+        .get(destination)
+        .ok_or_else(|| UnknownPod(destination.clone()))?;
+    let (source_identity, destination_identity) = (src.identity(), dst.identity());
+    let verdict = explain_identities(input, &source_identity, &destination_identity);
+    Ok(Explanation {
+        source: source.clone(),
+        destination: destination.clone(),
+        source_identity,
+        destination_identity,
+        verdict,
+    })
+}
+
+/// The verdict for a source and destination identity (ServiceAccount).
+pub fn explain_identities(
+    input: &MeshInput,
+    source: &ServiceIdentity,
+    destination: &ServiceIdentity,
+) -> Verdict {
+    if input.mesh_config.traffic.enable_permissive_traffic_policy_mode {
+        return Verdict::AllowedByPermissiveMode;
+    }
+    let for_destination: Vec<(&ObjectRef, &TrafficTargetSpec)> = input
+        .traffic_targets
+        .iter()
+        .filter(|(id, tt)| subject_identity(&tt.destination, &id.namespace) == *destination)
+        .collect();
+    if for_destination.is_empty() {
+        return Verdict::Denied {
+            reason: DenyReason::NoTrafficTargetForDestination,
+        };
+    }
+    let listing: Vec<TargetExplanation> = for_destination
+        .iter()
+        .filter(|(id, tt)| {
+            tt.sources
+                .iter()
+                .any(|s| subject_identity(s, &id.namespace) == *source)
+        })
+        .map(|(id, tt)| TargetExplanation {
+            traffic_target: (*id).clone(),
+            rules: tt.rules.iter().map(|r| resolve_rule(input, id, r)).collect(),
+        })
+        .collect();
+    if listing.is_empty() {
+        return Verdict::Denied {
+            reason: DenyReason::SourceNotListed {
+                targets: for_destination.into_iter().map(|(id, _)| id.clone()).collect(),
+            },
+        };
+    }
+    if !listing.iter().any(TargetExplanation::usable) {
+        return Verdict::Denied {
+            reason: DenyReason::NoUsableRules { targets: listing },
+        };
+    }
+    Verdict::AllowedByTrafficTargets { targets: listing }
+}
+
+fn subject_identity(subject: &IdentityBindingSubject, default_ns: &str) -> ServiceIdentity {
+    ServiceIdentity::new(subject.namespace.as_deref().unwrap_or(default_ns), &subject.name)
+}
+
+fn resolve_rule(
+    input: &MeshInput,
+    tt: &ObjectRef,
+    rule: &osm_api::smi::access::TrafficTargetRule,
+) -> RuleExplanation {
+    // Route specs live in the TrafficTarget's namespace.
+    let route = ObjectRef::new(&tt.namespace, &rule.name);
+    let missing = |route: ObjectRef| RuleExplanation::MissingRoute {
+        route_kind: rule.kind.clone(),
+        route,
+    };
+    match rule.kind.as_str() {
+        RULE_KIND_HTTP_ROUTE_GROUP => match input.http_route_groups.get(&route) {
+            Some(group) => RuleExplanation::Http {
+                matches: group
+                    .matches
+                    .iter()
+                    .filter(|m| rule.matches.is_empty() || rule.matches.contains(&m.name))
+                    .cloned()
+                    .collect(),
+                unknown_matches: rule
+                    .matches
+                    .iter()
+                    .filter(|name| !group.matches.iter().any(|m| &m.name == *name))
+                    .cloned()
+                    .collect(),
+                route_group: route,
+            },
+            None => missing(route),
+        },
+        RULE_KIND_TCP_ROUTE => match input.tcp_routes.get(&route) {
+            Some(tcp) => RuleExplanation::Tcp {
+                ports: tcp.matches.ports.clone(),
+                route,
+            },
+            None => missing(route),
+        },
+        // Validation refuses other kinds; treat one that slipped through as pointing nowhere.
+        _ => missing(route),
+    }
+}
+
+fn write_http_match(f: &mut fmt::Formatter<'_>, m: &HttpMatch) -> fmt::Result {
+    let methods = if m.any_method() {
+        "any method".to_string()
+    } else {
+        m.methods.join(",")
+    };
+    write!(
+        f,
+        "        match {:?}: pathRegex {:?}, methods {methods}",
+        m.name,
+        m.path_regex.as_deref().unwrap_or(".*")
+    )?;
+    let headers: Vec<String> = m.header_pairs().map(|(k, v)| format!("{k}: {v:?}")).collect();
+    if !headers.is_empty() {
+        write!(f, ", headers {}", headers.join(", "))?;
+    }
+    writeln!(f)
+}
+
+fn write_target(f: &mut fmt::Formatter<'_>, t: &TargetExplanation) -> fmt::Result {
+    writeln!(f, "    TrafficTarget {}:", t.traffic_target)?;
+    if t.rules.is_empty() {
+        writeln!(f, "      no rules: it allows nothing")?;
+    }
+    for rule in &t.rules {
+        match rule {
+            RuleExplanation::Http {
+                route_group,
+                matches,
+                unknown_matches,
+            } => {
+                writeln!(f, "      HTTPRouteGroup {route_group}:")?;
+                if matches.is_empty() {
+                    writeln!(f, "        no matching routes: this rule allows nothing")?;
+                }
+                for m in matches {
+                    write_http_match(f, m)?;
+                }
+                if !unknown_matches.is_empty() {
+                    writeln!(
+                        f,
+                        "        warning: matches {} are not in HTTPRouteGroup {route_group}",
+                        unknown_matches.join(", ")
+                    )?;
+                }
+            }
+            RuleExplanation::Tcp { route, ports } if ports.is_empty() => {
+                writeln!(f, "      TCPRoute {route}: every port")?;
+            }
+            RuleExplanation::Tcp { route, ports } => {
+                let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                writeln!(f, "      TCPRoute {route}: ports {}", ports.join(", "))?;
+            }
+            RuleExplanation::MissingRoute { route_kind, route } => {
+                writeln!(
+                    f,
+                    "      {route_kind} {route} does not exist: this rule allows nothing"
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (src, dst) = (&self.source, &self.destination);
+        let (src_id, dst_id) = (&self.source_identity, &self.destination_identity);
+        match &self.verdict {
+            Verdict::AllowedByPermissiveMode => {
+                writeln!(
+                    f,
+                    "[+] Permissive traffic policy mode is enabled in the MeshConfig"
+                )?;
+                writeln!(f, "[+] Pod {src} is allowed to communicate to pod {dst}")
+            }
+            Verdict::AllowedByTrafficTargets { targets } => {
+                writeln!(f, "[+] SMI traffic policy mode (permissive mode is off)")?;
+                writeln!(
+                    f,
+                    "[+] Pod {src} (ServiceAccount {src_id}) is allowed to communicate to pod {dst} \
+                     (ServiceAccount {dst_id}) by:"
+                )?;
+                for t in targets {
+                    write_target(f, t)?;
+                }
+                Ok(())
+            }
+            Verdict::Denied { reason } => {
+                writeln!(f, "[+] SMI traffic policy mode (permissive mode is off)")?;
+                writeln!(
+                    f,
+                    "[-] Pod {src} (ServiceAccount {src_id}) is not allowed to communicate to pod {dst} \
+                     (ServiceAccount {dst_id}):"
+                )?;
+                match reason {
+                    DenyReason::NoTrafficTargetForDestination => writeln!(
+                        f,
+                        "    no SMI TrafficTarget has destination ServiceAccount {dst_id}"
+                    ),
+                    DenyReason::SourceNotListed { targets } => {
+                        let names: Vec<String> = targets.iter().map(ToString::to_string).collect();
+                        writeln!(
+                            f,
+                            "    no SMI TrafficTarget for destination {dst_id} lists source ServiceAccount \
+                             {src_id} (TrafficTargets for {dst_id}: {})",
+                            names.join(", ")
+                        )
+                    }
+                    DenyReason::NoUsableRules { targets } => {
+                        writeln!(
+                            f,
+                            "    the SMI TrafficTargets listing {src_id} have no usable rule (a referenced \
+                             route is missing or selects no match):"
+                        )?;
+                        for t in targets {
+                            write_target(f, t)?;
+                        }
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The bookstore demo's policies, and variations of them, explained.
+
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::fixtures::bookstore;
+
+    fn mesh(permissive: bool) -> MeshInput {
+        bookstore(
+            permissive,
+            None,
+            |_| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            |_| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)),
+        )
+    }
+
+    fn pod(ns: &str, name: &str) -> PodRef {
+        PodRef::new(ns, name)
+    }
+
+    fn buyer_to_v1(input: &MeshInput) -> Explanation {
+        explain(
+            input,
+            &pod("bookbuyer", "bookbuyer"),
+            &pod("bookstore", "bookstore-v1"),
+        )
+        .expect("both pods exist")
+    }
+
+    /// SMI mode: bookbuyer → bookstore-v1 is allowed by `bookbuyer-access-bookstore-v1`, over the two
+    /// routes that TrafficTarget names (with their paths, methods and headers).
+    #[test]
+    fn bookbuyer_may_call_bookstore_v1_over_two_routes() {
+        let e = buyer_to_v1(&mesh(false));
+        assert!(e.allowed());
+        let Verdict::AllowedByTrafficTargets { targets } = &e.verdict else {
+            panic!("expected allowed by TrafficTargets, got {:?}", e.verdict);
+        };
+        assert_eq!(targets.len(), 1);
+        assert_eq!(
+            targets[0].traffic_target,
+            ObjectRef::new("bookstore", "bookbuyer-access-bookstore-v1")
+        );
+        let RuleExplanation::Http {
+            route_group,
+            matches,
+            unknown_matches,
+        } = &targets[0].rules[0]
+        else {
+            panic!("expected an HTTP rule, got {:?}", targets[0].rules[0]);
+        };
+        assert_eq!(
+            *route_group,
+            ObjectRef::new("bookstore", "bookstore-service-routes")
+        );
+        let names: Vec<&str> = matches.iter().map(|m| m.name.as_str()).collect();
+        // In the HTTPRouteGroup's order; update-books-bought is not named by the rule.
+        assert_eq!(names, ["books-bought", "buy-a-book"]);
+        assert!(unknown_matches.is_empty());
+
+        let text = e.to_string();
+        assert!(text.contains("bookbuyer-access-bookstore-v1"), "{text}");
+        assert!(
+            text.contains("pathRegex \"/books-bought\", methods GET"),
+            "{text}"
+        );
+        assert!(text.contains("client-app: \"bookbuyer\""), "{text}");
+        assert!(
+            text.contains("match \"buy-a-book\": pathRegex \".*a-book.*new\""),
+            "{text}"
+        );
+    }
+
+    /// SMI mode: bookthief is listed by no TrafficTarget for bookstore-v1, and the answer names the
+    /// TrafficTarget that exists for that destination.
+    #[test]
+    fn bookthief_is_not_listed() {
+        let input = mesh(false);
+        let e = explain(
+            &input,
+            &pod("bookthief", "bookthief"),
+            &pod("bookstore", "bookstore-v1"),
+        )
+        .unwrap();
+        assert!(!e.allowed());
+        assert_eq!(
+            e.verdict,
+            Verdict::Denied {
+                reason: DenyReason::SourceNotListed {
+                    targets: vec![ObjectRef::new("bookstore", "bookbuyer-access-bookstore-v1")]
+                }
+            }
+        );
+        let text = e.to_string();
+        assert!(text.contains("is not allowed"), "{text}");
+        assert!(
+            text.contains("lists source ServiceAccount bookthief.bookthief"),
+            "{text}"
+        );
+    }
+
+    /// SMI mode: nothing names bookbuyer as a destination.
+    #[test]
+    fn no_traffic_target_for_destination() {
+        let e = explain(
+            &mesh(false),
+            &pod("bookstore", "bookstore-v1"),
+            &pod("bookbuyer", "bookbuyer"),
+        )
+        .unwrap();
+        assert_eq!(
+            e.verdict,
+            Verdict::Denied {
+                reason: DenyReason::NoTrafficTargetForDestination
+            }
+        );
+        assert!(
+            e.to_string()
+                .contains("no SMI TrafficTarget has destination ServiceAccount bookbuyer.bookbuyer")
+        );
+    }
+
+    /// Permissive mode allows bookthief too.
+    #[test]
+    fn permissive_mode_allows_everyone() {
+        let e = explain(
+            &mesh(true),
+            &pod("bookthief", "bookthief"),
+            &pod("bookstore", "bookstore-v1"),
+        )
+        .unwrap();
+        assert_eq!(e.verdict, Verdict::AllowedByPermissiveMode);
+        assert!(e.to_string().contains("Permissive traffic policy mode"));
+    }
+
+    /// A TrafficTarget whose HTTPRouteGroup is gone allows nothing, and the answer names the missing
+    /// route group.
+    #[test]
+    fn missing_route_group_denies_and_says_so() {
+        let mut input = mesh(false);
+        input
+            .http_route_groups
+            .remove(&ObjectRef::new("bookstore", "bookstore-service-routes"));
+        let e = buyer_to_v1(&input);
+        assert!(!e.allowed());
+        let Verdict::Denied {
+            reason: DenyReason::NoUsableRules { targets },
+        } = &e.verdict
+        else {
+            panic!("expected no usable rules, got {:?}", e.verdict);
+        };
+        assert_eq!(
+            targets[0].rules,
+            [RuleExplanation::MissingRoute {
+                route_kind: "HTTPRouteGroup".into(),
+                route: ObjectRef::new("bookstore", "bookstore-service-routes"),
+            }]
+        );
+        assert!(
+            e.to_string()
+                .contains("HTTPRouteGroup bookstore/bookstore-service-routes does not exist")
+        );
+    }
+
+    /// TCPRoute rules are explained with their ports; match names the group lacks are reported.
+    #[test]
+    fn tcp_route_and_unknown_match_names() {
+        let mut b = crate::fixtures::MeshBuilder::new(false);
+        b.input = mesh(false);
+        b.policies_yaml(
+            r#"
+apiVersion: specs.smi-spec.io/v1alpha4
+kind: TCPRoute
+metadata:
+  name: tcp-14001
+  namespace: bookstore
+spec:
+  matches:
+    ports: [14001]
+---
+apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata:
+  name: bookbuyer-access-bookstore-v1
+  namespace: bookstore
+spec:
+  destination: {kind: ServiceAccount, name: bookstore-v1, namespace: bookstore}
+  sources: [{kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}]
+  rules:
+  - {kind: TCPRoute, name: tcp-14001}
+  - {kind: HTTPRouteGroup, name: bookstore-service-routes, matches: [no-such-route]}
+"#,
+        )
+        .unwrap();
+        let e = buyer_to_v1(&b.build());
+        assert!(e.allowed());
+        let text = e.to_string();
+        assert!(
+            text.contains("TCPRoute bookstore/tcp-14001: ports 14001"),
+            "{text}"
+        );
+        assert!(text.contains("no matching routes"), "{text}");
+        assert!(
+            text.contains("matches no-such-route are not in HTTPRouteGroup"),
+            "{text}"
+        );
+    }
+
+    /// A pod not in the input is an error naming it.
+    #[test]
+    fn unknown_pod() {
+        let err = explain(&mesh(false), &pod("x", "y"), &pod("bookstore", "bookstore-v1")).unwrap_err();
+        assert_eq!(err.to_string(), "pod x/y not found");
+    }
+
+    /// The JSON form carries the verdict as a tag and names objects as `ns/name`.
+    #[test]
+    fn serializes_with_tags() {
+        let v = serde_json::to_value(buyer_to_v1(&mesh(false))).unwrap();
+        assert_eq!(v["verdict"]["result"], "allowedByTrafficTargets");
+        assert_eq!(
+            v["verdict"]["targets"][0]["trafficTarget"],
+            "bookstore/bookbuyer-access-bookstore-v1"
+        );
+        assert_eq!(v["verdict"]["targets"][0]["rules"][0]["kind"], "HTTPRouteGroup");
+        assert_eq!(v["sourceIdentity"], "bookbuyer.bookbuyer");
+    }
+}
