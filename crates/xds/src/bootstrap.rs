@@ -33,12 +33,23 @@ pub struct BootstrapConfig<'a> {
     pub probes: &'a [Probe],
 }
 
+/// A probe the injector moved to the sidecar: the kubelet asks `listener_port` for
+/// [`Probe::kubelet_path`], and Envoy forwards it to the app's `app_port` and original `path`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
+    /// `liveness`, `readiness` or `startup`.
     pub name: &'static str,
     pub listener_port: u16,
+    /// The app's own probe path.
     pub path: String,
     pub app_port: u16,
+}
+
+impl Probe {
+    /// The path the rewritten pod spec gives the kubelet (upstream's `/osm-<name>-probe`).
+    pub fn kubelet_path(&self) -> String {
+        format!("/osm-{}-probe", self.name)
+    }
 }
 
 pub fn render(c: &BootstrapConfig<'_>) -> String {
@@ -135,7 +146,7 @@ fn probe_listener(p: &Probe, cluster: &str) -> Value {
                 "stat_prefix": format!("health_probes_{}", p.name),
                 "route_config": {"name": "local_route", "virtual_hosts": [{
                     "name": "local_service", "domains": ["*"],
-                    "routes": [{"match": {"prefix": p.path}, "route": {"cluster": cluster, "prefix_rewrite": p.path}}],
+                    "routes": [{"match": {"prefix": p.kubelet_path()}, "route": {"cluster": cluster, "prefix_rewrite": p.path}}],
                 }]},
                 "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],

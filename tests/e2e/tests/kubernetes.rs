@@ -142,8 +142,10 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
             &Patch::Merge(serde_json::json!({"spec": {"traffic": {"enablePermissiveTrafficPolicyMode": false}}})),
         )
         .await?;
-    // Once bookthief fails, SMI mode is in force; from then on it must never succeed again.
-    let switched = wait_stats(c, "bookthief", Duration::from_secs(30), |s| s.refused >= 1)?;
+    // Once bookthief's requests fail, SMI mode is in force; from then on it must never succeed again.
+    let thief_before = stats(c, "bookthief")?;
+    let switched = wait_stats(c, "bookthief", Duration::from_secs(30), |s| s.refused >= thief_before.refused + 3)
+        .context("bookthief should be refused once MeshConfig says SMI mode")?;
     let thief_ok = switched.ok;
     let buyer_before = stats(c, "bookbuyer")?;
     let v1_before = stats(c, "bookstore-v1")?.ok;

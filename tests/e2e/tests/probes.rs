@@ -50,7 +50,7 @@ fn probe_listeners_reach_the_app() {
         .expect("mesh starts");
     // "kubelet" has no sidecar and no interception, like the node's kubelet.
     for p in &probes {
-        let url = format!("http://{web_ip}:{}{}", p.listener_port, p.path);
+        let url = format!("http://{web_ip}:{}{}", p.listener_port, p.kubelet_path());
         let s = mesh.http_get("kubelet", &url, 3, &[]).unwrap();
         assert_eq!(s.ok, 3, "{} probe through Envoy: {s:?}", p.name);
         assert_eq!(s.served_by.get("web-app"), Some(&3), "{s:?}");
