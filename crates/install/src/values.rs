@@ -22,10 +22,12 @@ pub enum ValuesError {
     #[error("invalid --set {0:?}: expected key=value")]
     Syntax(String),
     /// A key no value of the chart has.
-    #[error("unknown value key {key:?} (see `osm install --help` for the keys, e.g. osm.enableEgress)")]
+    #[error("unknown value key {key:?}{}", suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default())]
     UnknownKey {
         /// The key as given.
         key: String,
+        /// The closest known key, when one is close.
+        suggestion: Option<String>,
     },
     /// The value does not fit the key's type or allowed values.
     #[error("invalid value for {key}: {reason}")]
@@ -293,6 +295,7 @@ impl Values {
         };
         let unknown = || ValuesError::UnknownKey {
             key: raw_key.to_string(),
+            suggestion: closest_key(&key),
         };
         let mut tree = serde_json::to_value(&*self).expect("values serialize to plain JSON");
         let mut slot = &mut tree;
@@ -440,6 +443,31 @@ fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
     }
 }
 
+/// The known key nearest to `key` (edit distance at most 3, case-insensitive).
+fn closest_key(key: &str) -> Option<String> {
+    let key = key.to_ascii_lowercase();
+    Values::keys()
+        .into_iter()
+        .map(|(k, _)| (edit_distance(&key, &k.to_ascii_lowercase()), k))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 /// Splits `a=1,b={x,y},c=3` at the commas outside braces.
 fn split_top_level(arg: &str) -> Vec<&str> {
     let mut parts = Vec::new();
@@ -567,10 +595,20 @@ mod tests {
         assert_eq!(
             err,
             ValuesError::UnknownKey {
-                key: "osm.enableEgres".into()
+                key: "osm.enableEgres".into(),
+                suggestion: Some("osm.enableEgress".into()),
             }
         );
-        assert!(err.to_string().contains("osm.enableEgres"), "{err}");
+        assert!(err.to_string().contains("\"osm.enableEgres\""), "{err}");
+        assert!(
+            err.to_string().contains("did you mean osm.enableEgress?"),
+            "{err}"
+        );
+        let err = v.set("osm.notAThingAtAll=1").unwrap_err();
+        assert!(
+            matches!(err, ValuesError::UnknownKey { suggestion: None, .. }),
+            "{err}"
+        );
         let err = v.set("osm.enableEgress=no").unwrap_err();
         assert!(err.to_string().contains("osm.enableEgress"), "{err}");
         assert!(err.to_string().contains("true or false"), "{err}");
