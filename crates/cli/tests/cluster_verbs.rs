@@ -12,6 +12,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
@@ -360,6 +361,64 @@ async fn namespace_and_metrics_verbs() -> anyhow::Result<()> {
     osm(&server, &["metrics", "enable", "--namespace", &a])
         .refused(&format!("namespace {a} does not belong to a mesh"))?;
 
+    // A namespace running a control plane: `verify control-plane-health` reads its Deployments, and
+    // `namespace add` refuses it.
+    let cp = format!("cp-{sfx}");
+    namespace(&client, &cp, &[]).await?;
+    let run = osm(
+        &server,
+        &["verify", "control-plane-health", "--osm-namespace", &cp],
+    )?;
+    assert_eq!(run.code, Some(1), "nothing installed yet: {}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!(
+            "[FAIL] deployment osm-controller: deployment {cp}/osm-controller not found"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("[SKIPPED] osm-controller /health/ready"),
+        "{}",
+        run.stdout
+    );
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &cp);
+    for name in ["osm-controller", "osm-injector", "osm-bootstrap"] {
+        let d = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": cp, "labels": {"app": name, "meshName": "osm"}},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": name, "image": name}]}}},
+        });
+        create_yaml(&client, &serde_json::to_string(&d)?).await?;
+        // No controllers here: the status a deployment controller would write.
+        let status = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
+        deployments
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+    }
+    let run = osm(
+        &server,
+        &["verify", "control-plane-health", "--osm-namespace", &cp],
+    )?;
+    for name in ["osm-controller", "osm-injector", "osm-bootstrap"] {
+        assert!(
+            run.stdout.contains(&format!(
+                "[PASS] deployment {name}: {cp}/{name}: 1/1 replicas available"
+            )),
+            "{}",
+            run.stdout
+        );
+    }
+    // No Service and no kubelet: the health probe through the service proxy fails, saying why.
+    assert!(
+        run.stdout.contains("[FAIL] osm-controller /health/ready"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.code, Some(1));
+    osm(&server, &["namespace", "add", &cp]).refused(&format!("namespace {cp} runs osm-controller"))?;
     osm(&server, &["metrics", "disable", "--namespace", &c]).succeeded()?;
     let (_, annotations) = labels_of(&client, &c).await?;
     assert!(!annotations.contains_key("openservicemesh.io/metrics"));
@@ -604,6 +663,10 @@ async fn bookstore_policy_proxy_verify_and_bug_report() -> anyhow::Result<()> {
         files.get("osm-bug-report/errors.txt").map_or("", |s| s.as_str())
     );
     let names: Vec<&String> = files.keys().collect();
+    assert!(
+        files["osm-bug-report/README.txt"].contains(&ns("bookstore")),
+        "README names the app namespaces"
+    );
     let mesh_configs = files
         .get("osm-bug-report/control-plane/meshconfigs.yaml")
         .with_context(|| format!("no meshconfigs.yaml in {names:?}"))?;

@@ -1,7 +1,8 @@
 //! `osm support bug-report [--app-namespaces NS,...] [--out-file F]`: a `.tar.gz` of the mesh's
 //! state for a bug report.
 //!
-//! Contents (YAML `kind: List` documents, `managedFields` trimmed, one directory per area):
+//! Contents (`README.txt` with the CLI version and what was asked; YAML `kind: List` documents,
+//! `managedFields` trimmed, one directory per area):
 //! `control-plane/` — the OSM namespace's Deployments, Services, ConfigMaps, MeshConfigs,
 //! MeshRootCertificates, and the cluster's webhook configurations; `policies/` — every SMI and OSM
 //! policy object in the cluster; `namespaces.yaml` — the monitored namespaces;
@@ -71,7 +72,21 @@ pub fn run(global: &crate::Global, command: SupportCommand) -> Result<std::proce
             files: Vec::new(),
             errors: Vec::new(),
         };
-        r.collect(&global.osm_namespace, app_namespaces).await;
+        let namespaces = r.collect(&global.osm_namespace, app_namespaces).await;
+        let summary = format!(
+            "osm bug report\nosm CLI version: {}\ncontrol plane namespace: {}\napp namespaces: {}\n\
+             Secrets are never collected. Envoy admin output (proxies/) is read through the API server's \
+             pod proxy; what could not be collected is listed in errors.txt.\n",
+            env!("CARGO_PKG_VERSION"),
+            global.osm_namespace,
+            if namespaces.is_empty() {
+                "(none)".to_string()
+            } else {
+                namespaces.join(", ")
+            },
+        );
+        r.files
+            .insert(0, ("README.txt".to_string(), summary.into_bytes()));
         Ok(r)
     })?;
     write_archive(&out_file, &report.files, &report.errors)?;
@@ -102,7 +117,8 @@ enum Scope<'a> {
 }
 
 impl Collector {
-    async fn collect(&mut self, osm_ns: &str, app_namespaces: Vec<String>) {
+    /// Collects everything; returns the app namespaces covered.
+    async fn collect(&mut self, osm_ns: &str, app_namespaces: Vec<String>) -> Vec<String> {
         let cp = Scope::Namespace(osm_ns);
         self.list::<Deployment>(cp, "", "control-plane/deployments.yaml")
             .await;
@@ -172,6 +188,7 @@ impl Collector {
                 }
             }
         }
+        app_namespaces
     }
 
     /// Lists `K` (as untyped objects, so an invalid object is still reported), writes them as one

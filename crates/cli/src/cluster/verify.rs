@@ -432,11 +432,15 @@ async fn check_service(
 
 const CONTROL_PLANE: [&str; 3] = ["osm-controller", "osm-injector", "osm-bootstrap"];
 
+/// Components whose `/health/ready` is probed (on their Service's HTTP port 9091), when available.
+const PROBED: [&str; 2] = ["osm-controller", "osm-bootstrap"];
+const HEALTH_PORT: u16 = 9091;
+
 async fn control_plane(client: &kube::Client, osm_ns: &str) -> std::process::ExitCode {
     let mut report = Report::default();
     println!("Verifying the control plane in namespace {osm_ns}");
     let deployments = Api::<Deployment>::namespaced(client.clone(), osm_ns);
-    let mut controller_available = false;
+    let mut available_components = Vec::new();
     for name in CONTROL_PLANE {
         let check = format!("deployment {name}");
         match deployments.get(name).await {
@@ -444,16 +448,15 @@ async fn control_plane(client: &kube::Client, osm_ns: &str) -> std::process::Exi
                 let status = d.status.unwrap_or_default();
                 let wanted = d.spec.replicas.unwrap_or(1);
                 let available = status.available_replicas.unwrap_or(0);
-                let ok = available >= 1;
-                if name == "osm-controller" {
-                    controller_available = ok;
-                }
-                report.check(
+                let ok = report.check(
                     &check,
-                    ok,
+                    available >= 1,
                     format!("{osm_ns}/{name}: {available}/{wanted} replicas available"),
                     format!("{osm_ns}/{name}: no replica available (0/{wanted})"),
                 );
+                if ok {
+                    available_components.push(name);
+                }
             }
             Err(e) if is_not_found(&e) => {
                 report.fail(&check, format!("deployment {osm_ns}/{name} not found"))
@@ -461,18 +464,20 @@ async fn control_plane(client: &kube::Client, osm_ns: &str) -> std::process::Exi
             Err(e) => report.fail(&check, format!("{:#}", api_error(e))),
         }
     }
-    let check = "osm-controller /health/ready";
-    if controller_available {
-        let path = format!("/api/v1/namespaces/{osm_ns}/services/osm-controller:9091/proxy/health/ready");
+    for name in PROBED {
+        let check = format!("{name} /health/ready");
+        if !available_components.contains(&name) {
+            report.skip(&check, format!("{name} has no available replica"));
+            continue;
+        }
+        let path = format!("/api/v1/namespaces/{osm_ns}/services/{name}:{HEALTH_PORT}/proxy/health/ready");
         match proxy_get(client, &path).await {
-            Ok(_) => report.pass(check, "ready"),
+            Ok(_) => report.pass(&check, "ready"),
             Err(e) => report.fail(
-                check,
-                format!("not ready through the API server's service proxy: {e:#}"),
+                &check,
+                format!("not ready through the API server's service proxy (service {osm_ns}/{name}): {e:#}"),
             ),
         }
-    } else {
-        report.skip(check, "osm-controller has no available replica");
     }
     report.finish()
 }
