@@ -54,7 +54,10 @@ async fn run_async(a: BootstrapArgs) -> Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let http = common::bind(&a.common.http_addr, "HTTP")?;
     http.set_nonblocking(true)?;
-    tokio::spawn(serve_health(tokio::net::TcpListener::from_std(http)?, ready.clone()));
+    tokio::spawn(serve_health(
+        tokio::net::TcpListener::from_std(http)?,
+        ready.clone(),
+    ));
 
     let client = a.common.client().await?;
     let ca = a.common.ca(&client).await?;
@@ -71,9 +74,12 @@ async fn run_async(a: BootstrapArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| format!("osm-validator-mesh-{}", a.common.mesh_name));
     ready.store(true, Ordering::SeqCst);
-    tracing::info!("bootstrap complete; keeping the webhook CA bundles of {mutating} and {validating} current");
+    tracing::info!(
+        "bootstrap complete; keeping the webhook CA bundles of {mutating} and {validating} current"
+    );
 
-    let keep_mutating = keep_ca_bundle::<MutatingWebhookConfiguration>(client.clone(), mutating, bundle.clone());
+    let keep_mutating =
+        keep_ca_bundle::<MutatingWebhookConfiguration>(client.clone(), mutating, bundle.clone());
     let keep_validating = keep_ca_bundle::<ValidatingWebhookConfiguration>(client, validating, bundle);
     tokio::select! {
         _ = keep_mutating => {}
@@ -132,7 +138,8 @@ async fn ensure_mesh_config(client: &Client, ns: &str) -> Result<()> {
             let Some(json) = map.data.as_ref().and_then(|d| d.get(PRESET_KEY)) else {
                 bail!("ConfigMap {ns}/{PRESET_CONFIG_MAP} has no `{PRESET_KEY}` entry");
             };
-            serde_json::from_str(json).with_context(|| format!("ConfigMap {ns}/{PRESET_CONFIG_MAP} `{PRESET_KEY}`"))?
+            serde_json::from_str(json)
+                .with_context(|| format!("ConfigMap {ns}/{PRESET_CONFIG_MAP} `{PRESET_KEY}`"))?
         }
         None => {
             tracing::warn!("ConfigMap {ns}/{PRESET_CONFIG_MAP} not found; MeshConfig gets upstream defaults");
@@ -164,13 +171,21 @@ trait WebhookConfiguration:
 
 impl WebhookConfiguration for MutatingWebhookConfiguration {
     fn client_configs(&mut self) -> Vec<&mut WebhookClientConfig> {
-        self.webhooks.iter_mut().flatten().map(|w| &mut w.client_config).collect()
+        self.webhooks
+            .iter_mut()
+            .flatten()
+            .map(|w| &mut w.client_config)
+            .collect()
     }
 }
 
 impl WebhookConfiguration for ValidatingWebhookConfiguration {
     fn client_configs(&mut self) -> Vec<&mut WebhookClientConfig> {
-        self.webhooks.iter_mut().flatten().map(|w| &mut w.client_config).collect()
+        self.webhooks
+            .iter_mut()
+            .flatten()
+            .map(|w| &mut w.client_config)
+            .collect()
     }
 }
 

@@ -30,7 +30,8 @@ pub struct CommonArgs {
 
 impl CommonArgs {
     pub fn trust_domain(&self) -> Result<osm_ca::TrustDomain> {
-        osm_ca::TrustDomain::new(&self.trust_domain).with_context(|| format!("--trust-domain {}", self.trust_domain))
+        osm_ca::TrustDomain::new(&self.trust_domain)
+            .with_context(|| format!("--trust-domain {}", self.trust_domain))
     }
 
     /// A client authenticated as this component: `--kubeconfig`, else in-cluster / `~/.kube/config`.
@@ -43,7 +44,9 @@ impl CommonArgs {
                     .await
                     .with_context(|| format!("loading kubeconfig {}", path.display()))?
             }
-            None => kube::Config::infer().await.context("finding the cluster (in-cluster or kubeconfig)")?,
+            None => kube::Config::infer()
+                .await
+                .context("finding the cluster (in-cluster or kubeconfig)")?,
         };
         kube::Client::try_from(config).context("building the Kubernetes client")
     }

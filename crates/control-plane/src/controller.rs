@@ -69,7 +69,12 @@ async fn run_async(a: ControllerArgs) -> Result<()> {
     }
     tracing::info!("initial sync complete; serving ADS on {}", a.ads_addr);
     let ads_serving = cp
-        .spawn_servers(&tokio::runtime::Handle::current(), ads, &a.common.osm_namespace, shutdown.clone())
+        .spawn_servers(
+            &tokio::runtime::Handle::current(),
+            ads,
+            &a.common.osm_namespace,
+            shutdown.clone(),
+        )
         .context("starting the ADS server")?;
     http.set_nonblocking(true)?;
     let http = tokio::net::TcpListener::from_std(http)?;

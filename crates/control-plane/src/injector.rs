@@ -79,7 +79,10 @@ async fn follow_mesh_config(client: kube::Client, ns: String, tx: watch::Sender<
         match event {
             Ok(mesh_config) => {
                 tx.send_modify(|c| c.mesh_config = mesh_config.spec.clone());
-                tracing::info!("MeshConfig {ns}/{} applied to injection", osm_k8s::MESH_CONFIG_NAME);
+                tracing::info!(
+                    "MeshConfig {ns}/{} applied to injection",
+                    osm_k8s::MESH_CONFIG_NAME
+                );
             }
             Err(e) => tracing::warn!(error = %e, "watching MeshConfig {ns}/{}", osm_k8s::MESH_CONFIG_NAME),
         }

@@ -48,7 +48,10 @@ fn argv(c: &k8s_openapi::api::core::v1::Container) -> Result<Vec<String>> {
     let mut words: Vec<String> = c.command.clone().unwrap_or_default();
     words.extend(c.args.clone().unwrap_or_default());
     let Some(first) = words.first() else {
-        bail!("container {} has no command (images' entrypoints are not known here)", c.name);
+        bail!(
+            "container {} has no command (images' entrypoints are not known here)",
+            c.name
+        );
     };
     words[0] = binary_for(first)?.to_string_lossy().into_owned();
     Ok(words)
@@ -104,7 +107,12 @@ impl RunningPod {
 
 /// Runs an admitted Pod: network namespace, status with its IP, volumes, init containers to
 /// completion, then the sidecar (`envoy`) and app containers. `hosts` is the pod's DNS.
-pub async fn run_pod(client: &Client, hub: &Hub, pod: &Pod, hosts: &[(IpAddr, Vec<String>)]) -> Result<RunningPod> {
+pub async fn run_pod(
+    client: &Client,
+    hub: &Hub,
+    pod: &Pod,
+    hosts: &[(IpAddr, Vec<String>)],
+) -> Result<RunningPod> {
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let spec = pod.spec.clone().context("pod without spec")?;
@@ -156,7 +164,12 @@ pub async fn run_pod(client: &Client, hub: &Hub, pod: &Pod, hosts: &[(IpAddr, Ve
             .volume_mounts
             .iter()
             .flatten()
-            .filter_map(|m| running.volumes.get(&m.name).map(|d| (m.mount_path.clone(), d.clone())))
+            .filter_map(|m| {
+                running
+                    .volumes
+                    .get(&m.name)
+                    .map(|d| (m.mount_path.clone(), d.clone()))
+            })
             .collect();
         if c.name == "envoy" {
             let (mount, dir) = mounts
@@ -164,14 +177,14 @@ pub async fn run_pod(client: &Client, hub: &Hub, pod: &Pod, hosts: &[(IpAddr, Ve
                 .find(|(_, d)| d.join("bootstrap.yaml").is_file())
                 .context("the envoy container mounts no volume with bootstrap.yaml")?;
             let bootstrap = std::fs::read_to_string(dir.join("bootstrap.yaml"))?;
-            running.envoy =
-                Some(running.pod.spawn_envoy_container(&bootstrap, mount, c.args.as_deref().unwrap_or(&[]))?);
+            running.envoy = Some(running.pod.spawn_envoy_container(
+                &bootstrap,
+                mount,
+                c.args.as_deref().unwrap_or(&[]),
+            )?);
             continue;
         }
-        let argv: Vec<String> = argv(c)?
-            .into_iter()
-            .map(|a| map_path(&a, &mounts))
-            .collect();
+        let argv: Vec<String> = argv(c)?.into_iter().map(|a| map_path(&a, &mounts)).collect();
         running.apps.push(running.pod.spawn(&argv, &[])?);
     }
 
@@ -198,7 +211,10 @@ fn map_path(arg: &str, mounts: &[(String, PathBuf)]) -> String {
     for (mount, dir) in mounts {
         let mount = mount.trim_end_matches('/');
         if let Some(rest) = arg.strip_prefix(mount).filter(|r| r.starts_with('/')) {
-            return dir.join(rest.trim_start_matches('/')).to_string_lossy().into_owned();
+            return dir
+                .join(rest.trim_start_matches('/'))
+                .to_string_lossy()
+                .into_owned();
         }
     }
     arg.to_string()
@@ -207,9 +223,15 @@ fn map_path(arg: &str, mounts: &[(String, PathBuf)]) -> String {
 /// Writes Endpoints for every Service in `namespaces` from the pods that run (endpoints controller).
 pub async fn sync_endpoints(client: &Client, namespaces: &[&str], pods: &[RunningPod]) -> Result<()> {
     for ns in namespaces {
-        let services = Api::<Service>::namespaced(client.clone(), ns).list(&Default::default()).await?;
+        let services = Api::<Service>::namespaced(client.clone(), ns)
+            .list(&Default::default())
+            .await?;
         for svc in services {
-            let selector = svc.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+            let selector = svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.clone())
+                .unwrap_or_default();
             if selector.is_empty() {
                 continue;
             }
@@ -303,8 +325,13 @@ pub async fn expose_service(client: &Client, hub: &Hub, ns: &str, name: &str) ->
 pub async fn service_hosts(client: &Client, namespaces: &[&str]) -> Result<Vec<(IpAddr, Vec<String>)>> {
     let mut entries = Vec::new();
     for ns in namespaces {
-        for svc in Api::<Service>::namespaced(client.clone(), ns).list(&Default::default()).await? {
-            let Some(ip) = svc.spec.as_ref().and_then(|s| s.cluster_ip.clone()) else { continue };
+        for svc in Api::<Service>::namespaced(client.clone(), ns)
+            .list(&Default::default())
+            .await?
+        {
+            let Some(ip) = svc.spec.as_ref().and_then(|s| s.cluster_ip.clone()) else {
+                continue;
+            };
             let Ok(ip) = ip.parse::<IpAddr>() else { continue };
             let name = svc.name_any();
             entries.push((

@@ -68,7 +68,16 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     let kubeconfig = c.server.kubeconfig_path();
 
     // 1. Install.
-    osm(&kubeconfig, &["install", "--set", "osm.enablePermissiveTrafficPolicy=true", "--timeout", "0s"])?;
+    osm(
+        &kubeconfig,
+        &[
+            "install",
+            "--set",
+            "osm.enablePermissiveTrafficPolicy=true",
+            "--timeout",
+            "0s",
+        ],
+    )?;
     for svc in ["osm-controller", "osm-injector", "osm-validator"] {
         kubelet::expose_service(&admin, &c.hub, OSM_NS, svc).await?;
     }
@@ -85,11 +94,30 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
             .with_context(|| format!("{component} not ready"))?;
     }
 
+    // A second install changes nothing, also after bootstrap filled in the webhooks' CA bundles.
+    let again = osm(
+        &kubeconfig,
+        &[
+            "install",
+            "--set",
+            "osm.enablePermissiveTrafficPolicy=true",
+            "--timeout",
+            "0s",
+        ],
+    )?;
+    ensure!(
+        again.contains("(0 created, 0 configured,"),
+        "second install changed something: {again}"
+    );
+
     // 3. Onboard the namespaces, create the workloads as an OSM user would.
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     for ns in APP_NAMESPACES {
         namespaces
-            .create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?,
+            )
             .await?;
     }
     let mut add = vec!["namespace", "add"];
@@ -100,19 +128,35 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     // 4. ReplicaSet controller + kubelet: every pod is admitted through our injector.
     let mut hosts = kubelet::service_hosts(&admin, &APP_NAMESPACES).await?;
     hosts.extend(control_plane_hosts);
-    let order = ["bookwarehouse", "bookstore-v1", "bookstore-v2", "bookbuyer", "bookthief"];
+    let order = [
+        "bookwarehouse",
+        "bookstore-v1",
+        "bookstore-v2",
+        "bookbuyer",
+        "bookthief",
+    ];
     for name in order {
-        let ns = BOOKSTORE_PODS.iter().find(|p| p.1 == name).map(|p| p.0).unwrap_or(name);
+        let ns = BOOKSTORE_PODS
+            .iter()
+            .find(|p| p.1 == name)
+            .map(|p| p.0)
+            .unwrap_or(name);
         let deployment = Api::<Deployment>::namespaced(admin.clone(), ns).get(name).await?;
         for pod in kubelet::create_pods_for(&admin, &deployment, 1).await? {
-            let containers: Vec<String> =
-                pod.spec.iter().flat_map(|s| s.containers.iter().map(|c| c.name.clone())).collect();
+            let containers: Vec<String> = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
+                .collect();
             ensure!(
                 containers.contains(&"envoy".to_string()),
                 "pod {ns}/{} was not injected: containers {containers:?}",
                 pod.name_any()
             );
-            ensure!(pod.labels().contains_key("osm-proxy-uuid"), "no osm-proxy-uuid label");
+            ensure!(
+                pod.labels().contains_key("osm-proxy-uuid"),
+                "no osm-proxy-uuid label"
+            );
             let running = kubelet::run_pod(&admin, &c.hub, &pod, &hosts).await?;
             c.pods.push(running);
         }
@@ -133,47 +177,98 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
             .with_context(|| format!("{app} should be served in permissive mode"))?;
     }
 
+    let thief_policy = check_pods(&kubeconfig, "bookthief/bookthief-0", "bookstore/bookstore-v1-0")?;
+    ensure!(
+        thief_policy == "allowedByPermissiveMode",
+        "permissive mode: check-pods says {thief_policy}"
+    );
+
     // 6. SMI policies as users write them, then `kubectl patch` MeshConfig to SMI mode.
-    apply_yaml(&admin, &format!("{BOOKSTORE_POLICIES}\n---\n{}", bookstore_split(50, 50))).await?;
+    apply_yaml(
+        &admin,
+        &format!("{BOOKSTORE_POLICIES}\n---\n{}", bookstore_split(50, 50)),
+    )
+    .await?;
     Api::<MeshConfig>::namespaced(admin.clone(), OSM_NS)
         .patch(
             "osm-mesh-config",
             &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"traffic": {"enablePermissiveTrafficPolicyMode": false}}})),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"traffic": {"enablePermissiveTrafficPolicyMode": false}}}),
+            ),
         )
         .await?;
     // Once bookthief's requests fail, SMI mode is in force; from then on it must never succeed again.
     let thief_before = stats(c, "bookthief")?;
-    let switched = wait_stats(c, "bookthief", Duration::from_secs(30), |s| s.refused >= thief_before.refused + 3)
-        .context("bookthief should be refused once MeshConfig says SMI mode")?;
+    let switched = wait_stats(c, "bookthief", Duration::from_secs(30), |s| {
+        s.refused >= thief_before.refused + 3
+    })
+    .context("bookthief should be refused once MeshConfig says SMI mode")?;
     let thief_ok = switched.ok;
     let buyer_before = stats(c, "bookbuyer")?;
     let v1_before = stats(c, "bookstore-v1")?.ok;
     let v2_before = stats(c, "bookstore-v2")?.ok;
-    let buyer = wait_stats(c, "bookbuyer", Duration::from_secs(60), |s| s.ok >= buyer_before.ok + 40)
-        .context("bookbuyer should be served in SMI mode")?;
+    let buyer = wait_stats(c, "bookbuyer", Duration::from_secs(60), |s| {
+        s.ok >= buyer_before.ok + 40
+    })
+    .context("bookbuyer should be served in SMI mode")?;
     ensure!(
         buyer.refused - buyer_before.refused <= 2,
         "bookbuyer refused {} times in SMI mode",
         buyer.refused - buyer_before.refused
     );
     let thief = stats(c, "bookthief")?;
-    ensure!(thief.ok == thief_ok, "bookthief got {} responses in SMI mode", thief.ok - thief_ok);
+    ensure!(
+        thief.ok == thief_ok,
+        "bookthief got {} responses in SMI mode",
+        thief.ok - thief_ok
+    );
+    let buyer_policy = check_pods(&kubeconfig, "bookbuyer/bookbuyer-0", "bookstore/bookstore-v1-0")?;
+    ensure!(
+        buyer_policy == "allowedByTrafficTargets",
+        "SMI: check-pods bookbuyer says {buyer_policy}"
+    );
+    let thief_policy = check_pods(&kubeconfig, "bookthief/bookthief-0", "bookstore/bookstore-v1-0")?;
+    ensure!(
+        thief_policy == "denied",
+        "SMI: check-pods bookthief says {thief_policy}"
+    );
+
+    // Enough requests for the split to show: 200 at 50/50 puts 4 standard deviations inside ±15 %.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while stats(c, "bookstore-v1")?.ok + stats(c, "bookstore-v2")?.ok < v1_before + v2_before + 200 {
+        ensure!(
+            Instant::now() < deadline,
+            "bookstore served fewer than 200 requests in 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let v1 = stats(c, "bookstore-v1")?.ok - v1_before;
     let v2 = stats(c, "bookstore-v2")?.ok - v2_before;
     let share = v1 as f64 / (v1 + v2).max(1) as f64;
-    eprintln!("split 50/50: bookstore-v1 {v1}, bookstore-v2 {v2} ({:.0} % v1)", share * 100.0);
-    ensure!((0.3..=0.7).contains(&share), "split not near 50/50: v1 {v1}, v2 {v2}");
+    eprintln!(
+        "split 50/50: bookstore-v1 {v1}, bookstore-v2 {v2} ({:.0} % v1)",
+        share * 100.0
+    );
+    ensure!(
+        (0.35..=0.65).contains(&share),
+        "split not near 50/50: v1 {v1}, v2 {v2}"
+    );
 
     // 7. The validating webhook refuses a TrafficTarget outside its destination's namespace.
     let bad = format!(
-        "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata:\n  name: wrong-ns\n  namespace: bookbuyer\nspec:\n  destination:\n    kind: ServiceAccount\n    name: bookstore\n    namespace: bookstore\n  sources:\n  - kind: ServiceAccount\n    name: bookbuyer\n    namespace: bookbuyer\n"
+        "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata:\n  name: wrong-ns\n  namespace: bookbuyer\nspec:\n  destination:\n    kind: ServiceAccount\n    name: bookstore\n    namespace: bookstore\n  rules:\n  - kind: HTTPRouteGroup\n    name: bookstore-service-routes\n    matches:\n    - buy-a-book\n  sources:\n  - kind: ServiceAccount\n    name: bookbuyer\n    namespace: bookbuyer\n"
     );
     match apply_yaml(&admin, &bad).await {
-        Ok(()) => bail!("the validating webhook accepted a TrafficTarget outside its destination's namespace"),
+        Ok(()) => {
+            bail!("the validating webhook accepted a TrafficTarget outside its destination's namespace")
+        }
         Err(e) => {
             let msg = format!("{e:#}");
-            ensure!(msg.contains("namespace"), "refusal does not explain the namespace rule: {msg}");
+            ensure!(
+                msg.contains("namespace"),
+                "refusal does not explain the namespace rule: {msg}"
+            );
             eprintln!("refused as expected: {msg}");
         }
     }
@@ -187,8 +282,15 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     let stored = Api::<Pod>::namespaced(admin.clone(), "bookbuyer")
         .create(&PostParams::default(), &opted_out)
         .await?;
-    let names: Vec<_> = stored.spec.iter().flat_map(|s| s.containers.iter().map(|c| c.name.clone())).collect();
-    ensure!(names == ["app"], "opted-out pod was changed: containers {names:?}");
+    let names: Vec<_> = stored
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
+        .collect();
+    ensure!(
+        names == ["app"],
+        "opted-out pod was changed: containers {names:?}"
+    );
     Ok(())
 }
 
@@ -200,18 +302,42 @@ fn osm(kubeconfig: &Path, args: &[&str]) -> Result<String> {
         .arg(kubeconfig)
         .args(args)
         .output()?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     ensure!(out.status.success(), "osm {args:?} failed: {text}");
     Ok(text)
+}
+
+/// `osm policy check-pods SRC DST -o json`'s verdict (`allowedByTrafficTargets`, `denied`, …).
+fn check_pods(kubeconfig: &Path, src: &str, dst: &str) -> Result<String> {
+    let out = osm(kubeconfig, &["policy", "check-pods", src, dst, "-o", "json"])?;
+    let json_start = out.find('{').context("no JSON in check-pods output")?;
+    let v: serde_json::Value = serde_json::Deserializer::from_str(&out[json_start..])
+        .into_iter()
+        .next()
+        .context("empty check-pods output")??;
+    Ok(v["verdict"]["result"].as_str().unwrap_or_default().to_string())
 }
 
 /// Starts a control-plane component from its Deployment: its container's command and args, a token
 /// of its ServiceAccount (TokenRequest), its health port moved to `http_port` (the components share
 /// the hub's network here, unlike pods).
 async fn start_component(c: &Cluster, admin: &Client, name: &str, http_port: u16) -> Result<PodProcess> {
-    let deployment = Api::<Deployment>::namespaced(admin.clone(), OSM_NS).get(name).await?;
-    let spec = deployment.spec.template.spec.context("deployment without pod spec")?;
-    let sa = spec.service_account_name.clone().context("no serviceAccountName")?;
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), OSM_NS)
+        .get(name)
+        .await?;
+    let spec = deployment
+        .spec
+        .template
+        .spec
+        .context("deployment without pod spec")?;
+    let sa = spec
+        .service_account_name
+        .clone()
+        .context("no serviceAccountName")?;
     let container = spec.containers.first().context("no container")?;
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
@@ -270,7 +396,8 @@ fn stats(c: &Cluster, app_pod: &str) -> Result<AppStats> {
 }
 
 fn map_stats(pod: &RunningPod) -> std::path::PathBuf {
-    pod.volume("stats").join(Path::new(STATS).file_name().expect("file name"))
+    pod.volume("stats")
+        .join(Path::new(STATS).file_name().expect("file name"))
 }
 
 fn wait_stats(c: &Cluster, app: &str, timeout: Duration, ok: impl Fn(&AppStats) -> bool) -> Result<AppStats> {
@@ -282,7 +409,10 @@ fn wait_stats(c: &Cluster, app: &str, timeout: Duration, ok: impl Fn(&AppStats) 
             return Ok(s);
         }
         if Instant::now() > deadline {
-            bail!("{app}: condition not reached in {timeout:?}; last stats {:?}", stats(c, app).ok());
+            bail!(
+                "{app}: condition not reached in {timeout:?}; last stats {:?}",
+                stats(c, app).ok()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -290,7 +420,11 @@ fn wait_stats(c: &Cluster, app: &str, timeout: Duration, ok: impl Fn(&AppStats) 
 
 /// Creates every object of a multi-document YAML through the API (as `kubectl create -f` would).
 async fn apply_yaml(client: &Client, yaml: &str) -> Result<()> {
-    for doc in yaml.split("\n---").map(str::trim).filter(|d| !d.is_empty() && *d != "---") {
+    for doc in yaml
+        .split("\n---")
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && *d != "---")
+    {
         let value: serde_json::Value = serde_saphyr::from_str(doc).context("test YAML")?;
         let api_version = value["apiVersion"].as_str().context("apiVersion")?;
         let kind = value["kind"].as_str().context("kind")?;
@@ -314,10 +448,17 @@ async fn apply_yaml(client: &Client, yaml: &str) -> Result<()> {
 fn bookstore_workloads() -> String {
     let mut y = String::new();
     for (ns, name, sa, labels) in BOOKSTORE_PODS {
-        let labels_yaml: String = labels.iter().map(|(k, v)| format!("        {k}: {v}\n")).collect();
+        let labels_yaml: String = labels
+            .iter()
+            .map(|(k, v)| format!("        {k}: {v}\n"))
+            .collect();
         let match_labels: String = labels.iter().map(|(k, v)| format!("      {k}: {v}\n")).collect();
         let args: Vec<String> = match *name {
-            "bookwarehouse" => vec!["bookwarehouse".into(), "--db".into(), "/var/run/osm-demo/books.sqlite".into()],
+            "bookwarehouse" => vec![
+                "bookwarehouse".into(),
+                "--db".into(),
+                "/var/run/osm-demo/books.sqlite".into(),
+            ],
             "bookstore-v1" | "bookstore-v2" => vec![
                 "bookstore".into(),
                 "--name".into(),
@@ -325,7 +466,13 @@ fn bookstore_workloads() -> String {
                 "--warehouse-url".into(),
                 "http://bookwarehouse.bookwarehouse:14001".into(),
             ],
-            other => vec![other.into(), "--bookstore-url".into(), "http://bookstore.bookstore:14001".into()],
+            other => vec![
+                other.into(),
+                "--bookstore-url".into(),
+                "http://bookstore.bookstore:14001".into(),
+                "--interval-ms".into(),
+                "20".into(),
+            ],
         };
         let args: String = args
             .iter()
