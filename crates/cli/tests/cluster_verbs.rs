@@ -262,6 +262,12 @@ async fn namespace_and_metrics_verbs() -> anyhow::Result<()> {
 
     // add: label + injection annotation.
     let run = osm(&server, &["namespace", "add", &a, &b]).succeeded()?;
+    // No control plane in this cluster yet: a warning, not a refusal.
+    assert!(
+        run.stderr.contains("warning: no control plane of mesh osm found"),
+        "{}",
+        run.stderr
+    );
     assert!(
         run.stdout
             .contains(&format!("Namespace [{a}] successfully added to mesh [osm]")),
@@ -614,6 +620,12 @@ async fn bookstore_policy_proxy_verify_and_bug_report() -> anyhow::Result<()> {
         "{}",
         run.stdout
     );
+    // Over TCP the HTTPRouteGroup rules do not apply.
+    args.extend(["--app-protocol", "tcp"]);
+    let run = osm(&server, &args)?;
+    assert_eq!(run.code, Some(1));
+    assert!(run.stdout.contains("[FAIL] policy allows"), "{}", run.stdout);
+    assert!(run.stdout.contains("a TCPRoute rule is needed"), "{}", run.stdout);
 
     // Permissive mode: bookthief is allowed.
     let patch = json!({"spec": {"traffic": {"enablePermissiveTrafficPolicyMode": true}}});

@@ -148,6 +148,19 @@ impl Ctx<'_> {
                  (osm namespace remove {ns} --mesh-name {other})"
             );
         }
+        // Upstream refuses when no control plane of that mesh exists; here it is only a warning, so
+        // namespaces can be prepared before `osm install`.
+        let meshes = Api::<Deployment>::all(self.client.clone())
+            .list(&ListParams::default().labels(&format!("meshName={mesh}")))
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(1);
+        if meshes == 0 {
+            eprintln!(
+                "warning: no control plane of mesh {mesh} found (no Deployment labelled meshName={mesh}); \
+                 namespace {ns} is labelled anyway"
+            );
+        }
         let injection = if disable_injection { "disabled" } else { "enabled" };
         self.patch(
             ns,

@@ -15,6 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use osm_model::AppProtocol;
+use osm_model::explain::{RuleExplanation, Verdict};
 
 use super::{
     DEFAULT_MESH_NAME, ENVOY_CONTAINER, MONITORED_BY_LABEL, PROXY_UUID_LABEL, api_error, envoy_admin,
@@ -297,17 +298,36 @@ async fn connectivity(client: &kube::Client, osm_ns: &str, args: Connectivity) -
     // Policy.
     match super::policy::explain_pods(client, osm_ns, &src, &dst).await {
         Ok((e, _)) => {
-            let text = e.to_string();
-            let summary = text.lines().nth(1).unwrap_or_default().trim_start_matches("[+] ");
-            let summary = summary.trim_start_matches("[-] ");
-            if e.allowed() {
-                report.pass(
+            let (src_id, dst_id) = (&e.source_identity, &e.destination_identity);
+            match &e.verdict {
+                Verdict::AllowedByPermissiveMode => report.pass(
                     POLICY,
-                    summary.trim_end_matches(" by:").to_string() + &targets_of(&e),
-                );
-            } else {
-                let why = text.lines().nth(2).unwrap_or_default().trim();
-                report.fail(POLICY, format!("{} {why}", summary.trim_end_matches(':')));
+                    "permissive traffic policy mode is enabled: every meshed pod may call every other",
+                ),
+                Verdict::AllowedByTrafficTargets { targets } => {
+                    let names: Vec<String> = targets.iter().map(|t| t.traffic_target.to_string()).collect();
+                    let names = names.join(", ");
+                    let tcp_rule = targets
+                        .iter()
+                        .flat_map(|t| &t.rules)
+                        .any(|r| matches!(r, RuleExplanation::Tcp { .. }));
+                    // HTTPRouteGroup matches only apply to HTTP; a TCP port needs a TCPRoute rule.
+                    report.check(
+                        POLICY,
+                        args.protocol == Protocol::Http || tcp_rule,
+                        format!("ServiceAccount {src_id} may call {dst_id} by TrafficTarget {names}"),
+                        format!(
+                            "ServiceAccount {src_id} may call {dst_id} only over HTTPRouteGroup rules \
+                             (TrafficTarget {names}), which do not apply to TCP traffic: a TCPRoute rule \
+                             is needed"
+                        ),
+                    );
+                }
+                Verdict::Denied { .. } => {
+                    let text = e.to_string();
+                    let why = text.lines().nth(2).unwrap_or_default().trim();
+                    report.fail(POLICY, format!("SMI mode: {src_id} may not call {dst_id}: {why}"));
+                }
             }
         }
         Err(e) => report.skip(POLICY, format!("cannot evaluate the policy: {e:#}")),
@@ -348,19 +368,6 @@ async fn connectivity(client: &kube::Client, osm_ns: &str, args: Connectivity) -
         }
     }
     report.finish()
-}
-
-fn targets_of(e: &osm_model::explain::Explanation) -> String {
-    match &e.verdict {
-        osm_model::explain::Verdict::AllowedByTrafficTargets { targets } => {
-            let names: Vec<String> = targets
-                .iter()
-                .map(|t| format!("TrafficTarget {}", t.traffic_target))
-                .collect();
-            format!(" by {}", names.join(", "))
-        }
-        _ => String::new(),
-    }
 }
 
 /// The service exists, selects the destination pod, and has a port of the expected protocol.
