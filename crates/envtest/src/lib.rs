@@ -52,7 +52,12 @@ const NETNS_SERVICE_CIDR: &str = "10.0.0.0/24";
 
 /// A /26 in 127.64.0.0/10 made of the port's 16 bits: distinct ports give disjoint ranges.
 fn service_cidr(port: u16) -> String {
-    format!("127.{}.{}.{}/26", 64 + (port >> 10), (port >> 2) & 0xff, (port & 3) << 6)
+    format!(
+        "127.{}.{}.{}/26",
+        64 + (port >> 10),
+        (port >> 2) & 0xff,
+        (port & 3) << 6
+    )
 }
 
 /// How long etcd may take to answer `/health`.

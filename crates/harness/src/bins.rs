@@ -38,7 +38,12 @@ pub fn workspace_bin(name: &str, package: &str, package_dir: &str, env_override:
         };
     }
     let exe = std::env::current_exe().map_err(HarnessError::io("locate the running executable"))?;
-    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(name)).collect();
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .collect();
     let Some(found) = candidates.iter().find(|p| p.is_file()) else {
         return Err(HarnessError::Invalid(format!(
             "{name} not found (looked at {candidates:?}); build it first: cargo build -p {package}"

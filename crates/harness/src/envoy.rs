@@ -37,7 +37,11 @@ impl EnvoyProcess {
     /// `container`: the sidecar container's args and the directory its bootstrap volume is mounted
     /// at (e.g. `/etc/envoy`); args under that directory are pointed at the pod's copy, the way the
     /// volume mount would show it. `None`: the harness's own arguments.
-    pub(crate) fn spawn_with(pod: &Pod, bootstrap_yaml: &str, container: Option<(&str, &[String])>) -> Result<Self> {
+    pub(crate) fn spawn_with(
+        pod: &Pod,
+        bootstrap_yaml: &str,
+        container: Option<(&str, &[String])>,
+    ) -> Result<Self> {
         let envoy =
             crate::prereqs::envoy_bin().map_err(|missing| HarnessError::Invalid(missing.to_string()))?;
         let admin = admin_address(bootstrap_yaml)?;
@@ -60,10 +64,12 @@ impl EnvoyProcess {
             let mount = mount.trim_end_matches('/');
             let mut argv: Vec<std::ffi::OsString> = vec![envoy.clone().into_os_string()];
             for arg in args {
-                argv.push(match arg.strip_prefix(mount).filter(|rest| rest.starts_with('/')) {
-                    Some(rest) => dir.join(rest.trim_start_matches('/')).into_os_string(),
-                    None => arg.into(),
-                });
+                argv.push(
+                    match arg.strip_prefix(mount).filter(|rest| rest.starts_with('/')) {
+                        Some(rest) => dir.join(rest.trim_start_matches('/')).into_os_string(),
+                        None => arg.into(),
+                    },
+                );
             }
             // See below: no hot restart, so parallel Envoys need no unique --base-id.
             argv.push("--disable-hot-restart".into());

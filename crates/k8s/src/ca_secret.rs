@@ -78,7 +78,10 @@ pub async fn load_or_create_ca(
         },
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([
-            (CA_CERT_KEY.to_string(), ByteString(ca.root_cert_pem().as_bytes().to_vec())),
+            (
+                CA_CERT_KEY.to_string(),
+                ByteString(ca.root_cert_pem().as_bytes().to_vec()),
+            ),
             (
                 CA_KEY_KEY.to_string(),
                 ByteString(ca.root_key_pem().expose_pem().as_bytes().to_vec()),
@@ -118,11 +121,11 @@ fn from_secret(
                 key,
             })
     };
-    CertificateAuthority::from_pem(&entry(CA_CERT_KEY)?, &entry(CA_KEY_KEY)?, trust_domain).map_err(|source| {
-        CaSecretError::Invalid {
+    CertificateAuthority::from_pem(&entry(CA_CERT_KEY)?, &entry(CA_KEY_KEY)?, trust_domain).map_err(
+        |source| CaSecretError::Invalid {
             namespace: namespace.into(),
             name: name.into(),
             source,
-        }
-    })
+        },
+    )
 }
