@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chart;
 pub mod cluster;
 pub mod render;
 pub mod values;
