@@ -119,12 +119,7 @@ fn meta(ns: Option<&str>, name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
 }
 
 async fn namespace(client: &Client, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<()> {
-    let ns = Namespace {
-        metadata: meta(None, name, labels),
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
+    osm_envtest::create_namespace(client, name, labels, &[])
         .await
         .with_context(|| format!("creating namespace {name}"))?;
     Ok(())

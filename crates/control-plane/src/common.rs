@@ -36,19 +36,7 @@ impl CommonArgs {
 
     /// A client authenticated as this component: `--kubeconfig`, else in-cluster / `~/.kube/config`.
     pub async fn client(&self) -> Result<kube::Client> {
-        let config = match &self.kubeconfig {
-            Some(path) => {
-                let file = kube::config::Kubeconfig::read_from(path)
-                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                    .await
-                    .with_context(|| format!("loading kubeconfig {}", path.display()))?
-            }
-            None => kube::Config::infer()
-                .await
-                .context("finding the cluster (in-cluster or kubeconfig)")?,
-        };
-        kube::Client::try_from(config).context("building the Kubernetes client")
+        Ok(osm_k8s::connect(self.kubeconfig.as_deref()).await?)
     }
 
     /// Loads the mesh CA from its Secret, creating it when this is the first component to start.

@@ -47,6 +47,35 @@ pub const CACHE_ENV: &str = "OSM_ENVTEST_CACHE";
 /// Where `scripts/envtest-assets.sh` installs the binaries by default.
 pub const DEFAULT_CACHE: &str = "/var/cache/osm-envtest/bin";
 
+/// Creates Namespace `name` with these labels and annotations (the common first step of a test).
+pub async fn create_namespace(
+    client: &kube::Client,
+    name: &str,
+    labels: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+) -> std::result::Result<k8s_openapi::api::core::v1::Namespace, kube::Error> {
+    let map = |pairs: &[(&str, &str)]| {
+        (!pairs.is_empty()).then(|| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+    };
+    let ns = k8s_openapi::api::core::v1::Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            labels: map(labels),
+            annotations: map(annotations),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&Default::default(), &ns)
+        .await
+}
+
 /// Service ClusterIPs in netns mode.
 const NETNS_SERVICE_CIDR: &str = "10.0.0.0/24";
 

@@ -32,15 +32,7 @@ async fn start(test: &str) -> Option<ApiServer> {
 }
 
 async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
+    osm_envtest::create_namespace(client, name, &[], &[])
         .await
         .with_context(|| format!("creating namespace {name}"))?;
     Ok(())

@@ -46,6 +46,40 @@ pub use assemble::{
     Assembled, IGNORE_LABEL, MESH_CONFIG_NAME, MONITORED_BY_LABEL, PROXY_UUID_LABEL, Problem, Snapshot,
 };
 
+/// Why no client could be built for the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("reading kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no cluster configured (use --kubeconfig or KUBECONFIG, or run in a pod): {0}")]
+    Infer(#[source] kube::config::InferConfigError),
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// A client for the cluster in `kubeconfig`, or, without one, kube-rs's inference (`$KUBECONFIG`,
+/// `~/.kube/config`, then the in-cluster ServiceAccount). Shared by the CLI and the components.
+pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Client, ConnectError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let err = |source| ConnectError::Kubeconfig {
+                path: path.display().to_string(),
+                source,
+            };
+            let file = kube::config::Kubeconfig::read_from(path).map_err(err)?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(err)?
+        }
+        None => kube::Config::infer().await.map_err(ConnectError::Infer)?,
+    };
+    Client::try_from(config).map_err(ConnectError::Client)
+}
+
 /// How long a burst of changes may last before the input is assembled once for all of them.
 pub const COALESCE: Duration = Duration::from_millis(20);
 

@@ -47,23 +47,7 @@ async fn create_namespace(
     labels: &[(&str, &str)],
     annotations: &[(&str, &str)],
 ) -> anyhow::Result<()> {
-    let to_map = |kv: &[(&str, &str)]| {
-        Some(
-            kv.iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
-    };
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            labels: to_map(labels),
-            annotations: to_map(annotations),
-            ..meta(name)
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
+    osm_envtest::create_namespace(client, name, labels, annotations)
         .await
         .with_context(|| format!("creating namespace {name}"))?;
     Ok(())

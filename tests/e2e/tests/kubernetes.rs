@@ -27,6 +27,15 @@ use osm_model::fixtures::{BOOKSTORE_PODS, BOOKSTORE_POLICIES, BOOKSTORE_SERVICES
 
 const OSM_NS: &str = "osm-system";
 const APP_NAMESPACES: [&str; 4] = ["bookbuyer", "bookthief", "bookstore", "bookwarehouse"];
+/// `osm install` as the test runs it (twice): permissive to start with, no waiting (the test starts
+/// the Deployments' processes itself).
+const INSTALL: &[&str] = &[
+    "install",
+    "--set",
+    "osm.enablePermissiveTrafficPolicy=true",
+    "--timeout",
+    "0s",
+];
 const STATS: &str = "/var/run/osm-demo/stats.json";
 
 struct Cluster {
@@ -68,16 +77,7 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     let kubeconfig = c.server.kubeconfig_path();
 
     // 1. Install.
-    osm(
-        &kubeconfig,
-        &[
-            "install",
-            "--set",
-            "osm.enablePermissiveTrafficPolicy=true",
-            "--timeout",
-            "0s",
-        ],
-    )?;
+    osm(&kubeconfig, INSTALL)?;
     for svc in ["osm-controller", "osm-injector", "osm-validator"] {
         kubelet::expose_service(&admin, &c.hub, OSM_NS, svc).await?;
     }
@@ -95,16 +95,7 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     }
 
     // A second install changes nothing, also after bootstrap filled in the webhooks' CA bundles.
-    let again = osm(
-        &kubeconfig,
-        &[
-            "install",
-            "--set",
-            "osm.enablePermissiveTrafficPolicy=true",
-            "--timeout",
-            "0s",
-        ],
-    )?;
+    let again = osm(&kubeconfig, INSTALL)?;
     ensure!(
         again.contains("(0 created, 0 configured,"),
         "second install changed something: {again}"
