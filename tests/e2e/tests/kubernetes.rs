@@ -247,10 +247,8 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     );
 
     // 7. The validating webhook refuses a TrafficTarget outside its destination's namespace.
-    let bad = format!(
-        "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata:\n  name: wrong-ns\n  namespace: bookbuyer\nspec:\n  destination:\n    kind: ServiceAccount\n    name: bookstore\n    namespace: bookstore\n  rules:\n  - kind: HTTPRouteGroup\n    name: bookstore-service-routes\n    matches:\n    - buy-a-book\n  sources:\n  - kind: ServiceAccount\n    name: bookbuyer\n    namespace: bookbuyer\n"
-    );
-    match apply_yaml(&admin, &bad).await {
+    let bad = "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata:\n  name: wrong-ns\n  namespace: bookbuyer\nspec:\n  destination:\n    kind: ServiceAccount\n    name: bookstore\n    namespace: bookstore\n  rules:\n  - kind: HTTPRouteGroup\n    name: bookstore-service-routes\n    matches:\n    - buy-a-book\n  sources:\n  - kind: ServiceAccount\n    name: bookbuyer\n    namespace: bookbuyer\n";
+    match apply_yaml(&admin, bad).await {
         Ok(()) => {
             bail!("the validating webhook accepted a TrafficTarget outside its destination's namespace")
         }
