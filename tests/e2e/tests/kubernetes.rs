@@ -262,6 +262,27 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
         }
     }
 
+    // A valid object the controller cannot use (its route group does not exist) is passed over:
+    // bookthief stays refused, bookbuyer stays served, the controller stays ready.
+    let dangling = "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata:\n  name: dangling\n  namespace: bookstore\nspec:\n  destination:\n    kind: ServiceAccount\n    name: bookstore-v1\n    namespace: bookstore\n  rules:\n  - kind: HTTPRouteGroup\n    name: does-not-exist\n  sources:\n  - kind: ServiceAccount\n    name: bookthief\n    namespace: bookthief\n";
+    apply_yaml(&admin, dangling).await?;
+    let (buyer_before, thief_before) = (stats(c, "bookbuyer")?, stats(c, "bookthief")?);
+    wait_stats(c, "bookbuyer", Duration::from_secs(30), |s| {
+        s.ok >= buyer_before.ok + 20
+    })
+    .context("bookbuyer after an unusable TrafficTarget")?;
+    let thief = wait_stats(c, "bookthief", Duration::from_secs(30), |s| {
+        s.sent >= thief_before.sent + 10
+    })?;
+    ensure!(
+        thief.ok == thief_before.ok,
+        "bookthief got through after an unusable TrafficTarget"
+    );
+    // 9192: the controller's health port (step 2 numbers them from 9191 in start order).
+    wait_http_ok(&c.hub, 9192, "/health/ready", Duration::from_secs(5))
+        .await
+        .context("controller")?;
+
     // 8. A pod that opts out is not injected.
     let opted_out: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "no-sidecar", "namespace": "bookbuyer",
