@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod as KubePod, Service as KubeService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
 use osm_api::config::{MeshConfig, MeshConfigSpec};
@@ -29,12 +30,19 @@ pub const PROXY_UUID_LABEL: &str = "osm-proxy-uuid";
 /// The name of the MeshConfig that configures the mesh.
 pub const MESH_CONFIG_NAME: &str = "osm-mesh-config";
 
+/// The label joining an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
 /// What every store held at one moment.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub namespaces: Vec<Arc<Namespace>>,
     pub services: Vec<Arc<KubeService>>,
+    /// core/v1 Endpoints: used when the server does not serve EndpointSlice v1 (then
+    /// `endpoint_slices` is empty, and vice versa).
     pub endpoints: Vec<Arc<Endpoints>>,
+    /// discovery.k8s.io/v1 EndpointSlices, joined to their Service by `kubernetes.io/service-name`.
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub pods: Vec<Arc<KubePod>>,
     pub traffic_targets: Vec<Arc<TrafficTarget>>,
     pub http_route_groups: Vec<Arc<HTTPRouteGroup>>,
@@ -229,6 +237,48 @@ pub fn assemble(
             set.insert(Endpoint { ip, pod });
         }
         input.endpoints.insert(id, set);
+    }
+
+    for slice in snap.endpoint_slices.iter().filter(|e| in_mesh(e.namespace())) {
+        let Some(service) = slice.labels().get(SERVICE_NAME_LABEL) else {
+            continue;
+        };
+        let id = ObjectRef::new(slice.namespace().unwrap_or_default(), service.clone());
+        if !input.services.contains_key(&id) {
+            continue;
+        }
+        // Several slices may make up one Service's endpoints.
+        let set = input.endpoints.entry(id.clone()).or_default();
+        // A not-ready endpoint gets no traffic (`ready` unset means ready, per the API).
+        let ready = slice
+            .endpoints
+            .iter()
+            .flatten()
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
+        for endpoint in ready {
+            let pod = endpoint
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| {
+                    Some(ObjectRef::new(
+                        r.namespace.clone().unwrap_or_else(|| id.namespace.clone()),
+                        r.name.clone()?,
+                    ))
+                });
+            for address in &endpoint.addresses {
+                let Ok(ip) = address.parse::<IpAddr>() else {
+                    problems.push(problem(
+                        "EndpointSlice",
+                        slice.as_ref(),
+                        "endpoints[].addresses[]",
+                        &format!("Invalid value: {address:?}: not an IP address"),
+                    ));
+                    continue;
+                };
+                set.insert(Endpoint { ip, pod: pod.clone() });
+            }
+        }
     }
 
     let p = &mut problems;
@@ -509,6 +559,64 @@ mod tests {
                 ip: "10.1.0.1".parse().unwrap(),
                 pod: Some(ObjectRef::new(ns, "web-1"))
             }]
+        );
+    }
+
+    /// EndpointSlices (servers with discovery.k8s.io/v1): joined to the Service by label, several
+    /// slices merged, not-ready endpoints left out, a bad address reported with its field.
+    #[test]
+    fn endpoint_slices_make_the_same_endpoints() {
+        let ns = "shop";
+        let slice = |name: &str, endpoints: serde_json::Value| -> Arc<EndpointSlice> {
+            obj(json!({
+                "metadata": {"namespace": ns, "name": name, "labels": {SERVICE_NAME_LABEL: "web"}},
+                "addressType": "IPv4",
+                "endpoints": endpoints,
+            }))
+        };
+        let snap = Snapshot {
+            namespaces: vec![namespace(ns, json!({MONITORED_BY_LABEL: "osm"}))],
+            services: vec![service(ns, "web", json!(8080))],
+            endpoint_slices: vec![
+                slice(
+                    "web-a",
+                    json!([
+                        {"addresses": ["10.1.0.1"], "targetRef": {"kind": "Pod", "name": "web-1"}},
+                        {"addresses": ["10.1.0.9"], "conditions": {"ready": false}},
+                    ]),
+                ),
+                slice(
+                    "web-b",
+                    json!([
+                        {"addresses": ["10.1.0.2"], "conditions": {"ready": true}},
+                        {"addresses": ["not-an-ip"]},
+                    ]),
+                ),
+            ],
+            ..Snapshot::default()
+        };
+        let Assembled { input, problems } = run(&snap);
+        let eps: Vec<_> = input.endpoints[&ObjectRef::new(ns, "web")]
+            .iter()
+            .cloned()
+            .collect();
+        assert_eq!(
+            eps,
+            [
+                Endpoint {
+                    ip: "10.1.0.1".parse().unwrap(),
+                    pod: Some(ObjectRef::new(ns, "web-1"))
+                },
+                Endpoint {
+                    ip: "10.1.0.2".parse().unwrap(),
+                    pod: None
+                },
+            ]
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            format!("{:?}", problems[0]).contains("endpoints[].addresses[]"),
+            "{problems:?}"
         );
     }
 

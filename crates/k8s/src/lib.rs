@@ -1,7 +1,8 @@
 //! The Kubernetes source: watches the cluster and delivers the mesh's [`MeshInput`].
 //!
 //! [`KubeSource`] runs one kube-rs `watcher` (with the default backoff) feeding a reflector store per
-//! kind, cluster-wide: Namespaces, Services, core/v1 Endpoints, Pods and the SMI kinds TrafficTarget,
+//! kind, cluster-wide: Namespaces, Services, EndpointSlices (discovery.k8s.io/v1; core/v1 Endpoints
+//! where the server does not serve that version, e.g. 1.20), Pods and the SMI kinds TrafficTarget,
 //! HTTPRouteGroup, TCPRoute and TrafficSplit; plus MeshConfig `osm-mesh-config` in the OSM namespace.
 //! `managedFields` are trimmed before anything is stored.
 //!
@@ -30,6 +31,7 @@ use std::time::Duration;
 use futures::stream::{BoxStream, SelectAll};
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource};
@@ -45,6 +47,18 @@ use tracing::Instrument as _;
 pub use assemble::{
     Assembled, IGNORE_LABEL, MESH_CONFIG_NAME, MONITORED_BY_LABEL, PROXY_UUID_LABEL, Problem, Snapshot,
 };
+
+/// True when the server lists `resource` in API group version `group_version` (discovery). An
+/// unanswered discovery counts as "not served": the fallback always exists.
+async fn serves(client: &Client, group_version: &str, resource: &str) -> bool {
+    match client.list_api_group_resources(group_version).await {
+        Ok(list) => list.resources.iter().any(|r| r.name == resource),
+        Err(e) => {
+            tracing::debug!(error = %e, "discovery of {group_version}");
+            false
+        }
+    }
+}
 
 /// Why no client could be built for the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +147,22 @@ impl KubeSource {
         let all = watcher::Config::default;
         let namespaces: Store<Namespace> = add!(Api::all(c.clone()), all());
         let services: Store<Service> = add!(Api::all(c.clone()), all());
-        let endpoints: Store<Endpoints> = add!(Api::all(c.clone()), all());
+        // EndpointSlice v1 where the server serves it (1.21+), else core/v1 Endpoints.
+        let slices_served = serves(c, "discovery.k8s.io/v1", "endpointslices").await;
+        tracing::info!(
+            source = if slices_served {
+                "discovery.k8s.io/v1 EndpointSlice"
+            } else {
+                "core/v1 Endpoints"
+            },
+            "endpoints"
+        );
+        let (endpoints, endpoint_slices): (Option<Store<Endpoints>>, Option<Store<EndpointSlice>>) =
+            if slices_served {
+                (None, Some(add!(Api::all(c.clone()), all())))
+            } else {
+                (Some(add!(Api::all(c.clone()), all())), None)
+            };
         let pods: Store<Pod> = add!(Api::all(c.clone()), all());
         let traffic_targets: Store<TrafficTarget> = add!(Api::all(c.clone()), all());
         let http_route_groups: Store<HTTPRouteGroup> = add!(Api::all(c.clone()), all());
@@ -148,7 +177,8 @@ impl KubeSource {
         let snapshot = || Snapshot {
             namespaces: namespaces.state(),
             services: services.state(),
-            endpoints: endpoints.state(),
+            endpoints: endpoints.as_ref().map(Store::state).unwrap_or_default(),
+            endpoint_slices: endpoint_slices.as_ref().map(Store::state).unwrap_or_default(),
             pods: pods.state(),
             traffic_targets: traffic_targets.state(),
             http_route_groups: http_route_groups.state(),
