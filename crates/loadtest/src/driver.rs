@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// proxies connect at once, as after a controller restart.
     #[arg(long, default_value_t = 0)]
     pub startup_concurrency: usize,
+    /// After the changes, keep every proxy connected this long with nothing changing and report the
+    /// controller's CPU in that window (the idle goal: no periodic recompute). 0: skip.
+    #[arg(long, default_value_t = 0)]
+    pub idle_s: u64,
     /// Run the controller under this command, e.g. "valgrind --tool=callgrind".
     #[arg(long)]
     pub controller_wrapper: Option<String>,
@@ -74,6 +78,7 @@ impl Default for RunArgs {
             controller_threads: 2,
             client_threads: 2,
             startup_concurrency: 0,
+            idle_s: 0,
             controller_wrapper: None,
             json_out: None,
         }
@@ -291,6 +296,12 @@ pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
     }
     let churn_end_ns = now_ns();
     let ctl_cpu_end = cpu_time(Some(pid)).unwrap_or_default().as_secs_f64();
+    let idle_millicores = (args.idle_s > 0).then(|| {
+        // A bounded wait by design: this window is what is measured.
+        std::thread::sleep(Duration::from_secs(args.idle_s));
+        let used = cpu_time(Some(pid)).unwrap_or_default().as_secs_f64() - ctl_cpu_end;
+        used / args.idle_s as f64 * 1000.0
+    });
     let ctl_mem_end = memory(Some(pid)).unwrap_or_default();
     let driver_cpu = cpu_time(None).unwrap_or_default().as_secs_f64();
     let driver_mem = memory(None).unwrap_or_default();
@@ -318,6 +329,8 @@ pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
             peak_rss_mb: ctl_mem_end.peak_rss as f64 / 1e6,
             rss_mb: ctl_mem_end.rss as f64 / 1e6,
             input_cpu_s: ready.input_cpu_s,
+            idle_millicores,
+            idle_s: args.idle_s as f64,
         },
         cold_start: report::ColdStart {
             convergence_s: secs(synced.at_ns.saturating_sub(clients_started_ns)),

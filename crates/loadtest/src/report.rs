@@ -61,6 +61,10 @@ pub struct Controller {
     pub rss_mb: f64,
     /// Building the synthetic MeshInput (not controller work; excluded above).
     pub input_cpu_s: f64,
+    /// Controller CPU while nothing changed (`--idle-s`), in millicores; `None` when not measured.
+    pub idle_millicores: Option<f64>,
+    /// How long the idle window lasted, in seconds.
+    pub idle_s: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -211,6 +215,14 @@ impl Report {
                 pass: l.timeouts == 0 && l.p99_ms.is_some_and(|v| v <= 250.0),
             });
         }
+        if let Some(m) = self.controller.idle_millicores {
+            goals.push(Goal {
+                name: "controller CPU when idle".into(),
+                target: "≤ 5 millicores".into(),
+                measured: format!("{m:.2} millicores over {:.0} s", self.controller.idle_s),
+                pass: m <= 5.0,
+            });
+        }
         self.goals = goals;
     }
 
@@ -249,6 +261,13 @@ impl Report {
             "  churn phase      {:.2} CPU-s; end of run: peak RSS {:.1} MB, RSS {:.1} MB",
             k.churn_cpu_s, k.peak_rss_mb, k.rss_mb
         );
+        if let Some(m) = k.idle_millicores {
+            let _ = writeln!(
+                s,
+                "  idle             {m:.2} millicores over {:.0} s with every proxy connected",
+                k.idle_s
+            );
+        }
         let p = &self.per_proxy;
         let _ = writeln!(s, "per proxy (min / avg / max)");
         let _ = writeln!(
