@@ -9,20 +9,16 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::{Client, ResourceExt as _};
 use osm_envtest::{ApiServer, require_or_skip};
 use serde_json::{Value, json};
 
-const MANAGER: &str = "osm-cli-test";
-const WAIT: Duration = Duration::from_secs(30);
 const MONITORED_BY: &str = "openservicemesh.io/monitored-by";
 const INJECTION: &str = "openservicemesh.io/sidecar-injection";
 
@@ -176,61 +172,6 @@ async fn labels_of(
 ) -> anyhow::Result<(BTreeMap<String, String>, BTreeMap<String, String>)> {
     let n = Api::<Namespace>::all(client.clone()).get(ns).await?;
     Ok((n.labels().clone(), n.annotations().clone()))
-}
-
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    let mut names = Vec::new();
-    for crd in osm_api::crds::all() {
-        let name = crd.name_any();
-        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("applying CRD {name}"))?;
-        names.push(name);
-    }
-    let deadline = Instant::now() + WAIT;
-    for name in names {
-        loop {
-            let established = api
-                .get(&name)
-                .await?
-                .status
-                .and_then(|s| s.conditions)
-                .into_iter()
-                .flatten()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "CRD {name} not Established after {WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    Ok(())
-}
-
-/// Creates every document of `yaml` (any kind, through its group/version/kind).
-async fn create_yaml(client: &Client, yaml: &str) -> anyhow::Result<()> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml)?;
-    for doc in docs {
-        if doc.is_null() {
-            continue;
-        }
-        let api_version = doc["apiVersion"].as_str().context("apiVersion")?;
-        let kind = doc["kind"].as_str().context("kind")?;
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-        let ns = doc["metadata"]["namespace"].as_str().context("namespace")?;
-        let object: DynamicObject = serde_json::from_value(doc.clone())?;
-        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource)
-            .create(&PostParams::default(), &object)
-            .await
-            .with_context(|| format!("creating {kind} {ns}/{}", object.name_any()))?;
-    }
-    Ok(())
 }
 
 /// `namespace add|list|remove|ignore` and `metrics enable|disable`, checked on the server:
@@ -392,7 +333,7 @@ async fn namespace_and_metrics_verbs() -> anyhow::Result<()> {
                      "template": {"metadata": {"labels": {"app": name}},
                                   "spec": {"containers": [{"name": name, "image": name}]}}},
         });
-        create_yaml(&client, &serde_json::to_string(&d)?).await?;
+        osm_envtest::create_yaml(&client, &serde_json::to_string(&d)?).await?;
         // No controllers here: the status a deployment controller would write.
         let status = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
         deployments
@@ -444,7 +385,7 @@ async fn bookstore_policy_proxy_verify_and_bug_report() -> anyhow::Result<()> {
         return Ok(());
     };
     let client = server.client();
-    install_crds(&client).await?;
+    osm_envtest::apply_crds(&client, &osm_api::crds::all()).await?;
     let sfx = suffix();
     let ns = |base: &str| format!("{base}-{sfx}");
     let osm_ns = ns("osm-system");
@@ -495,7 +436,7 @@ async fn bookstore_policy_proxy_verify_and_bug_report() -> anyhow::Result<()> {
         "spec": {"selector": {"app": "bookstore", "version": "v1"},
                  "ports": [{"name": "http", "port": 14001}]},
     });
-    create_yaml(&client, &serde_json::to_string(&service)?).await?;
+    osm_envtest::create_yaml(&client, &serde_json::to_string(&service)?).await?;
 
     let mut policies = osm_model::fixtures::BOOKSTORE_POLICIES.to_string();
     for base in ["bookbuyer", "bookthief", "bookstore", "bookwarehouse"] {
@@ -506,13 +447,13 @@ async fn bookstore_policy_proxy_verify_and_bug_report() -> anyhow::Result<()> {
     }
     // bookwarehouse's objects need their namespace; it is not otherwise used.
     namespace(&client, &ns("bookwarehouse"), &[]).await?;
-    create_yaml(&client, &policies).await?;
+    osm_envtest::create_yaml(&client, &policies).await?;
     let mesh_config = json!({
         "apiVersion": "config.openservicemesh.io/v1alpha2", "kind": "MeshConfig",
         "metadata": {"name": "osm-mesh-config", "namespace": osm_ns},
         "spec": {"traffic": {"enablePermissiveTrafficPolicyMode": false}},
     });
-    create_yaml(&client, &serde_json::to_string(&mesh_config)?).await?;
+    osm_envtest::create_yaml(&client, &serde_json::to_string(&mesh_config)?).await?;
     let secret = Secret {
         metadata: meta(Some(&osm_ns), "osm-ca-bundle", &[]),
         string_data: Some([("ca.crt".to_string(), "TOP-SECRET-CA".to_string())].into()),

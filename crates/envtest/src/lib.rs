@@ -76,6 +76,89 @@ pub async fn create_namespace(
         .await
 }
 
+/// How long [`apply_crds`] waits for each CRD to be Established.
+const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Server-side applies `crds` (field manager `osm-envtest`) and waits until each is Established,
+/// so custom objects can be created right after.
+pub async fn apply_crds(
+    client: &kube::Client,
+    crds: &[k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition],
+) -> Result<()> {
+    use kube::ResourceExt as _;
+    let api = kube::Api::<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    >::all(client.clone());
+    let params = kube::api::PatchParams::apply("osm-envtest").force();
+    for crd in crds {
+        let name = crd.name_any();
+        api.patch(&name, &params, &kube::api::Patch::Apply(crd))
+            .await
+            .map_err(|source| Error::Api {
+                what: format!("applying CRD {name}"),
+                source,
+            })?;
+    }
+    for crd in crds {
+        let name = crd.name_any();
+        let deadline = Instant::now() + ESTABLISHED_TIMEOUT;
+        loop {
+            let got = api.get(&name).await.map_err(|source| Error::Api {
+                what: format!("reading CRD {name}"),
+                source,
+            })?;
+            let established = got
+                .status
+                .and_then(|s| s.conditions)
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::NotEstablished(name, ESTABLISHED_TIMEOUT));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Creates every object of a multi-document YAML, as `kubectl create -f` would: any kind, through
+/// its apiVersion/kind (plural guessed the way kube-rs does), namespaced when it names a namespace.
+pub async fn create_yaml(client: &kube::Client, yaml: &str) -> Result<()> {
+    use kube::ResourceExt as _;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(yaml).map_err(|e| Error::Yaml(e.to_string()))?;
+    for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        let field = |name: &str| {
+            doc[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| Error::Yaml(format!("a document without {name}")))
+        };
+        let (api_version, kind) = (field("apiVersion")?, field("kind")?);
+        let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind));
+        let object: DynamicObject =
+            serde_json::from_value(doc.clone()).map_err(|e| Error::Yaml(e.to_string()))?;
+        let ns = object.namespace();
+        let api: kube::Api<DynamicObject> = match &ns {
+            Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &resource),
+            None => kube::Api::all_with(client.clone(), &resource),
+        };
+        api.create(&Default::default(), &object)
+            .await
+            .map_err(|source| Error::Api {
+                what: format!("creating {kind} {}/{}", ns.unwrap_or_default(), object.name_any()),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 /// Service ClusterIPs in netns mode.
 const NETNS_SERVICE_CIDR: &str = "10.0.0.0/24";
 
@@ -155,6 +238,20 @@ pub enum Error {
     /// Building a kube client for the apiserver failed.
     #[error("building a kube client for the test apiserver")]
     Client(#[source] kube::Error),
+    /// An API call of a fixture helper failed (e.g. a create refused by admission).
+    #[error("{what}: {source}")]
+    Api {
+        /// The call, naming the object.
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A fixture helper was given YAML it cannot use.
+    #[error("test YAML: {0}")]
+    Yaml(String),
+    /// A CRD did not become Established in time.
+    #[error("CRD {0} not Established within {1:?}")]
+    NotEstablished(String, Duration),
 }
 
 /// Result with this crate's [`Error`].

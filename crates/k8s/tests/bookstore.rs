@@ -12,16 +12,15 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Namespace,
     ObjectReference, Pod, PodSpec, Service, ServiceAccount, ServicePort, ServiceSpec,
 };
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt as _};
 use osm_api::config::MeshConfig;
 use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
@@ -32,7 +31,6 @@ use osm_model::{MeshInput, ObjectRef, compute};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-const MANAGER: &str = "osm-k8s-test";
 const PORT: i32 = 14001;
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -69,38 +67,6 @@ fn meta(ns: Option<&str>, name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
         }),
         ..ObjectMeta::default()
     }
-}
-
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    let mut names = Vec::new();
-    for crd in osm_api::crds::all() {
-        let name = crd.name_any();
-        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("applying CRD {name}"))?;
-        names.push(name);
-    }
-    let deadline = Instant::now() + WAIT;
-    for name in names {
-        loop {
-            let crd = api.get(&name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .into_iter()
-                .flatten()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("CRD {name} not Established after {WAIT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    Ok(())
 }
 
 struct Mesh {
@@ -344,7 +310,7 @@ async fn bookstore_smi_then_permissive_and_invalid_policy_skipped() -> anyhow::R
     };
     let api = osm_envtest::ApiServer::start_with(&assets).await?;
     let client = api.client();
-    install_crds(&client).await?;
+    osm_envtest::apply_crds(&client, &osm_api::crds::all()).await?;
 
     let sfx = format!(
         "{:x}",

@@ -18,7 +18,6 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServicePort, ServiceSpec};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -357,38 +356,6 @@ async fn injector_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Applies every CRD of `osm_api::crds::all()` and waits until each is Established.
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    let mut names = Vec::new();
-    for crd in osm_api::crds::all() {
-        names.push(crd.name_any());
-        api.create(&PostParams::default(), &crd)
-            .await
-            .with_context(|| format!("creating CRD {}", crd.name_any()))?;
-    }
-    let deadline = Instant::now() + WAIT;
-    for name in names {
-        loop {
-            let crd = api.get(&name).await?;
-            let established = crd
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-            if established {
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "CRD {name} not Established within {WAIT:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
-    }
-    Ok(())
-}
-
 fn traffic_target(name: &str, namespace: &str, destination_namespace: &str) -> anyhow::Result<DynamicObject> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "access.smi-spec.io/v1alpha3",
@@ -420,7 +387,7 @@ async fn validator_is_called_by_the_apiserver() -> anyhow::Result<()> {
 async fn validator_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
     let client = apiserver.client();
     let ca = ca();
-    install_crds(&client).await?;
+    osm_envtest::apply_crds(&client, &osm_api::crds::all()).await?;
     create_namespace(&client, OSM_NAMESPACE, &[], &[]).await?;
     let listener = service_listener(&client, server::VALIDATOR_SERVICE, VALIDATOR_PORT).await?;
     let tls = server::service_tls_config(

@@ -16,8 +16,7 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt as _};
 use osm_api::config::MeshConfig;
 use osm_demo_apps::stats::{AppStats, read_stats};
@@ -114,7 +113,7 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     let mut add = vec!["namespace", "add"];
     add.extend(APP_NAMESPACES);
     osm(&kubeconfig, &add)?;
-    apply_yaml(&admin, &bookstore_workloads()).await?;
+    osm_envtest::create_yaml(&admin, &bookstore_workloads()).await?;
 
     // 4. ReplicaSet controller + kubelet: every pod is admitted through our injector.
     let mut hosts = kubelet::service_hosts(&admin, &APP_NAMESPACES).await?;
@@ -175,7 +174,7 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     );
 
     // 6. SMI policies as users write them, then `kubectl patch` MeshConfig to SMI mode.
-    apply_yaml(
+    osm_envtest::create_yaml(
         &admin,
         &format!("{BOOKSTORE_POLICIES}\n---\n{}", bookstore_split(50, 50)),
     )
@@ -248,7 +247,7 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
 
     // 7. The validating webhook refuses a TrafficTarget outside its destination's namespace.
     let bad = "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata:\n  name: wrong-ns\n  namespace: bookbuyer\nspec:\n  destination:\n    kind: ServiceAccount\n    name: bookstore\n    namespace: bookstore\n  rules:\n  - kind: HTTPRouteGroup\n    name: bookstore-service-routes\n    matches:\n    - buy-a-book\n  sources:\n  - kind: ServiceAccount\n    name: bookbuyer\n    namespace: bookbuyer\n";
-    match apply_yaml(&admin, bad).await {
+    match osm_envtest::create_yaml(&admin, bad).await {
         Ok(()) => {
             bail!("the validating webhook accepted a TrafficTarget outside its destination's namespace")
         }
@@ -265,7 +264,7 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     // A valid object the controller cannot use (its route group does not exist) is passed over:
     // bookthief stays refused, bookbuyer stays served, the controller stays ready.
     let dangling = "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata:\n  name: dangling\n  namespace: bookstore\nspec:\n  destination:\n    kind: ServiceAccount\n    name: bookstore-v1\n    namespace: bookstore\n  rules:\n  - kind: HTTPRouteGroup\n    name: does-not-exist\n  sources:\n  - kind: ServiceAccount\n    name: bookthief\n    namespace: bookthief\n";
-    apply_yaml(&admin, dangling).await?;
+    osm_envtest::create_yaml(&admin, dangling).await?;
     let (buyer_before, thief_before) = (stats(c, "bookbuyer")?, stats(c, "bookthief")?);
     wait_stats(c, "bookbuyer", Duration::from_secs(30), |s| {
         s.ok >= buyer_before.ok + 20
@@ -426,31 +425,6 @@ fn wait_stats(c: &Cluster, app: &str, timeout: Duration, ok: impl Fn(&AppStats) 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Creates every object of a multi-document YAML through the API (as `kubectl create -f` would).
-async fn apply_yaml(client: &Client, yaml: &str) -> Result<()> {
-    for doc in yaml
-        .split("\n---")
-        .map(str::trim)
-        .filter(|d| !d.is_empty() && *d != "---")
-    {
-        let value: serde_json::Value = serde_saphyr::from_str(doc).context("test YAML")?;
-        let api_version = value["apiVersion"].as_str().context("apiVersion")?;
-        let kind = value["kind"].as_str().context("kind")?;
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-        let object: DynamicObject = serde_json::from_value(value.clone())?;
-        let ns = object.namespace();
-        let api: Api<DynamicObject> = match &ns {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
-        };
-        api.create(&PostParams::default(), &object)
-            .await
-            .with_context(|| format!("creating {kind} {}/{}", ns.unwrap_or_default(), object.name_any()))?;
-    }
-    Ok(())
 }
 
 /// The bookstore workloads as an OSM user writes them: ServiceAccounts, Services, Deployments (our
