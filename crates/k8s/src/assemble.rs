@@ -30,6 +30,18 @@ pub const PROXY_UUID_LABEL: &str = "osm-proxy-uuid";
 /// The name of the MeshConfig that configures the mesh.
 pub const MESH_CONFIG_NAME: &str = "osm-mesh-config";
 
+/// The pod an endpoint's `targetRef` names (its namespace defaults to the Service's).
+fn pod_of(
+    target: Option<&k8s_openapi::api::core::v1::ObjectReference>,
+    namespace: &str,
+) -> Option<ObjectRef> {
+    let r = target.filter(|r| r.kind.as_deref() == Some("Pod"))?;
+    Some(ObjectRef::new(
+        r.namespace.clone().unwrap_or_else(|| namespace.to_owned()),
+        r.name.clone()?,
+    ))
+}
+
 /// The label joining an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -224,16 +236,7 @@ pub fn assemble(
                 ));
                 continue;
             };
-            let pod = address
-                .target_ref
-                .as_ref()
-                .filter(|r| r.kind.as_deref() == Some("Pod"))
-                .and_then(|r| {
-                    Some(ObjectRef::new(
-                        r.namespace.clone().unwrap_or_else(|| id.namespace.clone()),
-                        r.name.clone()?,
-                    ))
-                });
+            let pod = pod_of(address.target_ref.as_ref(), &id.namespace);
             set.insert(Endpoint { ip, pod });
         }
         input.endpoints.insert(id, set);
@@ -256,16 +259,7 @@ pub fn assemble(
             .flatten()
             .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
         for endpoint in ready {
-            let pod = endpoint
-                .target_ref
-                .as_ref()
-                .filter(|r| r.kind.as_deref() == Some("Pod"))
-                .and_then(|r| {
-                    Some(ObjectRef::new(
-                        r.namespace.clone().unwrap_or_else(|| id.namespace.clone()),
-                        r.name.clone()?,
-                    ))
-                });
+            let pod = pod_of(endpoint.target_ref.as_ref(), &id.namespace);
             for address in &endpoint.addresses {
                 let Ok(ip) = address.parse::<IpAddr>() else {
                     problems.push(problem(
