@@ -53,11 +53,7 @@ async fn run_async(a: BootstrapArgs) -> Result<()> {
     let mut shutdown = common::shutdown_on_signals()?;
     let ready = Arc::new(AtomicBool::new(false));
     let http = common::bind(&a.common.http_addr, "HTTP")?;
-    http.set_nonblocking(true)?;
-    tokio::spawn(serve_health(
-        tokio::net::TcpListener::from_std(http)?,
-        ready.clone(),
-    ));
+    common::serve_health(http, ready.clone(), shutdown.clone())?;
 
     let client = a.common.client().await?;
     let ca = a.common.ca(&client).await?;
@@ -220,31 +216,5 @@ async fn keep_ca_bundle<K: WebhookConfiguration>(client: Client, name: String, b
             Ok(_) => tracing::info!("set the CA bundle of webhook configuration {name}"),
             Err(e) => tracing::warn!(error = %e, "updating the CA bundle of webhook configuration {name}"),
         }
-    }
-}
-
-async fn serve_health(listener: tokio::net::TcpListener, ready: Arc<AtomicBool>) {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route("/health/alive", get(|| async { "alive" }))
-        .route(
-            "/health/ready",
-            get(move || {
-                let ready = ready.load(Ordering::SeqCst);
-                async move {
-                    if ready {
-                        (axum::http::StatusCode::OK, "ready")
-                    } else {
-                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "bootstrapping")
-                    }
-                }
-            }),
-        )
-        .route(
-            "/version",
-            get(|| async { axum::Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })) }),
-        );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "health server stopped");
     }
 }

@@ -92,15 +92,32 @@ pub fn bind(addr: &str, what: &str) -> Result<std::net::TcpListener> {
     std::net::TcpListener::bind(addr).with_context(|| format!("binding {what} on {addr}"))
 }
 
-/// Serves `/health/alive`, `/health/ready` (both 200 once serving) and `/version` on `listener`
-/// until shutdown — for components whose readiness is "the process is up and serving".
-pub fn serve_health(listener: std::net::TcpListener, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+/// Serves `/health/alive`, `/health/ready` (200 while `ready` is true, else 503) and `/version` on
+/// `listener` until shutdown: the health port of the components without metrics.
+pub fn serve_health(
+    listener: std::net::TcpListener,
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    use axum::http::StatusCode;
     use axum::routing::get;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let app = axum::Router::new()
         .route("/health/alive", get(|| async { "alive" }))
-        .route("/health/ready", get(|| async { "ready" }))
+        .route(
+            "/health/ready",
+            get(move || {
+                let ready = ready.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
         .route(
             "/version",
             get(|| async { axum::Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })) }),

@@ -62,7 +62,9 @@ async fn run_async(a: InjectorArgs) -> Result<()> {
     let server = tokio::spawn(serve(webhook, tls, router, async move {
         let _ = stop.changed().await;
     }));
-    common::serve_health(http, shutdown.clone())?;
+    // Ready once serving: everything above has succeeded.
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    common::serve_health(http, ready, shutdown.clone())?;
     tracing::info!(addr = %a.webhook_addr, "sidecar injector serving /mutate-pod-creation");
     let _ = shutdown.changed().await;
     server.await?.context("injector webhook server")?;

@@ -44,7 +44,7 @@ pub fn binary_for(command: &str) -> Result<PathBuf> {
 }
 
 /// A container's argv: command (mapped to a binary) then args.
-fn argv(c: &k8s_openapi::api::core::v1::Container) -> Result<Vec<String>> {
+pub fn argv(c: &k8s_openapi::api::core::v1::Container) -> Result<Vec<String>> {
     let mut words: Vec<String> = c.command.clone().unwrap_or_default();
     words.extend(c.args.clone().unwrap_or_default());
     let Some(first) = words.first() else {

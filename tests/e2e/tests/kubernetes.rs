@@ -164,6 +164,7 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     // 5. Permissive: both buyers are served.
     for app in ["bookbuyer", "bookthief"] {
         wait_stats(c, app, Duration::from_secs(60), |s| s.ok >= 3)
+            .await
             .with_context(|| format!("{app} should be served in permissive mode"))?;
     }
 
@@ -193,6 +194,7 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     let switched = wait_stats(c, "bookthief", Duration::from_secs(30), |s| {
         s.refused >= thief_before.refused + 3
     })
+    .await
     .context("bookthief should be refused once MeshConfig says SMI mode")?;
     let thief_ok = switched.ok;
     let buyer_before = stats(c, "bookbuyer")?;
@@ -201,6 +203,7 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     let buyer = wait_stats(c, "bookbuyer", Duration::from_secs(60), |s| {
         s.ok >= buyer_before.ok + 40
     })
+    .await
     .context("bookbuyer should be served in SMI mode")?;
     ensure!(
         buyer.refused - buyer_before.refused <= 2,
@@ -269,10 +272,12 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     wait_stats(c, "bookbuyer", Duration::from_secs(30), |s| {
         s.ok >= buyer_before.ok + 20
     })
+    .await
     .context("bookbuyer after an unusable TrafficTarget")?;
     let thief = wait_stats(c, "bookthief", Duration::from_secs(30), |s| {
         s.sent >= thief_before.sent + 10
-    })?;
+    })
+    .await?;
     ensure!(
         thief.ok == thief_before.ok,
         "bookthief got through after an unusable TrafficTarget"
@@ -364,9 +369,7 @@ async fn start_component(c: &Cluster, admin: &Client, name: &str, http_port: u16
         .and_then(|s| s.token)
         .context("TokenRequest answered without a token")?;
     let kubeconfig = c.server.write_token_kubeconfig(&sa, &token)?;
-    let mut argv: Vec<String> = container.command.clone().unwrap_or_default();
-    argv.extend(container.args.clone().unwrap_or_default());
-    argv[0] = kubelet::binary_for(&argv[0])?.to_string_lossy().into_owned();
+    let mut argv = kubelet::argv(container)?;
     argv.extend([
         "--kubeconfig".to_string(),
         kubeconfig.to_string_lossy().into_owned(),
@@ -409,7 +412,12 @@ fn map_stats(pod: &RunningPod) -> std::path::PathBuf {
         .join(Path::new(STATS).file_name().expect("file name"))
 }
 
-fn wait_stats(c: &Cluster, app: &str, timeout: Duration, ok: impl Fn(&AppStats) -> bool) -> Result<AppStats> {
+async fn wait_stats(
+    c: &Cluster,
+    app: &str,
+    timeout: Duration,
+    ok: impl Fn(&AppStats) -> bool,
+) -> Result<AppStats> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(s) = stats(c, app)
@@ -423,7 +431,7 @@ fn wait_stats(c: &Cluster, app: &str, timeout: Duration, ok: impl Fn(&AppStats) 
                 stats(c, app).ok()
             );
         }
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
