@@ -11,9 +11,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Delt
 use envoy_types::pb::google::rpc::Status;
 use osm_ads::AdsEvent;
 use osm_ads::delta::DeltaStream;
-use osm_ads::sotw::Output;
 use osm_xds::{ProxyConfig, TypeKind};
-use support::{CDS, EDS, cla, cluster, config, name_of, of_sets, set, sorted};
+use support::{CDS, EDS, cla, cluster, config, name_of, nothing, of_sets, only, set, sorted};
 
 const PROXY: &str = "u1.sidecar.bookbuyer.bookbuyer.cluster.local";
 
@@ -61,19 +60,6 @@ fn reconnect(type_url: &str, names: &[&str], held: &[(&str, &str)]) -> DeltaDisc
             .collect::<HashMap<_, _>>(),
         ..subscribe(type_url, names)
     }
-}
-
-fn only(out: Output<DeltaDiscoveryResponse>) -> DeltaDiscoveryResponse {
-    assert_eq!(out.responses.len(), 1, "expected exactly one response");
-    out.responses.into_iter().next().expect("checked above")
-}
-
-fn nothing(out: &Output<DeltaDiscoveryResponse>) {
-    assert!(
-        out.responses.is_empty(),
-        "unexpected responses: {:?}",
-        out.responses
-    );
 }
 
 /// Names of the resources a response carries (checked against the encoded body).

@@ -8,9 +8,9 @@ mod support;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::rpc::Status;
 use osm_ads::AdsEvent;
-use osm_ads::sotw::{Output, SotwStream};
+use osm_ads::sotw::SotwStream;
 use osm_xds::TypeKind;
-use support::{CDS, EDS, cla, cluster, cluster_tag, config, name_of, of_sets, set, sorted};
+use support::{CDS, EDS, cla, cluster, cluster_tag, config, name_of, nothing, of_sets, only, set, sorted};
 
 const PROXY: &str = "u1.sidecar.bookbuyer.bookbuyer.cluster.local";
 
@@ -41,20 +41,6 @@ fn nack(resp: &DiscoveryResponse, still_running: &str, names: &[&str], message: 
         }),
         ..request(&resp.type_url, names, still_running, &resp.nonce)
     }
-}
-
-/// The single response of `out`.
-fn only(out: Output<DiscoveryResponse>) -> DiscoveryResponse {
-    assert_eq!(out.responses.len(), 1, "expected exactly one response");
-    out.responses.into_iter().next().expect("checked above")
-}
-
-fn nothing(out: &Output<DiscoveryResponse>) {
-    assert!(
-        out.responses.is_empty(),
-        "unexpected responses: {:?}",
-        out.responses
-    );
 }
 
 fn names(resp: &DiscoveryResponse) -> Vec<String> {

@@ -90,3 +90,18 @@ pub fn of_sets(sets: &[&Arc<ResourceSet>]) -> ProxyConfig {
         sets: sets.iter().map(|s| Arc::clone(s)).collect(),
     }
 }
+
+/// The single response of `out`.
+pub fn only<T>(out: osm_ads::sotw::Output<T>) -> T {
+    assert_eq!(out.responses.len(), 1, "expected exactly one response");
+    out.responses.into_iter().next().expect("checked above")
+}
+
+/// Asserts `out` carries no response.
+pub fn nothing<T: std::fmt::Debug>(out: &osm_ads::sotw::Output<T>) {
+    assert!(
+        out.responses.is_empty(),
+        "unexpected responses: {:?}",
+        out.responses
+    );
+}
