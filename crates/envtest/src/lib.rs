@@ -396,9 +396,8 @@ fn write(path: &Path, contents: &[u8]) -> Result<()> {
 /// A running etcd + kube-apiserver pair on 127.0.0.1. Dropping it stops both and deletes its files.
 pub struct ApiServer {
     // Drop order matters: the apiserver stops before etcd, both before the temp dir goes.
-    // Held for its Drop (stops forwarding); only read at construction.
-    #[allow(dead_code)]
-    forwarder: Option<forward::Forwarder>,
+    // Held for its Drop: forwarding stops with the instance.
+    _forwarder: Option<forward::Forwarder>,
     apiserver: Proc,
     etcd: Proc,
     client: kube::Client,
@@ -592,7 +591,7 @@ impl ApiServer {
         );
 
         let server = Self {
-            forwarder,
+            _forwarder: forwarder,
             apiserver,
             etcd,
             client,
