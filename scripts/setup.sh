@@ -31,5 +31,16 @@ fi
 chmod o+rx .venv .venv/lib .venv/lib/python3* .venv/lib/python3*/site-packages \
   .venv/lib/python3*/site-packages/envoy .venv/lib/python3*/site-packages/envoy/_bin 2>/dev/null || true
 
+# ...and every directory above it, which a checkout in a private directory (e.g. `mktemp -d`, mode
+# 0700) does not allow. Then the pods use a copy in /var/cache/osm-envoy (the harness looks there).
+shared_envoy="/var/cache/osm-envoy/$ENVOY_VERSION/envoy"
+if [ "$(id -u)" -eq 0 ] && ! setpriv --reuid=1500 --regid=1500 --clear-groups test -x "$(envoy_bin)"; then
+  if ! cmp -s "$(envoy_bin)" "$shared_envoy"; then
+    echo "setup: UID 1500 cannot reach $(envoy_bin); copying it to $shared_envoy"
+    install -D -m 0755 "$(envoy_bin)" "$shared_envoy"
+  fi
+  chmod 0755 /var/cache/osm-envoy "/var/cache/osm-envoy/$ENVOY_VERSION"
+fi
+
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 echo "setup: ok ($("$(envoy_bin)" --version | grep -o 'version: [^ ]*'))"

@@ -101,8 +101,13 @@ fn skip_or_fail<T>(test_name: &str, check: Result<T, MissingPrereq>) -> Option<T
     }
 }
 
+/// The copy of Envoy `scripts/setup.sh` makes when the checkout is not reachable by UID 1500
+/// (its version is the one setup.sh pins).
+const SHARED_ENVOY: &str = "/var/cache/osm-envoy/1.40.0/envoy";
+
 /// Finds the real Envoy executable, in this order: `OSM_ENVOY_BIN` (must be valid if set),
-/// `<workspace>/.venv/lib/python3*/site-packages/envoy/_bin/envoy`, then `envoy` on PATH if it is an ELF
+/// `<workspace>/.venv/lib/python3*/site-packages/envoy/_bin/envoy`, setup.sh's copy [`SHARED_ENVOY`],
+/// then `envoy` on PATH if it is an ELF
 /// binary (the pip package's `.venv/bin/envoy` is a Python wrapper that cannot run as UID 1500 without
 /// the venv). The binary must be executable by UID 1500. The answer is computed once per process.
 pub fn envoy_bin() -> Result<PathBuf, MissingPrereq> {
@@ -131,8 +136,10 @@ fn find_envoy() -> Result<PathBuf, MissingPrereq> {
         .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
         .collect();
     venv.sort();
+    // Where scripts/setup.sh copies Envoy when UID 1500 cannot reach the checkout's .venv.
+    let shared = Path::new(SHARED_ENVOY).to_path_buf();
     let on_path = which("envoy");
-    for path in venv.into_iter().chain(on_path) {
+    for path in venv.into_iter().chain([shared]).chain(on_path) {
         match check_envoy(&path) {
             Ok(()) => return Ok(path),
             Err(why) => tried.push(format!("{}: {why}", path.display())),
