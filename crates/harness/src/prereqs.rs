@@ -107,9 +107,8 @@ const SHARED_ENVOY: &str = "/var/cache/osm-envoy/1.40.0/envoy";
 
 /// Finds the real Envoy executable, in this order: `OSM_ENVOY_BIN` (must be valid if set),
 /// `<workspace>/.venv/lib/python3*/site-packages/envoy/_bin/envoy`, setup.sh's copy [`SHARED_ENVOY`],
-/// then `envoy` on PATH if it is an ELF
-/// binary (the pip package's `.venv/bin/envoy` is a Python wrapper that cannot run as UID 1500 without
-/// the venv). The binary must be executable by UID 1500. The answer is computed once per process.
+/// then `envoy` on PATH if it is an ELF binary (the pip package's `.venv/bin/envoy` is a Python
+/// wrapper that cannot run as UID 1500 without the venv). The binary must be executable by UID 1500. The answer is computed once per process.
 pub fn envoy_bin() -> Result<PathBuf, MissingPrereq> {
     static FOUND: OnceLock<Result<PathBuf, MissingPrereq>> = OnceLock::new();
     FOUND.get_or_init(find_envoy).clone()
