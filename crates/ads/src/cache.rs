@@ -182,6 +182,8 @@ impl SnapshotCache {
     }
 
     pub(crate) fn record(&self, event: AdsEvent) {
+        // `OSM_LOG=osm_ads=debug` shows each stream's conversation.
+        tracing::debug!(?event, "ads");
         {
             let mut inner = self.lock();
             match &event {

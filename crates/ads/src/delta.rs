@@ -83,6 +83,14 @@ impl DeltaStream {
         req: &DeltaDiscoveryRequest,
         out: &mut Output<DeltaDiscoveryResponse>,
     ) {
+        tracing::debug!(
+            proxy = %self.proxy,
+            r#type = kind.short(),
+            nonce = %req.response_nonce,
+            subscribe = req.resource_names_subscribe.len(),
+            unsubscribe = req.resource_names_unsubscribe.len(),
+            "request"
+        );
         let state = self.types.entry(kind).or_default();
         if !req.response_nonce.is_empty() {
             let carried = state.in_flight.remove(&req.response_nonce).unwrap_or_default();

@@ -114,6 +114,14 @@ impl SotwStream {
 
     /// Records an ACK or NACK and applies a subscription change.
     fn handle(&mut self, kind: TypeKind, req: &DiscoveryRequest, out: &mut Output<DiscoveryResponse>) {
+        tracing::debug!(
+            proxy = %self.proxy,
+            r#type = kind.short(),
+            version = %req.version_info,
+            nonce = %req.response_nonce,
+            names = req.resource_names.len(),
+            "request"
+        );
         let state = self.types.entry(kind).or_default();
         if !req.response_nonce.is_empty() {
             if req.response_nonce != state.sent_nonce {

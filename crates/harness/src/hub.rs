@@ -64,7 +64,18 @@ impl Hub {
         );
         let netns = NetnsGuard::create(&format!("{prefix}-{id}-hub"))?;
         let ip = hub_ip(&id);
-        netns.ip(&["link", "add", BRIDGE, "type", "bridge"])?;
+        // A fixed MAC: a bridge without one takes the lowest MAC of its ports, so it would change as pods
+        // join, leaving earlier pods' ARP entries for the gateway pointing at an address the bridge no
+        // longer answers to (their traffic through the hub then stalls until the entry expires).
+        netns.ip(&[
+            "link",
+            "add",
+            BRIDGE,
+            "address",
+            &bridge_mac(ip),
+            "type",
+            "bridge",
+        ])?;
         netns.ip(&["addr", "add", &format!("{ip}/{SUBNET_PREFIX_LEN}"), "dev", BRIDGE])?;
         netns.ip(&["link", "set", BRIDGE, "up"])?;
         let dir = make_dir(netns.name())?;
@@ -174,6 +185,12 @@ fn hub_ip(id: &str) -> Ipv4Addr {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
     Ipv4Addr::new(10, 128 + (hash % 64) as u8, (hash >> 8) as u8, 1)
+}
+
+/// The bridge's MAC: locally administered, unicast, from the hub address.
+fn bridge_mac(ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("02:00:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
 /// A private directory for a namespace's logs and files. Mode 0711 so an unprivileged process (Envoy as

@@ -97,6 +97,52 @@ fn hub_listener_is_reachable_from_pod() {
     assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err());
 }
 
+/// The hub's bridge MAC (the pods' gateway) as its namespace sees it.
+fn bridge_mac(hub: &Hub) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-n", hub.netns(), "-o", "link", "show", "br0"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "link/ether");
+    words.next().expect("br0 has a MAC").to_owned()
+}
+
+/// A pod keeps reaching the hub after more pods join: the gateway's MAC, which the first pod has cached,
+/// does not change as ports are added to the bridge (a bridge without a set MAC takes its ports' lowest).
+#[test]
+fn gateway_stays_reachable_as_pods_join() {
+    if !require_netns_or_skip("gateway_stays_reachable_as_pods_join") {
+        return;
+    }
+    let hub = Hub::create(PREFIX).unwrap();
+    let first = hub.add_pod(PodSpec::named("first")).unwrap();
+    let listener = hub.bind_tcp(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).expect("read");
+            conn.write_all(&buf).expect("write");
+        }
+    });
+    assert_eq!(first.in_netns(move || ping(addr)).unwrap().unwrap(), "ping");
+    let gateway = bridge_mac(&hub);
+    let later: Vec<_> = (0..12)
+        .map(|i| hub.add_pod(PodSpec::named(format!("later{i}"))).unwrap())
+        .collect();
+    assert_eq!(
+        bridge_mac(&hub),
+        gateway,
+        "the gateway MAC changed as pods joined"
+    );
+    assert_eq!(first.in_netns(move || ping(addr)).unwrap().unwrap(), "ping");
+    server.join().unwrap();
+    drop(later);
+}
+
 /// Dropping the hub and pods removes every namespace and leaves the host's links as they were, also
 /// with processes still running in the pods.
 #[test]

@@ -66,6 +66,26 @@ async fn bookstore_on_kubernetes() -> Result<()> {
         for p in &cluster.control_plane {
             eprintln!("--- control plane process {} log:\n{}", p.pid(), p.log_tail(40));
         }
+        for p in &cluster.pods {
+            eprintln!("--- pod {}/{} ({}):", p.namespace, p.name, p.ip());
+            for app in &p.apps {
+                eprintln!("{}", app.log_tail(10));
+            }
+            if let Some(envoy) = &p.envoy {
+                // Which config the sidecar holds and whether it still talks to the controller.
+                let stats = envoy.admin_get("/stats").unwrap_or_default();
+                let state: Vec<&str> = stats
+                    .lines()
+                    .filter(|l| {
+                        l.contains("version_text")
+                            || l.contains("control_plane.connected_state")
+                            || l.ends_with("update_rejected: 1")
+                            || l.contains("init_fetch_timeout")
+                    })
+                    .collect();
+                eprintln!("{}\n{}", envoy.log_tail(), state.join("\n"));
+            }
+        }
         eprintln!("--- apiserver:\n{}", cluster.server.log_tails(20));
     }
     result
@@ -207,7 +227,7 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     .context("bookbuyer should be served in SMI mode")?;
     ensure!(
         buyer.refused - buyer_before.refused <= 2,
-        "bookbuyer refused {} times in SMI mode",
+        "bookbuyer refused {} times in SMI mode: before {buyer_before:?}, after {buyer:?}",
         buyer.refused - buyer_before.refused
     );
     let thief = stats(c, "bookthief")?;
@@ -280,7 +300,7 @@ async fn scenario(c: &mut Cluster) -> Result<()> {
     .await?;
     ensure!(
         thief.ok == thief_before.ok,
-        "bookthief got through after an unusable TrafficTarget"
+        "bookthief got through after an unusable TrafficTarget: before {thief_before:?}, after {thief:?}"
     );
     // 9192: the controller's health port (step 2 numbers them from 9191 in start order).
     wait_http_ok(&c.hub, 9192, "/health/ready", Duration::from_secs(5))
