@@ -42,30 +42,49 @@ impl IdentityCerts {
     }
 
     fn issue(&mut self, id: &ServiceIdentity) -> Result<Arc<ResourceSet>, ControllerError> {
-        let ca_id = osm_ca::ServiceIdentity::new(&id.service_account, &id.namespace);
-        let cert = self
-            .ca
-            .issue_service_cert(&ca_id, self.validity)
-            .map_err(|source| ControllerError::Certificate {
-                what: format!("identity {id}"),
-                source,
-            })?;
+        let cert = self.issuer().issue(id)?;
+        Ok(self.install(id, cert))
+    }
+
+    fn install(&mut self, id: &ServiceIdentity, cert: IssuedCert) -> Arc<ResourceSet> {
         let set = osm_xds::identity_secrets(&cert.cert_pem, cert.private_key.expose_pem());
         self.rotation.schedule(id.clone(), cert.renew_at());
         self.issued.insert(id.clone(), (cert, set.clone()));
-        Ok(set)
+        set
     }
 
-    /// Re-issues every certificate due at `now`; returns how many.
-    pub fn rotate_due(&mut self, now: SystemTime) -> usize {
-        let due = self.rotation.due(now);
+    /// What issuing needs, to sign without holding the control plane's lock.
+    pub fn issuer(&self) -> Issuer {
+        Issuer {
+            ca: self.ca.clone(),
+            validity: self.validity,
+        }
+    }
+
+    /// Takes the identities due for rotation at `now` off the queue (step 1 of a rotation).
+    pub fn take_due(&mut self, now: SystemTime) -> Vec<ServiceIdentity> {
+        let mut due = self.rotation.due(now);
+        due.retain(|id| self.issued.contains_key(id));
+        due
+    }
+
+    /// Installs certificates issued for [`Self::take_due`]'s identities (step 3); a failed one is retried
+    /// 5 s after `now`, one whose identity left the mesh meanwhile is dropped. Returns how many changed.
+    pub fn install_rotated(
+        &mut self,
+        now: SystemTime,
+        issued: Vec<(ServiceIdentity, Result<IssuedCert, ControllerError>)>,
+    ) -> usize {
         let mut rotated = 0;
-        for id in due {
+        for (id, cert) in issued {
             if !self.issued.contains_key(&id) {
                 continue;
             }
-            match self.issue(&id) {
-                Ok(_) => rotated += 1,
+            match cert {
+                Ok(cert) => {
+                    self.install(&id, cert);
+                    rotated += 1;
+                }
                 Err(e) => {
                     tracing::error!(identity = %id, error = %e, "rotation failed; retrying in 5s");
                     self.rotation.schedule(id, now + Duration::from_secs(5));
@@ -92,5 +111,23 @@ impl IdentityCerts {
             self.issued.remove(&id);
             self.rotation.remove(&id);
         }
+    }
+}
+
+/// Signs service certificates (step 2 of a rotation, outside the lock).
+pub struct Issuer {
+    ca: Arc<CertificateAuthority>,
+    validity: Duration,
+}
+
+impl Issuer {
+    pub fn issue(&self, id: &ServiceIdentity) -> Result<IssuedCert, ControllerError> {
+        let ca_id = osm_ca::ServiceIdentity::new(&id.service_account, &id.namespace);
+        self.ca
+            .issue_service_cert(&ca_id, self.validity)
+            .map_err(|source| ControllerError::Certificate {
+                what: format!("identity {id}"),
+                source,
+            })
     }
 }

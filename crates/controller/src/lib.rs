@@ -177,8 +177,24 @@ impl ControlPlane {
 
     /// Rotates every certificate that is due and republishes; returns when the next one is due.
     pub fn rotate_due(&self, now: SystemTime) -> Option<SystemTime> {
+        let (due, issuer) = {
+            let mut state = self.lock();
+            (state.certs.take_due(now), state.certs.issuer())
+        };
+        if due.is_empty() {
+            return self.lock().certs.next_deadline();
+        }
+        // Key generation and signing happen without the lock, so a mass rotation does not hold up the
+        // pushes of other changes; only installing the results and the recompute take it.
+        let issued: Vec<_> = due
+            .into_iter()
+            .map(|id| {
+                let cert = issuer.issue(&id);
+                (id, cert)
+            })
+            .collect();
         let mut state = self.lock();
-        let rotated = state.certs.rotate_due(now);
+        let rotated = state.certs.install_rotated(now, issued);
         if rotated > 0 {
             tracing::info!(rotated, "rotated service certificates");
             self.recompute(&mut state);

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use osm_ads::{AdsEvent, AdsService, SnapshotCache};
@@ -20,7 +20,7 @@ use osm_controller::{ControlPlane, ads_server_name};
 use tokio::sync::broadcast;
 
 use crate::mesh::{self, Churn, ChurnKind, MeshSpec};
-use crate::protocol::{Changed, Command, Ready, Reply, Synced};
+use crate::protocol::{Changed, Command, Ready, Reply, Rotated, Synced};
 use crate::sys::{cpu_time, now_ns, raise_nofile_limit};
 
 /// The namespace the ADS server name is built from.
@@ -142,6 +142,13 @@ pub fn run(args: ControllerArgs) -> Result<()> {
                 let reply = apply_change(&rt, &cp, &keys, &mut churn, index, timeout_ms);
                 send(&mut out, &Reply::Changed(reply))?;
             }
+            Command::Rotate {
+                change_index,
+                timeout_ms,
+            } => {
+                let reply = rotate(&rt, &cp, &keys, &mut churn, change_index, timeout_ms);
+                send(&mut out, &Reply::Rotated(reply))?;
+            }
             Command::Quit => break,
         }
     }
@@ -209,6 +216,59 @@ fn apply_change(
             (_, true, None) => None,
         },
         missing: result.missing.len(),
+    }
+}
+
+/// Rotates every service certificate (as if all were due) and waits until every proxy ACKed its new
+/// secrets; applies one churn change concurrently when asked.
+fn rotate(
+    rt: &tokio::runtime::Runtime,
+    cp: &Arc<ControlPlane>,
+    keys: &[String],
+    churn: &mut Churn,
+    change_index: Option<usize>,
+    timeout_ms: u64,
+) -> Rotated {
+    let cache = cp.cache();
+    let before: Vec<Option<Arc<osm_xds::ProxyConfig>>> = keys.iter().map(|k| cache.get(k)).collect();
+    let events = cache.events();
+    let started_ns = now_ns();
+    let rotation = {
+        let cp = cp.clone();
+        std::thread::spawn(move || {
+            // Far enough ahead that every certificate is due.
+            cp.rotate_due(SystemTime::now() + Duration::from_secs(10 * 365 * 24 * 3600));
+            now_ns()
+        })
+    };
+    let change = change_index.map(|index| apply_change(rt, cp, keys, churn, index, timeout_ms));
+    let rotated_ns = rotation.join().unwrap_or_else(|_| now_ns());
+    let pending: HashSet<String> = keys
+        .iter()
+        .zip(before)
+        .filter(|(k, old)| match (old, cache.get(k)) {
+            (Some(old), Some(new)) => !Arc::ptr_eq(old, &new),
+            (None, None) => false,
+            _ => true,
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    let affected = pending.len();
+    let result = rt.block_on(wait_in_sync(
+        cache,
+        events,
+        pending,
+        Duration::from_millis(timeout_ms),
+    ));
+    Rotated {
+        rotate_us: rotated_ns.saturating_sub(started_ns) / 1000,
+        affected,
+        latency_us: match (result.missing.is_empty(), result.done_ns) {
+            (true, Some(done)) => Some(done.saturating_sub(started_ns) / 1000),
+            _ => None,
+        },
+        missing: result.missing.len(),
+        change,
     }
 }
 

@@ -19,7 +19,7 @@ use tonic::transport::Identity;
 use crate::client::{self, Api, Proxy, ProxyStats, Shared, kind_index};
 use crate::controller::{CA_VALIDITY, OSM_NAMESPACE};
 use crate::mesh::{self, Churn, ChurnKind, MeshSpec, Mode};
-use crate::protocol::{Changed, Command, Ready, Reply, Synced};
+use crate::protocol::{Changed, Command, Ready, Reply, Rotated, Synced};
 use crate::report::{self, Latency, Report, Summary};
 use crate::sys::{cpu_time, memory, now_ns, raise_nofile_limit};
 
@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// controller's CPU in that window (the idle goal: no periodic recompute). 0: skip.
     #[arg(long, default_value_t = 0)]
     pub idle_s: u64,
+    /// After the changes, rotate every service certificate at once and measure until every proxy
+    /// ACKed its new secrets, with one more change (the next in the script) applied meanwhile.
+    #[arg(long)]
+    pub rotate: bool,
     /// Run the controller under this command, e.g. "valgrind --tool=callgrind".
     #[arg(long)]
     pub controller_wrapper: Option<String>,
@@ -79,6 +83,7 @@ impl Default for RunArgs {
             client_threads: 2,
             startup_concurrency: 0,
             idle_s: 0,
+            rotate: false,
             controller_wrapper: None,
             json_out: None,
         }
@@ -178,6 +183,17 @@ impl ControllerProcess {
         match self.reply()? {
             Reply::Changed(c) => Ok(c),
             other => bail!("expected Changed, got {other:?}"),
+        }
+    }
+
+    fn rotate(&mut self, change_index: Option<usize>, timeout: Duration) -> Result<Rotated> {
+        self.send(&Command::Rotate {
+            change_index,
+            timeout_ms: timeout.as_millis() as u64,
+        })?;
+        match self.reply()? {
+            Reply::Rotated(r) => Ok(r),
+            other => bail!("expected Rotated, got {other:?}"),
         }
     }
 
@@ -289,12 +305,35 @@ pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
     let cold: Vec<ProxyStats> = proxies.iter().map(|p| p.stats()).collect();
     let smi = (args.mesh.mode == Mode::Smi).then(|| smi_check(&args.mesh, &infos, &cold));
 
+    let churn_start_ns = now_ns();
     let mut changes = Vec::with_capacity(args.changes);
     for index in 0..args.changes {
         std::thread::sleep(Duration::from_millis(args.change_interval_ms));
         changes.push(ctl.change(index, Duration::from_secs(args.change_timeout_s))?);
     }
     let churn_end_ns = now_ns();
+    let churn_s = secs(churn_end_ns.saturating_sub(churn_start_ns));
+    let ctl_mem_churned = memory(Some(pid)).unwrap_or_default();
+    let rotation = if args.rotate {
+        let cpu0 = cpu_time(Some(pid)).unwrap_or_default().as_secs_f64();
+        let r = ctl.rotate(Some(args.changes), Duration::from_secs(args.change_timeout_s))?;
+        let cpu_s = cpu_time(Some(pid)).unwrap_or_default().as_secs_f64() - cpu0;
+        Some(report::Rotation {
+            rotate_ms: r.rotate_us as f64 / 1000.0,
+            affected: r.affected,
+            converged_ms: r.latency_us.map(|v| v as f64 / 1000.0),
+            missing: r.missing,
+            cpu_s,
+            change_ms: r
+                .change
+                .as_ref()
+                .and_then(|c| c.latency_us)
+                .map(|v| v as f64 / 1000.0),
+            change_affected: r.change.as_ref().map_or(0, |c| c.affected),
+        })
+    } else {
+        None
+    };
     let ctl_cpu_end = cpu_time(Some(pid)).unwrap_or_default().as_secs_f64();
     let idle_millicores = (args.idle_s > 0).then(|| {
         // A bounded wait by design: this window is what is measured.
@@ -325,6 +364,8 @@ pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
             init_cpu_s: ready.init_cpu_s,
             cold_cpu_s: ctl_cpu_synced - ready.input_cpu_s,
             cold_peak_rss_mb: ctl_mem_synced.peak_rss as f64 / 1e6,
+            synced_rss_mb: ctl_mem_synced.rss as f64 / 1e6,
+            churn_end_rss_mb: ctl_mem_churned.rss as f64 / 1e6,
             churn_cpu_s: ctl_cpu_end - ctl_cpu_synced,
             peak_rss_mb: ctl_mem_end.peak_rss as f64 / 1e6,
             rss_mb: ctl_mem_end.rss as f64 / 1e6,
@@ -343,7 +384,8 @@ pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
         },
         per_proxy: per_proxy(&cold, &end),
         smi,
-        churn: churn_figures(&changes, &end, churn_end_ns),
+        churn: churn_figures(&changes, &end, churn_end_ns, churn_s),
+        rotation,
         driver: report::Driver {
             cpu_s: driver_cpu,
             peak_rss_mb: driver_mem.peak_rss as f64 / 1e6,
@@ -464,26 +506,25 @@ fn latency(changes: &[&Changed], client_ms: &BTreeMap<usize, f64>) -> Latency {
     }
 }
 
-fn churn_figures(changes: &[Changed], end: &[ProxyStats], churn_end_ns: u64) -> report::Churn {
+fn churn_figures(changes: &[Changed], end: &[ProxyStats], churn_end_ns: u64, churn_s: f64) -> report::Churn {
     // Client view of change i: the last response any proxy received between its update() call and the
-    // next change's (every change is complete before the next starts).
+    // next change's (every change is complete before the next starts). Arrivals sorted once, so a long
+    // soak costs O(changes × log arrivals).
+    let mut arrivals: Vec<(u64, u64)> = end
+        .iter()
+        .flat_map(|s| s.arrivals.iter().map(|a| (a.at_ns, u64::from(a.bytes))))
+        .collect();
+    arrivals.sort_unstable();
     let mut client_ms = BTreeMap::new();
     let mut bytes = 0u64;
     for (i, c) in changes.iter().enumerate() {
         let until = changes.get(i + 1).map_or(churn_end_ns, |n| n.started_ns);
-        let mut last = None::<u64>;
-        for s in end {
-            for a in s
-                .arrivals
-                .iter()
-                .filter(|a| a.at_ns >= c.started_ns && a.at_ns < until)
-            {
-                last = Some(last.map_or(a.at_ns, |l| l.max(a.at_ns)));
-                bytes += u64::from(a.bytes);
-            }
-        }
-        if let Some(last) = last {
-            client_ms.insert(c.index, (last - c.started_ns) as f64 / 1e6);
+        let from = arrivals.partition_point(|a| a.0 < c.started_ns);
+        let to = arrivals.partition_point(|a| a.0 < until);
+        let window = &arrivals[from..to.max(from)];
+        bytes += window.iter().map(|a| a.1).sum::<u64>();
+        if let Some(last) = window.last() {
+            client_ms.insert(c.index, (last.0 - c.started_ns) as f64 / 1e6);
         }
     }
     let all: Vec<&Changed> = changes.iter().collect();
@@ -498,5 +539,7 @@ fn churn_figures(changes: &[Changed], end: &[ProxyStats], churn_end_ns: u64) -> 
             .map(|(k, v)| (k, latency(&v, &client_ms)))
             .collect(),
         bytes_per_change: bytes as f64 / changes.len().max(1) as f64,
+        duration_s: churn_s,
+        changes_per_s: changes.len() as f64 / churn_s.max(1e-9),
     }
 }

@@ -17,6 +17,12 @@ pub enum Command {
         index: usize,
         timeout_ms: u64,
     },
+    /// Rotate every service certificate now; meanwhile apply change `change_index` (when given), to
+    /// see whether the rotation holds other pushes up. Reply once every proxy is in sync again.
+    Rotate {
+        change_index: Option<usize>,
+        timeout_ms: u64,
+    },
     Quit,
 }
 
@@ -26,6 +32,7 @@ pub enum Reply {
     Ready(Ready),
     Synced(Synced),
     Changed(Changed),
+    Rotated(Rotated),
     Error { message: String },
 }
 
@@ -70,4 +77,18 @@ pub struct Changed {
     /// or the timeout passed.
     pub latency_us: Option<u64>,
     pub missing: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Rotated {
+    /// `ControlPlane::rotate_due`: issuing every identity's certificate (outside the lock), then
+    /// installing them and the recompute.
+    pub rotate_us: u64,
+    /// Proxies whose config changed (their secrets did).
+    pub affected: usize,
+    /// From the start of the rotation until the last proxy ACKed its new secrets.
+    pub latency_us: Option<u64>,
+    pub missing: usize,
+    /// The change applied during the rotation, measured as in the churn phase.
+    pub change: Option<Changed>,
 }

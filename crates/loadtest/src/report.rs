@@ -54,6 +54,9 @@ pub struct Controller {
     pub cold_cpu_s: f64,
     /// Peak RSS (VmHWM) when every proxy was in sync, in MB (10^6 bytes).
     pub cold_peak_rss_mb: f64,
+    /// Current RSS when every proxy was in sync and at the end of the churn phase (drift).
+    pub synced_rss_mb: f64,
+    pub churn_end_rss_mb: f64,
     /// CPU seconds spent during the churn phase.
     pub churn_cpu_s: f64,
     /// Peak and current RSS at the end of the run.
@@ -129,6 +132,27 @@ pub struct Churn {
     pub by_kind: BTreeMap<String, Latency>,
     /// Bytes received by all proxies during the churn phase, per change.
     pub bytes_per_change: f64,
+    /// How long the churn phase lasted, and the rate of changes it achieved (each change waits for the
+    /// proxies it affected before the next starts).
+    pub duration_s: f64,
+    pub changes_per_s: f64,
+}
+
+/// `--rotate`: every service certificate re-issued at once.
+#[derive(Debug, Serialize)]
+pub struct Rotation {
+    /// `rotate_due`: issuing (outside the lock), installing and the recompute.
+    pub rotate_ms: f64,
+    /// Proxies whose secrets changed.
+    pub affected: usize,
+    /// From the start until the last of them ACKed its new secrets; `None` on timeout.
+    pub converged_ms: Option<f64>,
+    pub missing: usize,
+    /// Controller CPU for the whole step.
+    pub cpu_s: f64,
+    /// The change applied meanwhile: until its affected proxies ACKed, and how many there were.
+    pub change_ms: Option<f64>,
+    pub change_affected: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -158,6 +182,7 @@ pub struct Report {
     pub per_proxy: PerProxy,
     pub smi: Option<SmiCheck>,
     pub churn: Churn,
+    pub rotation: Option<Rotation>,
     pub driver: Driver,
     pub goals: Vec<Goal>,
 }
@@ -215,6 +240,43 @@ impl Report {
                 pass: l.timeouts == 0 && l.p99_ms.is_some_and(|v| v <= 250.0),
             });
         }
+        // The soak goal: pod churn for minutes keeps p99 under a second and memory flat.
+        if self.churn.duration_s >= 60.0
+            && let Some(l) = self.churn.by_kind.get("pod").filter(|l| l.measured > 0)
+        {
+            goals.push(Goal {
+                name: format!(
+                    "pod churn p99 over {:.0} s at {:.1} changes/s",
+                    self.churn.duration_s, self.churn.changes_per_s
+                ),
+                target: "< 1000 ms".into(),
+                measured: ms(l.p99_ms),
+                pass: l.timeouts == 0 && l.p99_ms.is_some_and(|v| v < 1000.0),
+            });
+            let drift = (self.controller.churn_end_rss_mb - self.controller.synced_rss_mb)
+                / self.controller.synced_rss_mb.max(1e-9);
+            goals.push(Goal {
+                name: "controller RSS drift over the churn phase".into(),
+                target: "< 10 %".into(),
+                measured: format!(
+                    "{:+.1} % ({:.1} → {:.1} MB)",
+                    drift * 100.0,
+                    self.controller.synced_rss_mb,
+                    self.controller.churn_end_rss_mb
+                ),
+                pass: drift < 0.10,
+            });
+        }
+        if let Some(r) = &self.rotation {
+            goals.push(Goal {
+                name: format!("rotating every certificate ({} proxies)", r.affected),
+                target: "< 5 s".into(),
+                measured: r
+                    .converged_ms
+                    .map_or_else(|| "timed out".to_string(), |v| format!("{:.0} ms", v)),
+                pass: r.missing == 0 && r.converged_ms.is_some_and(|v| v < 5000.0),
+            });
+        }
         if let Some(m) = self.controller.idle_millicores {
             goals.push(Goal {
                 name: "controller CPU when idle".into(),
@@ -261,6 +323,23 @@ impl Report {
             "  churn phase      {:.2} CPU-s; end of run: peak RSS {:.1} MB, RSS {:.1} MB",
             k.churn_cpu_s, k.peak_rss_mb, k.rss_mb
         );
+        let _ = writeln!(
+            s,
+            "  RSS              {:.1} MB when in sync, {:.1} MB after the churn phase",
+            k.synced_rss_mb, k.churn_end_rss_mb
+        );
+        if let Some(r) = &self.rotation {
+            let _ = writeln!(
+                s,
+                "  rotation         {:.0} ms to re-issue and publish; {} proxies ACKed new secrets after {}; {:.2} CPU-s; a change meanwhile ({} proxies) ACKed after {}",
+                r.rotate_ms,
+                r.affected,
+                ms(r.converged_ms),
+                r.cpu_s,
+                r.change_affected,
+                ms(r.change_ms)
+            );
+        }
         if let Some(m) = k.idle_millicores {
             let _ = writeln!(
                 s,
@@ -315,8 +394,10 @@ impl Report {
         if ch.all.changes > 0 {
             let _ = writeln!(
                 s,
-                "churn: {} changes, {} per change received by all proxies",
+                "churn: {} changes in {:.1} s ({:.1}/s), {} per change received by all proxies",
                 ch.all.changes,
+                ch.duration_s,
+                ch.changes_per_s,
                 bytes(ch.bytes_per_change)
             );
             for (kind, l) in ch.by_kind.iter().chain([(&"all".to_string(), &ch.all)]) {

@@ -29,6 +29,7 @@ fn args(mode: Mode, ads: Api) -> RunArgs {
         change_interval_ms: 10,
         sync_timeout_s: 60,
         change_timeout_s: 20,
+        rotate: true,
         ..RunArgs::default()
     }
 }
@@ -57,6 +58,14 @@ fn check(mode: Mode, ads: Api) {
     assert_eq!(endpoint.measured, endpoint.changes, "{summary}");
     assert!(endpoint.affected_avg >= 1.0, "{summary}");
     assert!(report.controller.peak_rss_mb > 0.0, "{summary}");
+    // Rotating every certificate reaches every proxy, and the change made meanwhile still lands.
+    let rotation = report.rotation.as_ref().expect("--rotate ran");
+    assert_eq!((rotation.affected, rotation.missing), (10, 0), "{summary}");
+    assert!(rotation.converged_ms.is_some(), "{summary}");
+    assert!(
+        rotation.change_affected == 0 || rotation.change_ms.is_some(),
+        "{summary}"
+    );
     match mode {
         Mode::Smi => {
             let smi = report.smi.as_ref().expect("an SMI check in SMI mode");
