@@ -20,8 +20,8 @@ use osm_controller::{ControlPlane, ads_server_name};
 use tokio::sync::broadcast;
 
 use crate::mesh::{self, Churn, ChurnKind, MeshSpec};
-use crate::protocol::{Changed, Command, Ready, Reply, Rotated, Synced};
-use crate::sys::{cpu_time, now_ns, raise_nofile_limit};
+use crate::protocol::{Changed, Command, Ready, Reply, Rotated, Soaked, Synced};
+use crate::sys::{cpu_time, memory, now_ns, raise_nofile_limit};
 
 /// The namespace the ADS server name is built from.
 pub const OSM_NAMESPACE: &str = "osm-system";
@@ -149,6 +149,14 @@ pub fn run(args: ControllerArgs) -> Result<()> {
                 let reply = rotate(&rt, &cp, &keys, &mut churn, change_index, timeout_ms);
                 send(&mut out, &Reply::Rotated(reply))?;
             }
+            Command::Soak {
+                rate_per_s,
+                duration_s,
+                timeout_ms,
+            } => {
+                let reply = soak(&rt, &cp, &keys, &mut churn, rate_per_s, duration_s, timeout_ms);
+                send(&mut out, &Reply::Soaked(reply))?;
+            }
             Command::Quit => break,
         }
     }
@@ -269,6 +277,92 @@ fn rotate(
         },
         missing: result.missing.len(),
         change,
+    }
+}
+
+/// The proxies (of `keys`) whose config is not the one they had in `before`.
+fn changed_since(
+    cache: &SnapshotCache,
+    keys: &[String],
+    before: Vec<Option<Arc<osm_xds::ProxyConfig>>>,
+) -> HashSet<String> {
+    keys.iter()
+        .zip(before)
+        .filter(|(k, old)| match (old, cache.get(k)) {
+            (Some(old), Some(new)) => !Arc::ptr_eq(old, &new),
+            (None, None) => false,
+            _ => true,
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// See [`Command::Soak`]. Changes arrive on a fixed clock; batches are applied back to back.
+fn soak(
+    rt: &tokio::runtime::Runtime,
+    cp: &ControlPlane,
+    keys: &[String],
+    churn: &mut Churn,
+    rate_per_s: f64,
+    duration_s: f64,
+    timeout_ms: u64,
+) -> Soaked {
+    let rate = rate_per_s.max(0.001);
+    let total = (rate * duration_s).round() as usize;
+    let period_ns = 1e9 / rate;
+    let rss_start = memory(None).unwrap_or_default().rss;
+    let start_ns = now_ns();
+    let arrival_ns = |i: usize| start_ns + (i as f64 * period_ns) as u64;
+    let cache = cp.cache();
+    let mut latencies_ms = Vec::with_capacity(total);
+    let (mut next, mut batches, mut timeouts) = (0usize, 0usize, 0usize);
+    while next < total {
+        let now = now_ns();
+        // Changes 0..due have arrived by now.
+        let due = ((((now - start_ns) as f64 / period_ns).floor() as usize) + 1).min(total);
+        if due <= next {
+            std::thread::sleep(Duration::from_nanos(arrival_ns(next).saturating_sub(now)));
+            continue;
+        }
+        let before: Vec<_> = keys.iter().map(|k| cache.get(k)).collect();
+        let events = cache.events();
+        cp.update(|input| {
+            for i in next..due {
+                churn.apply(i, input);
+            }
+        });
+        let updated_ns = now_ns();
+        let pending = changed_since(cache, keys, before);
+        let result = rt.block_on(wait_in_sync(
+            cache,
+            events,
+            pending,
+            Duration::from_millis(timeout_ms),
+        ));
+        for i in next..due {
+            if result.missing.is_empty() {
+                let done = result.done_ns.unwrap_or(updated_ns);
+                latencies_ms.push(done.saturating_sub(arrival_ns(i)) as f64 / 1e6);
+            } else {
+                timeouts += 1;
+            }
+        }
+        batches += 1;
+        next = due;
+    }
+    let end = memory(None).unwrap_or_default();
+    latencies_ms.sort_by(f64::total_cmp);
+    Soaked {
+        changes: total,
+        batches,
+        duration_s: (now_ns() - start_ns) as f64 / 1e9,
+        p50_ms: crate::report::percentile(&latencies_ms, 50.0),
+        p99_ms: crate::report::percentile(&latencies_ms, 99.0),
+        max_ms: latencies_ms.last().copied(),
+        timeouts,
+        rss_start_mb: rss_start as f64 / 1e6,
+        rss_end_mb: end.rss as f64 / 1e6,
+        peak_rss_mb: end.peak_rss as f64 / 1e6,
     }
 }
 

@@ -19,7 +19,7 @@ use tonic::transport::Identity;
 use crate::client::{self, Api, Proxy, ProxyStats, Shared, kind_index};
 use crate::controller::{CA_VALIDITY, OSM_NAMESPACE};
 use crate::mesh::{self, Churn, ChurnKind, MeshSpec, Mode};
-use crate::protocol::{Changed, Command, Ready, Reply, Rotated, Synced};
+use crate::protocol::{Changed, Command, Ready, Reply, Rotated, Soaked, Synced};
 use crate::report::{self, Latency, Report, Summary};
 use crate::sys::{cpu_time, memory, now_ns, raise_nofile_limit};
 
@@ -61,6 +61,12 @@ pub struct RunArgs {
     /// ACKed its new secrets, with one more change (the next in the script) applied meanwhile.
     #[arg(long)]
     pub rotate: bool,
+    /// After that, the `--churn` script at this many changes per second (0: skip), batched as a
+    /// watcher delivers them, for `--soak-s` seconds: p50/p99 from arrival to ACK, and RSS drift.
+    #[arg(long, default_value_t = 0.0)]
+    pub soak_rate: f64,
+    #[arg(long, default_value_t = 300.0)]
+    pub soak_s: f64,
     /// Run the controller under this command, e.g. "valgrind --tool=callgrind".
     #[arg(long)]
     pub controller_wrapper: Option<String>,
@@ -84,6 +90,8 @@ impl Default for RunArgs {
             startup_concurrency: 0,
             idle_s: 0,
             rotate: false,
+            soak_rate: 0.0,
+            soak_s: 300.0,
             controller_wrapper: None,
             json_out: None,
         }
@@ -194,6 +202,18 @@ impl ControllerProcess {
         match self.reply()? {
             Reply::Rotated(r) => Ok(r),
             other => bail!("expected Rotated, got {other:?}"),
+        }
+    }
+
+    fn soak(&mut self, rate_per_s: f64, duration_s: f64, timeout: Duration) -> Result<Soaked> {
+        self.send(&Command::Soak {
+            rate_per_s,
+            duration_s,
+            timeout_ms: timeout.as_millis() as u64,
+        })?;
+        match self.reply()? {
+            Reply::Soaked(r) => Ok(r),
+            other => bail!("expected Soaked, got {other:?}"),
         }
     }
 
@@ -334,6 +354,15 @@ pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
     } else {
         None
     };
+    let soak = if args.soak_rate > 0.0 {
+        Some(ctl.soak(
+            args.soak_rate,
+            args.soak_s,
+            Duration::from_secs(args.change_timeout_s),
+        )?)
+    } else {
+        None
+    };
     let ctl_cpu_end = cpu_time(Some(pid)).unwrap_or_default().as_secs_f64();
     let idle_millicores = (args.idle_s > 0).then(|| {
         // A bounded wait by design: this window is what is measured.
@@ -386,6 +415,7 @@ pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
         smi,
         churn: churn_figures(&changes, &end, churn_end_ns, churn_s),
         rotation,
+        soak,
         driver: report::Driver {
             cpu_s: driver_cpu,
             peak_rss_mb: driver_mem.peak_rss as f64 / 1e6,

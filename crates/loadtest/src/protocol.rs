@@ -23,6 +23,14 @@ pub enum Command {
         change_index: Option<usize>,
         timeout_ms: u64,
     },
+    /// The churn script at `rate_per_s` for `duration_s`, as a watcher would deliver it: every change that
+    /// arrived while the previous batch propagated goes into the next `update()`. Each change's latency
+    /// runs from its arrival to the last affected proxy's ACK of the batch that carried it.
+    Soak {
+        rate_per_s: f64,
+        duration_s: f64,
+        timeout_ms: u64,
+    },
     Quit,
 }
 
@@ -33,6 +41,7 @@ pub enum Reply {
     Synced(Synced),
     Changed(Changed),
     Rotated(Rotated),
+    Soaked(Soaked),
     Error { message: String },
 }
 
@@ -91,4 +100,20 @@ pub struct Rotated {
     pub missing: usize,
     /// The change applied during the rotation, measured as in the churn phase.
     pub change: Option<Changed>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Soaked {
+    pub changes: usize,
+    pub batches: usize,
+    pub duration_s: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// Changes whose proxies were not all in sync within the timeout.
+    pub timeouts: usize,
+    /// The controller's RSS before and after (drift), and its peak.
+    pub rss_start_mb: f64,
+    pub rss_end_mb: f64,
+    pub peak_rss_mb: f64,
 }

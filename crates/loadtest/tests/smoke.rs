@@ -30,6 +30,8 @@ fn args(mode: Mode, ads: Api) -> RunArgs {
         sync_timeout_s: 60,
         change_timeout_s: 20,
         rotate: true,
+        soak_rate: 20.0,
+        soak_s: 1.0,
         ..RunArgs::default()
     }
 }
@@ -66,6 +68,10 @@ fn check(mode: Mode, ads: Api) {
         rotation.change_affected == 0 || rotation.change_ms.is_some(),
         "{summary}"
     );
+    // The soak applies every change it scheduled, and each reaches its proxies.
+    let soak = report.soak.as_ref().expect("--soak-rate ran");
+    assert_eq!((soak.changes, soak.timeouts), (20, 0), "{summary}");
+    assert!(soak.batches >= 1 && soak.p99_ms.is_some(), "{summary}");
     match mode {
         Mode::Smi => {
             let smi = report.smi.as_ref().expect("an SMI check in SMI mode");
