@@ -194,16 +194,7 @@ fn apply_change(
     let started_ns = now_ns();
     let stats = cp.update(|input| kind = Some(churn.apply(index, input)));
     let update_ns = now_ns() - started_ns;
-    let pending: HashSet<String> = keys
-        .iter()
-        .zip(before)
-        .filter(|(k, old)| match (old, cache.get(k)) {
-            (Some(old), Some(new)) => !Arc::ptr_eq(old, &new),
-            (None, None) => false,
-            _ => true,
-        })
-        .map(|(k, _)| k.clone())
-        .collect();
+    let pending = changed_since(cache, keys, before);
     let affected = pending.len();
     let result = rt.block_on(wait_in_sync(
         cache,
@@ -251,16 +242,7 @@ fn rotate(
     };
     let change = change_index.map(|index| apply_change(rt, cp, keys, churn, index, timeout_ms));
     let rotated_ns = rotation.join().unwrap_or_else(|_| now_ns());
-    let pending: HashSet<String> = keys
-        .iter()
-        .zip(before)
-        .filter(|(k, old)| match (old, cache.get(k)) {
-            (Some(old), Some(new)) => !Arc::ptr_eq(old, &new),
-            (None, None) => false,
-            _ => true,
-        })
-        .map(|(k, _)| k.clone())
-        .collect();
+    let pending = changed_since(cache, keys, before);
     let affected = pending.len();
     let result = rt.block_on(wait_in_sync(
         cache,
