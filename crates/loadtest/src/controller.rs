@@ -187,21 +187,13 @@ fn apply_change(
     timeout_ms: u64,
 ) -> Changed {
     let cache = cp.cache();
-    // The proxies the driver runs clients for; pods added by churn have a config but no client.
-    let before: Vec<Option<Arc<osm_xds::ProxyConfig>>> = keys.iter().map(|k| cache.get(k)).collect();
-    let events = cache.events();
     let mut kind = None;
-    let started_ns = now_ns();
-    let stats = cp.update(|input| kind = Some(churn.apply(index, input)));
-    let update_ns = now_ns() - started_ns;
-    let pending = changed_since(cache, keys, before);
-    let affected = pending.len();
-    let result = rt.block_on(wait_in_sync(
-        cache,
-        events,
-        pending,
-        Duration::from_millis(timeout_ms),
-    ));
+    let ((started_ns, stats, update_ns), affected, result) =
+        change_and_wait(rt, cache, keys, timeout_ms, || {
+            let started_ns = now_ns();
+            let stats = cp.update(|input| kind = Some(churn.apply(index, input)));
+            (started_ns, stats, now_ns() - started_ns)
+        });
     Changed {
         index,
         kind: kind.expect("update runs the change"),
@@ -229,27 +221,20 @@ fn rotate(
     timeout_ms: u64,
 ) -> Rotated {
     let cache = cp.cache();
-    let before: Vec<Option<Arc<osm_xds::ProxyConfig>>> = keys.iter().map(|k| cache.get(k)).collect();
-    let events = cache.events();
-    let started_ns = now_ns();
-    let rotation = {
-        let cp = cp.clone();
-        std::thread::spawn(move || {
-            // Far enough ahead that every certificate is due.
-            cp.rotate_due(SystemTime::now() + Duration::from_secs(10 * 365 * 24 * 3600));
-            now_ns()
-        })
-    };
-    let change = change_index.map(|index| apply_change(rt, cp, keys, churn, index, timeout_ms));
-    let rotated_ns = rotation.join().unwrap_or_else(|_| now_ns());
-    let pending = changed_since(cache, keys, before);
-    let affected = pending.len();
-    let result = rt.block_on(wait_in_sync(
-        cache,
-        events,
-        pending,
-        Duration::from_millis(timeout_ms),
-    ));
+    let ((started_ns, rotated_ns, change), affected, result) =
+        change_and_wait(rt, cache, keys, timeout_ms, || {
+            let started_ns = now_ns();
+            let rotation = {
+                let cp = cp.clone();
+                std::thread::spawn(move || {
+                    // Far enough ahead that every certificate is due.
+                    cp.rotate_due(SystemTime::now() + Duration::from_secs(10 * 365 * 24 * 3600));
+                    now_ns()
+                })
+            };
+            let change = change_index.map(|index| apply_change(rt, cp, keys, churn, index, timeout_ms));
+            (started_ns, rotation.join().unwrap_or_else(|_| now_ns()), change)
+        });
     Rotated {
         rotate_us: rotated_ns.saturating_sub(started_ns) / 1000,
         affected,
@@ -262,13 +247,22 @@ fn rotate(
     }
 }
 
-/// The proxies (of `keys`) whose config is not the one they had in `before`.
-fn changed_since(
+/// Runs `change`, then waits until every proxy of `keys` whose config it changed is in sync (pods
+/// added by churn have a config but no client, so only `keys` count). Returns what `change` returned,
+/// how many proxies were affected, and the wait's result.
+fn change_and_wait<T>(
+    rt: &tokio::runtime::Runtime,
     cache: &SnapshotCache,
     keys: &[String],
-    before: Vec<Option<Arc<osm_xds::ProxyConfig>>>,
-) -> HashSet<String> {
-    keys.iter()
+    timeout_ms: u64,
+    change: impl FnOnce() -> T,
+) -> (T, usize, WaitResult) {
+    let before: Vec<Option<Arc<osm_xds::ProxyConfig>>> = keys.iter().map(|k| cache.get(k)).collect();
+    // Subscribed before the change so no ACK it causes is missed.
+    let events = cache.events();
+    let out = change();
+    let pending: HashSet<String> = keys
+        .iter()
         .zip(before)
         .filter(|(k, old)| match (old, cache.get(k)) {
             (Some(old), Some(new)) => !Arc::ptr_eq(old, &new),
@@ -276,7 +270,15 @@ fn changed_since(
             _ => true,
         })
         .map(|(k, _)| k.clone())
-        .collect()
+        .collect();
+    let affected = pending.len();
+    let result = rt.block_on(wait_in_sync(
+        cache,
+        events,
+        pending,
+        Duration::from_millis(timeout_ms),
+    ));
+    (out, affected, result)
 }
 
 /// See [`Command::Soak`]. Changes arrive on a fixed clock; batches are applied back to back.
@@ -306,21 +308,14 @@ fn soak(
             std::thread::sleep(Duration::from_nanos(arrival_ns(next).saturating_sub(now)));
             continue;
         }
-        let before: Vec<_> = keys.iter().map(|k| cache.get(k)).collect();
-        let events = cache.events();
-        cp.update(|input| {
-            for i in next..due {
-                churn.apply(i, input);
-            }
+        let (updated_ns, _, result) = change_and_wait(rt, cache, keys, timeout_ms, || {
+            cp.update(|input| {
+                for i in next..due {
+                    churn.apply(i, input);
+                }
+            });
+            now_ns()
         });
-        let updated_ns = now_ns();
-        let pending = changed_since(cache, keys, before);
-        let result = rt.block_on(wait_in_sync(
-            cache,
-            events,
-            pending,
-            Duration::from_millis(timeout_ms),
-        ));
         for i in next..due {
             if result.missing.is_empty() {
                 let done = result.done_ns.unwrap_or(updated_ns);
