@@ -14,8 +14,15 @@ type Update = Result<MeshInput, Vec<SourceError>>;
 
 /// Generous: a wait ends as soon as the update arrives; this only bounds a failing test.
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// The end-to-end budget for an edit to take effect.
-const BUDGET: Duration = Duration::from_secs(2);
+
+/// inotify only: the periodic safety re-read is pushed past [`TIMEOUT`], so an update that arrives
+/// was delivered by inotify (a wall-clock budget would say the same, but flakily on a busy machine).
+fn inotify_only() -> WatchOptions {
+    WatchOptions {
+        safety_interval: Duration::from_secs(600),
+        ..WatchOptions::default()
+    }
+}
 
 fn write(dir: &Path, rel: &str, text: &str) {
     let path = dir.join(rel);
@@ -101,7 +108,6 @@ async fn add_edit_delete(options: WatchOptions) {
     assert_eq!(split_weights(&first), Some((50, 50)));
 
     // Edit.
-    let t = Instant::now();
     write(&dir, "policies/split.yaml", &split(80, 20));
     w.until(
         "the edit applied",
@@ -109,7 +115,6 @@ async fn add_edit_delete(options: WatchOptions) {
     )
     .await
     .unwrap();
-    assert!(t.elapsed() < BUDGET, "edit took {:?}", t.elapsed());
 
     // Add a file in a new subdirectory.
     write(
@@ -153,7 +158,7 @@ async fn add_edit_delete(options: WatchOptions) {
 /// inotify: an edit, an added file, a bad edit and a deletion each produce an update.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inotify_add_edit_delete() {
-    add_edit_delete(WatchOptions::default()).await;
+    add_edit_delete(inotify_only()).await;
 }
 
 /// The polling fallback does the same.
@@ -229,11 +234,11 @@ async fn stops_when_shutdown_sender_is_dropped() {
 }
 
 /// The directory replaced by another (removed, then a new one renamed into place): its contents are
-/// loaded, and inotify follows the new directory, so a later edit applies within the budget.
+/// loaded, and inotify follows the new directory, so a later edit is seen without the safety re-read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_replaced() {
     let (tmp, dir) = one_split_dir();
-    let mut w = start(&dir, WatchOptions::default());
+    let mut w = start(&dir, inotify_only());
     w.next().await.unwrap();
     let staged = tmp.path().join("staged");
     write(&staged, "split.yaml", &split(7, 3));
@@ -245,7 +250,6 @@ async fn directory_replaced() {
     )
     .await
     .unwrap();
-    let t = Instant::now();
     write(&dir, "split.yaml", &split(8, 2));
     w.until(
         "the edit applied",
@@ -253,10 +257,5 @@ async fn directory_replaced() {
     )
     .await
     .unwrap();
-    assert!(
-        t.elapsed() < Duration::from_millis(900),
-        "edit took {:?}",
-        t.elapsed()
-    );
     w.stop().await;
 }

@@ -138,6 +138,8 @@ fn write_status(config: &Config, frame: &Frame<'_>, snap: &Snapshot, pods: &BTre
         .flatten()
         .collect();
     let status = serde_json::json!({
+        // Which demo wrote this: a file left by an earlier run is not mistaken for this one's.
+        "pid": std::process::id(),
         "mode": config.mode.as_str(),
         "split": [config.split.0, config.split.1],
         "elapsed_ms": frame.elapsed.as_millis() as u64,
