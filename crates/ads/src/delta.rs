@@ -8,13 +8,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use osm_xds::{ProxyConfig, Resource, ResourceSet, TypeKind};
 
 use crate::cache::AdsEvent;
 use crate::sotw::Output;
+use crate::wire::{self, Encoded};
 
 #[derive(Default)]
 struct TypeState {
@@ -63,7 +62,7 @@ impl DeltaStream {
         &mut self,
         req: &DeltaDiscoveryRequest,
         config: Option<&ProxyConfig>,
-    ) -> Output<DeltaDiscoveryResponse> {
+    ) -> Output<Encoded<DeltaDiscoveryResponse>> {
         let mut out = Output::default();
         if let Some(kind) = TypeKind::from_type_url(&req.type_url) {
             self.handle(kind, req, &mut out);
@@ -81,7 +80,7 @@ impl DeltaStream {
         &mut self,
         kind: TypeKind,
         req: &DeltaDiscoveryRequest,
-        out: &mut Output<DeltaDiscoveryResponse>,
+        out: &mut Output<Encoded<DeltaDiscoveryResponse>>,
     ) {
         tracing::debug!(
             proxy = %self.proxy,
@@ -156,13 +155,13 @@ impl DeltaStream {
         }
     }
 
-    pub fn on_config(&mut self, config: &ProxyConfig) -> Output<DeltaDiscoveryResponse> {
+    pub fn on_config(&mut self, config: &ProxyConfig) -> Output<Encoded<DeltaDiscoveryResponse>> {
         let mut out = Output::default();
         self.respond_all(config, &mut out);
         out
     }
 
-    fn respond_all(&mut self, config: &ProxyConfig, out: &mut Output<DeltaDiscoveryResponse>) {
+    fn respond_all(&mut self, config: &ProxyConfig, out: &mut Output<Encoded<DeltaDiscoveryResponse>>) {
         for kind in TypeKind::ALL {
             if self.types.get(&kind).is_some_and(|s| s.subscribed) {
                 self.respond(kind, config, out);
@@ -170,7 +169,12 @@ impl DeltaStream {
         }
     }
 
-    fn respond(&mut self, kind: TypeKind, config: &ProxyConfig, out: &mut Output<DeltaDiscoveryResponse>) {
+    fn respond(
+        &mut self,
+        kind: TypeKind,
+        config: &ProxyConfig,
+        out: &mut Output<Encoded<DeltaDiscoveryResponse>>,
+    ) {
         let state = self
             .types
             .get_mut(&kind)
@@ -244,21 +248,7 @@ impl DeltaStream {
             version: nonce.clone(),
             resources: resources.len(),
         });
-        out.responses.push(DeltaDiscoveryResponse {
-            system_version_info: String::new(),
-            resources: resources
-                .iter()
-                .map(|r| DeltaResource {
-                    name: r.name.clone(),
-                    version: r.version.clone(),
-                    resource: Some(r.body.clone()),
-                    ..Default::default()
-                })
-                .collect(),
-            type_url: kind.type_url().to_string(),
-            removed_resources: removed,
-            nonce,
-            ..Default::default()
-        });
+        out.responses
+            .push(wire::delta_response(kind, &nonce, &resources, removed));
     }
 }

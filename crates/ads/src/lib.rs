@@ -7,6 +7,7 @@ pub mod delta;
 mod server;
 mod sets;
 pub mod sotw;
+pub mod wire;
 
 pub use cache::{AdsEvent, ProxyStatus, SnapshotCache};
 pub use server::{AdsService, ProxyRegistry};
@@ -55,7 +56,7 @@ pub async fn serve(
     Server::builder()
         .tls_config(tls_config)
         .map_err(AdsError::Tls)?
-        .add_service(service.into_server())
+        .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(AdsError::Serve)

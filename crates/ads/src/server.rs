@@ -1,41 +1,56 @@
 //! The gRPC service: authenticates the proxy from its client certificate, then runs one task per
 //! stream that feeds requests and config changes through the SotW or delta state machine.
 
-use std::pin::Pin;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
+use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use futures::Stream;
 use osm_ca::{TrustDomain, XdsClientIdentity};
 use osm_xds::ProxyConfig;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::body::Body;
+use tonic::codec::{Codec, Streaming};
+use tonic::codegen::{BoxFuture, Service};
+use tonic::server::NamedService;
+use tonic::{Request, Status};
+use tonic_prost::ProstCodec;
 use tracing::Instrument;
 
 use crate::cache::{AdsEvent, SnapshotCache};
 use crate::delta::DeltaStream;
 use crate::sotw::{Output, SotwStream};
+use crate::wire::{Encoded, ResponseBody};
+
+const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const SOTW_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+/// Envoy's requests are small; a bound keeps a misbehaving client from making us buffer much.
+const MAX_REQUEST: usize = 64 << 20;
 
 /// Answers "is there a pod with this proxy uuid running as this ServiceAccount?".
 pub trait ProxyRegistry: Send + Sync + 'static {
     fn check(&self, id: &XdsClientIdentity) -> Result<(), String>;
 }
 
+/// The ADS gRPC service. Written against tonic's building blocks rather than generated from the proto:
+/// responses are sent as shared pre-encoded bytes (see `wire`), which tonic's generated encoder would
+/// copy into a per-stream buffer — at 2000 proxies that copy was gigabytes.
+#[derive(Clone)]
 pub struct AdsService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     cache: SnapshotCache,
     registry: Arc<dyn ProxyRegistry>,
     trust_domain: TrustDomain,
     shutdown: watch::Receiver<bool>,
 }
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl AdsService {
     pub fn new(
@@ -45,19 +60,17 @@ impl AdsService {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            cache,
-            registry,
-            trust_domain,
-            shutdown,
+            inner: Arc::new(Inner {
+                cache,
+                registry,
+                trust_domain,
+                shutdown,
+            }),
         }
     }
+}
 
-    pub fn into_server(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(256 << 20)
-    }
-
+impl Inner {
     /// The proxy behind a stream: the CN of its client certificate, which must name a known pod.
     fn authenticate<T>(&self, req: &Request<T>) -> Result<XdsClientIdentity, Status> {
         let refuse = |reason: String| {
@@ -89,10 +102,10 @@ impl AdsService {
 
 /// What `run_stream` needs from a protocol's state machine (SotW or delta).
 trait Protocol: Send + 'static {
-    type Req: Send + 'static;
+    type Req: prost::Message + Default + Send + 'static;
     type Resp: Send + 'static;
-    fn on_request(&mut self, req: &Self::Req, config: Option<&ProxyConfig>) -> Output<Self::Resp>;
-    fn on_config(&mut self, config: &ProxyConfig) -> Output<Self::Resp>;
+    fn on_request(&mut self, req: &Self::Req, config: Option<&ProxyConfig>) -> Output<Encoded<Self::Resp>>;
+    fn on_config(&mut self, config: &ProxyConfig) -> Output<Encoded<Self::Resp>>;
     /// The Envoy node id a request names, if it carries a node.
     fn node_id(req: &Self::Req) -> Option<&str>;
 }
@@ -104,10 +117,10 @@ impl Protocol for SotwStream {
         &mut self,
         req: &DiscoveryRequest,
         config: Option<&ProxyConfig>,
-    ) -> Output<DiscoveryResponse> {
+    ) -> Output<Encoded<DiscoveryResponse>> {
         SotwStream::on_request(self, req, config)
     }
-    fn on_config(&mut self, config: &ProxyConfig) -> Output<DiscoveryResponse> {
+    fn on_config(&mut self, config: &ProxyConfig) -> Output<Encoded<DiscoveryResponse>> {
         SotwStream::on_config(self, config)
     }
     fn node_id(req: &DiscoveryRequest) -> Option<&str> {
@@ -122,10 +135,10 @@ impl Protocol for DeltaStream {
         &mut self,
         req: &DeltaDiscoveryRequest,
         config: Option<&ProxyConfig>,
-    ) -> Output<DeltaDiscoveryResponse> {
+    ) -> Output<Encoded<DeltaDiscoveryResponse>> {
         DeltaStream::on_request(self, req, config)
     }
-    fn on_config(&mut self, config: &ProxyConfig) -> Output<DeltaDiscoveryResponse> {
+    fn on_config(&mut self, config: &ProxyConfig) -> Output<Encoded<DeltaDiscoveryResponse>> {
         DeltaStream::on_config(self, config)
     }
     fn node_id(req: &DeltaDiscoveryRequest) -> Option<&str> {
@@ -142,8 +155,9 @@ fn run_stream<P: Protocol>(
     cache: SnapshotCache,
     mut shutdown: watch::Receiver<bool>,
     mut state: P,
-) -> BoxStream<P::Resp> {
-    let (tx, rx) = mpsc::channel::<Result<P::Resp, Status>>(16);
+) -> ResponseBody {
+    // Bounded: a proxy that does not read holds up only its own task (and at most this many responses).
+    let (tx, rx) = mpsc::channel::<Result<Vec<Bytes>, Status>>(16);
     let mut config_rx = cache.subscribe(&proxy);
     let span = tracing::info_span!("ads", %proxy);
     let task = async move {
@@ -193,8 +207,8 @@ fn run_stream<P: Protocol>(
                 cache.handled(&proxy, generation);
             }
             for resp in out.responses {
-                if tx.send(Ok(resp)).await.is_err() {
-                    // tonic dropped the response stream: the RPC is over.
+                if tx.send(Ok(resp.into_chunks())).await.is_err() {
+                    // The response body was dropped: the RPC is over.
                     break 'stream;
                 }
             }
@@ -202,43 +216,58 @@ fn run_stream<P: Protocol>(
         cache.record(AdsEvent::Disconnected { proxy });
     };
     tokio::spawn(task.instrument(span));
-    Box::pin(ReceiverStream::new(rx))
+    ResponseBody::new(rx)
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsService {
-    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
+impl Inner {
+    /// Authenticates the caller, then runs the stream with the protocol `make` builds for it.
+    fn open<P: Protocol>(
         &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let id = self.authenticate(&request)?;
-        let proxy = id.common_name();
-        let stream = run_stream(
-            proxy.clone(),
-            request.into_inner(),
-            self.cache.clone(),
-            self.shutdown.clone(),
-            SotwStream::new(proxy),
+        req: http::Request<Body>,
+        make: impl FnOnce(String) -> P,
+    ) -> http::Response<Body> {
+        let req = Request::from_http(req);
+        let proxy = match self.authenticate(&req) {
+            Ok(id) => id.common_name(),
+            Err(status) => return status.into_http(),
+        };
+        let requests = Streaming::new_request(
+            ProstCodec::<P::Req, P::Req>::default().decoder(),
+            req.into_inner(),
+            None,
+            Some(MAX_REQUEST),
         );
-        Ok(Response::new(stream))
+        let state = make(proxy.clone());
+        let body = run_stream(proxy, requests, self.cache.clone(), self.shutdown.clone(), state);
+        http::Response::builder()
+            .status(http::StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .body(Body::new(body))
+            .expect("a valid static response head")
+    }
+}
+
+impl NamedService for AdsService {
+    const NAME: &'static str = SERVICE;
+}
+
+impl Service<http::Request<Body>> for AdsService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let id = self.authenticate(&request)?;
-        let proxy = id.common_name();
-        let stream = run_stream(
-            proxy.clone(),
-            request.into_inner(),
-            self.cache.clone(),
-            self.shutdown.clone(),
-            DeltaStream::new(proxy),
-        );
-        Ok(Response::new(stream))
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            Ok(match req.uri().path() {
+                SOTW_PATH => inner.open(req, SotwStream::new),
+                DELTA_PATH => inner.open(req, DeltaStream::new),
+                other => Status::unimplemented(format!("no method {other}")).into_http(),
+            })
+        })
     }
 }

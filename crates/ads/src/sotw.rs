@@ -14,6 +14,7 @@ use osm_xds::{ProxyConfig, Resource, ResourceSet, TypeKind};
 
 use crate::cache::AdsEvent;
 use crate::sets::{Digest, set_digest};
+use crate::wire::{self, Encoded};
 
 #[derive(Default)]
 struct TypeState {
@@ -79,10 +80,18 @@ pub struct SotwStream {
 }
 
 /// What one request produced: responses to send and events to record.
-#[derive(Default)]
 pub struct Output<R> {
     pub responses: Vec<R>,
     pub events: Vec<AdsEvent>,
+}
+
+impl<R> Default for Output<R> {
+    fn default() -> Self {
+        Self {
+            responses: Vec::new(),
+            events: Vec::new(),
+        }
+    }
 }
 
 impl SotwStream {
@@ -98,7 +107,7 @@ impl SotwStream {
         &mut self,
         req: &DiscoveryRequest,
         config: Option<&ProxyConfig>,
-    ) -> Output<DiscoveryResponse> {
+    ) -> Output<Encoded<DiscoveryResponse>> {
         let mut out = Output::default();
         match TypeKind::from_type_url(&req.type_url) {
             Some(kind) => self.handle(kind, req, &mut out),
@@ -113,7 +122,12 @@ impl SotwStream {
     }
 
     /// Records an ACK or NACK and applies a subscription change.
-    fn handle(&mut self, kind: TypeKind, req: &DiscoveryRequest, out: &mut Output<DiscoveryResponse>) {
+    fn handle(
+        &mut self,
+        kind: TypeKind,
+        req: &DiscoveryRequest,
+        out: &mut Output<Encoded<DiscoveryResponse>>,
+    ) {
         tracing::debug!(
             proxy = %self.proxy,
             r#type = kind.short(),
@@ -173,13 +187,13 @@ impl SotwStream {
         }
     }
 
-    pub fn on_config(&mut self, config: &ProxyConfig) -> Output<DiscoveryResponse> {
+    pub fn on_config(&mut self, config: &ProxyConfig) -> Output<Encoded<DiscoveryResponse>> {
         let mut out = Output::default();
         self.respond_all(config, &mut out);
         out
     }
 
-    fn respond_all(&mut self, config: &ProxyConfig, out: &mut Output<DiscoveryResponse>) {
+    fn respond_all(&mut self, config: &ProxyConfig, out: &mut Output<Encoded<DiscoveryResponse>>) {
         for kind in TypeKind::ALL {
             if self.types.get(&kind).is_some_and(|s| s.subscribed) {
                 self.respond(kind, config, out);
@@ -187,7 +201,12 @@ impl SotwStream {
         }
     }
 
-    fn respond(&mut self, kind: TypeKind, config: &ProxyConfig, out: &mut Output<DiscoveryResponse>) {
+    fn respond(
+        &mut self,
+        kind: TypeKind,
+        config: &ProxyConfig,
+        out: &mut Output<Encoded<DiscoveryResponse>>,
+    ) {
         let state = self
             .types
             .get_mut(&kind)
@@ -227,12 +246,7 @@ impl SotwStream {
             version: version.clone(),
             resources: resources.len(),
         });
-        out.responses.push(DiscoveryResponse {
-            version_info: version,
-            resources: resources.iter().map(|r| r.body.clone()).collect(),
-            type_url: kind.type_url().to_string(),
-            nonce: state.sent_nonce.clone(),
-            ..Default::default()
-        });
+        out.responses
+            .push(wire::sotw_response(&version, kind, &state.sent_nonce, &resources));
     }
 }

@@ -67,7 +67,7 @@ fn cds_wildcard_initial_request_gets_every_cluster() {
         vec![AdsEvent::Sent {
             proxy: PROXY.into(),
             kind: TypeKind::Cluster,
-            version: out.responses[0].version_info.clone(),
+            version: out.responses[0].decode().version_info,
             resources: 2,
         }]
     );
@@ -294,7 +294,8 @@ fn types_are_tracked_independently() {
 
     let v2 = config([cluster("a", "2"), cla("a", 2)]);
     let out = stream.on_config(&v2);
-    let urls: Vec<&str> = out.responses.iter().map(|r| r.type_url.as_str()).collect();
+    let decoded: Vec<DiscoveryResponse> = out.responses.iter().map(|r| r.decode()).collect();
+    let urls: Vec<&str> = decoded.iter().map(|r| r.type_url.as_str()).collect();
     assert_eq!(urls, vec![CDS, EDS]);
     // The EDS ACK for the superseded response is stale now.
     let out = stream.on_request(&ack(&eds, &["a"]), Some(&v2));

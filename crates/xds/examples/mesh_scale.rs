@@ -93,7 +93,7 @@ fn main() {
             TypeKind::ALL
                 .into_iter()
                 .flat_map(|k| c.iter(k))
-                .map(|r| r.body.value.len())
+                .map(|r| r.any_len())
                 .sum()
         })
         .collect();
@@ -101,9 +101,7 @@ fn main() {
         let kinds: Vec<String> = TypeKind::ALL
             .into_iter()
             .map(|k| {
-                let (n, bytes) = first
-                    .iter(k)
-                    .fold((0, 0), |(n, b), r| (n + 1, b + r.body.value.len()));
+                let (n, bytes) = first.iter(k).fold((0, 0), |(n, b), r| (n + 1, b + r.any_len()));
                 format!("{} {n} = {:.0} kB", k.short(), bytes as f64 / 1000.0)
             })
             .collect();
@@ -118,7 +116,7 @@ fn main() {
             for r in c.iter(k) {
                 references += 1;
                 if distinct.insert(Arc::as_ptr(r)) {
-                    distinct_bytes += r.body.value.len();
+                    distinct_bytes += r.any_len();
                     by_kind[i] += 1;
                 }
             }

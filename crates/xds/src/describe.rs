@@ -63,7 +63,7 @@ pub fn describe(config: &ProxyConfig) -> Value {
 /// One resource, decoded by the type URL of its body. The description leaves out the name (it is the
 /// key in `describe`) unless the encoded name differs from the resource name.
 pub fn describe_resource(r: &Resource) -> Value {
-    let body = &r.body;
+    let body = &r.body();
     let decoded = on(body, |m: Listener| (m.name.clone(), listener(&m)))
         .or_else(|| on(body, |m: Cluster| (m.name.clone(), cluster(&m))))
         .or_else(|| {
@@ -864,16 +864,15 @@ mod tests {
     use super::describe_resource;
     use crate::resource::{Resource, TypeKind};
 
-    fn raw(kind: TypeKind, type_url: &str, value: Vec<u8>) -> Resource {
-        Resource {
+    fn raw(kind: TypeKind, type_url: &str, value: Vec<u8>) -> std::sync::Arc<Resource> {
+        Resource::from_any(
             kind,
-            name: "r".to_string(),
-            version: "0".to_string(),
-            body: Any {
+            "r",
+            Any {
                 type_url: type_url.to_string(),
                 value,
             },
-        }
+        )
     }
 
     /// A type we do not know is named, not decoded.

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use envoy_types::pb::google::protobuf::Any;
+use prost::encoding::{WireType, encode_key, encode_varint};
 use prost::{Message, Name};
 
 /// The five xDS types we serve, in the order Envoy should receive them (CDS before EDS, LDS before RDS).
@@ -58,27 +60,72 @@ impl TypeKind {
 
 /// One xDS resource, encoded once. `version` is a hash of the encoded bytes, so equal content always
 /// has an equal version and the ADS server never re-sends what a proxy already has.
+///
+/// The encoding is kept ready for the wire: `frame` is the resource as one entry of a
+/// `DiscoveryResponse.resources` (field key, length, then the encoded `Any`). Every proxy's response
+/// refers to these same bytes; nothing is copied or re-encoded per proxy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resource {
     pub kind: TypeKind,
     pub name: String,
     pub version: String,
-    pub body: Any,
+    frame: Bytes,
+    /// Where the encoded `Any` starts in `frame`.
+    any_at: usize,
 }
+
+/// `DiscoveryResponse.resources` and `DeltaDiscoveryResponse.resources` are both field 2.
+pub const RESOURCES_FIELD: u32 = 2;
 
 impl Resource {
     pub fn encode<M: Message + Name>(kind: TypeKind, name: impl Into<String>, msg: &M) -> Arc<Self> {
-        let value = msg.encode_to_vec();
-        let version = format!("{:016x}", hash_bytes(&value));
+        Self::from_any(
+            kind,
+            name,
+            Any {
+                type_url: M::type_url(),
+                value: msg.encode_to_vec(),
+            },
+        )
+    }
+
+    /// A resource from an already encoded message.
+    pub fn from_any(kind: TypeKind, name: impl Into<String>, any: Any) -> Arc<Self> {
+        let version = format!("{:016x}", hash_bytes(&any.value));
+        let any_len = any.encoded_len();
+        let mut frame = BytesMut::with_capacity(any_len + 6);
+        encode_key(RESOURCES_FIELD, WireType::LengthDelimited, &mut frame);
+        encode_varint(any_len as u64, &mut frame);
+        let any_at = frame.len();
+        any.encode(&mut frame)
+            .expect("the buffer was sized for the message");
         Arc::new(Self {
             kind,
             name: name.into(),
             version,
-            body: Any {
-                type_url: M::type_url(),
-                value,
-            },
+            frame: frame.freeze(),
+            any_at,
         })
+    }
+
+    /// The resource as one `resources` entry of a state-of-the-world `DiscoveryResponse`.
+    pub fn sotw_frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The encoded `Any` (shares the resource's bytes).
+    pub fn any_bytes(&self) -> Bytes {
+        self.frame.slice(self.any_at..)
+    }
+
+    /// Length of the encoded `Any` (type URL and message): what a proxy is sent for this resource.
+    pub fn any_len(&self) -> usize {
+        self.frame.len() - self.any_at
+    }
+
+    /// The resource as an `Any` (a decoded copy: for inspection, not for serving).
+    pub fn body(&self) -> Any {
+        Any::decode(&self.frame[self.any_at..]).expect("encoded by Resource::encode")
     }
 }
 

@@ -232,7 +232,7 @@ fn versions_are_deterministic_across_generators() {
                     .collect();
                 assert_eq!(a, b, "{uuid} {}", kind.short());
                 for r in config.iter(kind) {
-                    assert_eq!(r.body, resource(&two[uuid], kind, &r.name).body);
+                    assert_eq!(r.body(), resource(&two[uuid], kind, &r.name).body());
                 }
             }
         }

@@ -91,10 +91,10 @@ pub fn of_sets(sets: &[&Arc<ResourceSet>]) -> ProxyConfig {
     }
 }
 
-/// The single response of `out`.
-pub fn only<T>(out: osm_ads::sotw::Output<T>) -> T {
+/// The single response of `out`, decoded as the proxy would.
+pub fn only<M: prost::Message + Default>(out: osm_ads::sotw::Output<osm_ads::wire::Encoded<M>>) -> M {
     assert_eq!(out.responses.len(), 1, "expected exactly one response");
-    out.responses.into_iter().next().expect("checked above")
+    out.responses[0].decode()
 }
 
 /// Asserts `out` carries no response.

@@ -1,0 +1,337 @@
+//! Responses encoded for the wire without copying resources: a gRPC message is a short head (frame
+//! header and the response's own fields) followed by the resources' shared, pre-encoded bytes. Two
+//! thousand proxies sent the same cluster share one allocation; the gRPC body (`ResponseBody`) hands
+//! the chunks to HTTP/2 by reference, copying only small ones together into frames.
+//!
+//! Protobuf allows a message's fields in any order, so the head carries version, type URL and nonce,
+//! and the `resources` entries (field 2 in both `DiscoveryResponse` and `DeltaDiscoveryResponse`)
+//! follow it.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::fmt;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryResponse, DiscoveryResponse, Resource as DeltaResource,
+};
+use http_body::Frame;
+use osm_xds::{RESOURCES_FIELD, Resource, TypeKind};
+use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use tokio::sync::mpsc;
+
+/// One gRPC message (5-byte prefix and the protobuf `M`) as chunks, most of them shared.
+pub struct Encoded<M> {
+    chunks: Vec<Bytes>,
+    _message: PhantomData<fn() -> M>,
+}
+
+impl<M> Encoded<M> {
+    fn new(head: &[u8], body: Vec<Bytes>) -> Self {
+        let len = head.len() + body.iter().map(Bytes::len).sum::<usize>();
+        let mut first = BytesMut::with_capacity(5 + head.len());
+        first.put_u8(0); // not compressed
+        first.put_u32(u32::try_from(len).expect("an xDS response over 4 GiB"));
+        first.put_slice(head);
+        let mut chunks = Vec::with_capacity(body.len() + 1);
+        chunks.push(first.freeze());
+        chunks.extend(body);
+        Self {
+            chunks,
+            _message: PhantomData,
+        }
+    }
+
+    /// Bytes on the wire, prefix included.
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    pub(crate) fn into_chunks(self) -> Vec<Bytes> {
+        self.chunks
+    }
+}
+
+impl<M: Message + Default> Encoded<M> {
+    /// The message as a client decodes it (tests and debugging; copies everything).
+    pub fn decode(&self) -> M {
+        let mut all = Vec::with_capacity(self.len());
+        for c in &self.chunks {
+            all.extend_from_slice(c);
+        }
+        M::decode(&all[5..]).expect("encoded by this module")
+    }
+}
+
+impl<M> fmt::Debug for Encoded<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Encoded({} bytes in {} chunks)", self.len(), self.chunks.len())
+    }
+}
+
+/// A state-of-the-world response carrying `resources`.
+pub fn sotw_response(
+    version: &str,
+    kind: TypeKind,
+    nonce: &str,
+    resources: &[&Arc<Resource>],
+) -> Encoded<DiscoveryResponse> {
+    let head = DiscoveryResponse {
+        version_info: version.to_string(),
+        type_url: kind.type_url().to_string(),
+        nonce: nonce.to_string(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    Encoded::new(&head, resources.iter().map(|r| r.sotw_frame().clone()).collect())
+}
+
+/// A delta response adding or updating `resources` and removing `removed`.
+pub fn delta_response(
+    kind: TypeKind,
+    nonce: &str,
+    resources: &[Arc<Resource>],
+    removed: Vec<String>,
+) -> Encoded<DeltaDiscoveryResponse> {
+    let head = DeltaDiscoveryResponse {
+        type_url: kind.type_url().to_string(),
+        nonce: nonce.to_string(),
+        removed_resources: removed,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut body = Vec::with_capacity(resources.len() * 2);
+    for r in resources {
+        // The `Resource` wrapper (name, version) is per response; the `Any` inside is shared.
+        let wrapper = DeltaResource {
+            name: r.name.clone(),
+            version: r.version.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let any = r.any_bytes();
+        let any_field = 1 + encoded_len_varint(any.len() as u64) + any.len();
+        let inner = wrapper.len() + any_field;
+        let mut prefix = BytesMut::with_capacity(inner - any.len() + 6);
+        encode_key(RESOURCES_FIELD, WireType::LengthDelimited, &mut prefix);
+        encode_varint(inner as u64, &mut prefix);
+        prefix.put_slice(&wrapper);
+        // `Resource.resource` is field 2 as well.
+        encode_key(2, WireType::LengthDelimited, &mut prefix);
+        encode_varint(any.len() as u64, &mut prefix);
+        body.push(prefix.freeze());
+        body.push(any);
+    }
+    Encoded::new(&head, body)
+}
+
+/// Chunks at least this long go out as they are; shorter ones are copied together up to it, so a
+/// response of many small resources is a few HTTP/2 frames rather than one per resource.
+const COALESCE: usize = 16 * 1024;
+
+/// The body of a streaming gRPC response: messages from `rx` as data frames, then the trailers that
+/// end the call (`grpc-status` 0 when the stream task finished, or the status it ended with).
+pub(crate) struct ResponseBody {
+    rx: mpsc::Receiver<Result<Vec<Bytes>, tonic::Status>>,
+    pending: VecDeque<Bytes>,
+    done: bool,
+}
+
+impl ResponseBody {
+    pub(crate) fn new(rx: mpsc::Receiver<Result<Vec<Bytes>, tonic::Status>>) -> Self {
+        Self {
+            rx,
+            pending: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    fn next_data(&mut self) -> Option<Bytes> {
+        let first = self.pending.pop_front()?;
+        if first.len() >= COALESCE {
+            return Some(first);
+        }
+        let mut buf = BytesMut::with_capacity(COALESCE);
+        buf.put_slice(&first);
+        while let Some(next) = self.pending.front() {
+            if next.len() >= COALESCE || buf.len() + next.len() > COALESCE {
+                break;
+            }
+            buf.put_slice(next);
+            self.pending.pop_front();
+        }
+        Some(buf.freeze())
+    }
+}
+
+fn trailers(status: Option<tonic::Status>) -> Frame<Bytes> {
+    let mut map = http::HeaderMap::new();
+    match status {
+        None => {
+            map.insert("grpc-status", http::HeaderValue::from_static("0"));
+        }
+        Some(status) => {
+            if status.add_header(&mut map).is_err() {
+                map.insert("grpc-status", http::HeaderValue::from_static("13"));
+            }
+        }
+    }
+    Frame::trailers(map)
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(data) = this.next_data() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(chunks))) => this.pending.extend(chunks),
+                Poll::Ready(Some(Err(status))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Ok(trailers(Some(status)))));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Ok(trailers(None))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+
+    use super::*;
+
+    fn cluster(name: &str, padding: usize) -> Arc<Resource> {
+        let msg = Cluster {
+            name: name.to_string(),
+            alt_stat_name: "x".repeat(padding),
+            ..Default::default()
+        };
+        Resource::encode(TypeKind::Cluster, name, &msg)
+    }
+
+    /// What prost itself would encode decodes to the same message as our chunked encoding.
+    #[test]
+    fn sotw_response_decodes_as_prost_encodes_it() {
+        let (a, b) = (cluster("a", 10), cluster("b", 300_000));
+        let enc = sotw_response("v1", TypeKind::Cluster, "7", &[&a, &b]);
+        let expected = DiscoveryResponse {
+            version_info: "v1".into(),
+            resources: vec![a.body(), b.body()],
+            type_url: TypeKind::Cluster.type_url().into(),
+            nonce: "7".into(),
+            ..Default::default()
+        };
+        assert_eq!(enc.decode(), expected);
+        assert_eq!(enc.len(), 5 + expected.encoded_len());
+        // The resources' bytes are the shared ones, not copies.
+        assert!(enc.chunks[2].as_ptr() == b.sotw_frame().as_ptr());
+    }
+
+    #[test]
+    fn delta_response_decodes_as_prost_encodes_it() {
+        let (a, b) = (cluster("a", 10), cluster("b", 200));
+        let enc = delta_response(
+            TypeKind::Cluster,
+            "3",
+            &[a.clone(), b.clone()],
+            vec!["gone".into()],
+        );
+        let wrap = |r: &Arc<Resource>| DeltaResource {
+            name: r.name.clone(),
+            version: r.version.clone(),
+            resource: Some(r.body()),
+            ..Default::default()
+        };
+        let expected = DeltaDiscoveryResponse {
+            resources: vec![wrap(&a), wrap(&b)],
+            type_url: TypeKind::Cluster.type_url().into(),
+            nonce: "3".into(),
+            removed_resources: vec!["gone".into()],
+            ..Default::default()
+        };
+        assert_eq!(enc.decode(), expected);
+        assert_eq!(enc.len(), 5 + expected.encoded_len());
+    }
+
+    /// An empty wildcard answer (everything removed) is a valid message with no resources.
+    #[test]
+    fn empty_sotw_response() {
+        let enc = sotw_response("v0", TypeKind::Listener, "1", &[]);
+        assert!(enc.decode().resources.is_empty());
+    }
+
+    async fn collect(body: ResponseBody) -> (Vec<Bytes>, http::HeaderMap) {
+        use http_body_util::BodyExt;
+        let mut body = body;
+        let mut data = Vec::new();
+        let mut trailers = http::HeaderMap::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.unwrap();
+            match frame.into_data() {
+                Ok(d) => data.push(d),
+                Err(f) => trailers = f.into_trailers().unwrap(),
+            }
+        }
+        (data, trailers)
+    }
+
+    /// Small chunks are coalesced up to the frame size, large ones pass through; the body ends with
+    /// `grpc-status` 0 once the sender is gone.
+    #[tokio::test]
+    async fn body_coalesces_small_chunks_and_ends_with_ok() {
+        let (tx, rx) = mpsc::channel(4);
+        let small = Bytes::from(vec![1u8; 1000]);
+        let big = Bytes::from(vec![2u8; 100_000]);
+        let mut msg = vec![small.clone(); 40];
+        msg.push(big.clone());
+        tx.send(Ok(msg)).await.unwrap();
+        drop(tx);
+        let (data, trailers) = collect(ResponseBody::new(rx)).await;
+        let sizes: Vec<usize> = data.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, vec![16_000, 16_000, 8_000, 100_000]);
+        assert!(data[3].as_ptr() == big.as_ptr(), "a large chunk is not copied");
+        assert_eq!(trailers["grpc-status"], "0");
+    }
+
+    #[tokio::test]
+    async fn body_ends_with_the_status_it_was_given() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Err(tonic::Status::permission_denied("node id does not match")))
+            .await
+            .unwrap();
+        let (data, trailers) = collect(ResponseBody::new(rx)).await;
+        assert!(data.is_empty());
+        assert_eq!(trailers["grpc-status"], "7");
+        assert_eq!(trailers["grpc-message"], "node%20id%20does%20not%20match");
+    }
+}
