@@ -13,17 +13,35 @@ use osm_xds::{ProxyConfig, Resource, ResourceSet, TypeKind};
 
 use crate::cache::AdsEvent;
 use crate::sotw::Output;
-use crate::wire::{self, Encoded};
+use crate::wire::{self, Encoded, Part};
+
+/// What the proxy holds of one type.
+///
+/// Usually exactly the wanted resources of the sets last computed, which `Sets` says in O(sets) memory:
+/// 2000 proxies holding 2000 shared resources each would otherwise keep four million name/version
+/// pairs. Whatever that cannot say (declared versions on reconnect, refused versions, a re-subscribed
+/// name the proxy dropped) switches to an explicit `Map`, until a response brings the proxy back in line.
+enum Known {
+    Sets(Vec<Arc<ResourceSet>>),
+    /// Name → version the proxy holds ("" for an unknown version).
+    Map(HashMap<String, String>),
+}
+
+impl Default for Known {
+    fn default() -> Self {
+        Known::Map(HashMap::new())
+    }
+}
 
 #[derive(Default)]
 struct TypeState {
     subscribed: bool,
     wildcard: bool,
     names: BTreeSet<String>,
-    /// Name → version the proxy holds (as far as we know).
-    known: HashMap<String, String>,
-    /// Nonce → (name, version) pairs it carried, until acknowledged.
-    in_flight: HashMap<String, Vec<(String, String)>>,
+    /// What the proxy holds (as far as we know).
+    known: Known,
+    /// Nonce → the resources it carried, until acknowledged.
+    in_flight: HashMap<String, Vec<Arc<Resource>>>,
     /// Name → version the proxy refused: not re-sent until it changes.
     refused: HashMap<String, String>,
     /// The sets `known` was last brought up to date with: for every wanted name in them, `known` (or
@@ -37,9 +55,53 @@ impl TypeState {
         self.wildcard || self.names.contains(name)
     }
 
+    /// The version of `name` the proxy holds.
+    fn held(&self, kind: TypeKind, name: &str) -> Option<&str> {
+        match &self.known {
+            Known::Map(map) => map.get(name).map(String::as_str),
+            Known::Sets(sets) => self
+                .wants(name)
+                .then(|| sets.iter().find_map(|s| s.get(kind, name)))
+                .flatten()
+                .map(|r| r.version.as_str()),
+        }
+    }
+
     /// Whether the proxy holds (or refused) this very version.
     fn has(&self, r: &Resource) -> bool {
-        self.known.get(&r.name) == Some(&r.version) || self.refused.get(&r.name) == Some(&r.version)
+        self.held(r.kind, &r.name) == Some(r.version.as_str())
+            || self.refused.get(&r.name) == Some(&r.version)
+    }
+
+    /// `known` as an explicit map, to be edited name by name.
+    fn known_map(&mut self, kind: TypeKind) -> &mut HashMap<String, String> {
+        if let Known::Sets(sets) = &self.known {
+            let map = sets
+                .iter()
+                .flat_map(|s| s.of_kind(kind).iter())
+                .filter(|(n, _)| self.wants(n))
+                .map(|(n, r)| (n.clone(), r.version.clone()))
+                .collect();
+            self.known = Known::Map(map);
+        }
+        match &mut self.known {
+            Known::Map(map) => map,
+            Known::Sets(_) => unreachable!("replaced above"),
+        }
+    }
+
+    /// Names the proxy holds that are not (wanted and) in `config`.
+    fn gone(&self, kind: TypeKind, config: &ProxyConfig) -> Vec<String> {
+        let stays = |n: &str| self.wants(n) && config.get(kind, n).is_some();
+        match &self.known {
+            Known::Map(map) => map.keys().filter(|n| !stays(n)).cloned().collect(),
+            Known::Sets(sets) => sets
+                .iter()
+                .flat_map(|s| s.of_kind(kind).keys())
+                .filter(|n| self.wants(n) && !stays(n))
+                .cloned()
+                .collect(),
+        }
     }
 }
 
@@ -96,15 +158,15 @@ impl DeltaStream {
             match &req.error_detail {
                 Some(status) => {
                     tracing::warn!(proxy = %self.proxy, r#type = kind.short(), error = %status.message, "proxy rejected config (NACK)");
-                    for (name, version) in carried {
+                    for r in carried {
                         // A later response already superseded this version: nothing to remember.
-                        if state.known.get(&name) != Some(&version) {
+                        if state.held(kind, &r.name) != Some(r.version.as_str()) {
                             continue;
                         }
                         // The proxy may hold an older version, or none: keep the name with a version
                         // matching nothing, so its removal is still announced if it goes away.
-                        state.known.insert(name.clone(), String::new());
-                        state.refused.insert(name, version);
+                        state.known_map(kind).insert(r.name.clone(), String::new());
+                        state.refused.insert(r.name.clone(), r.version.clone());
                     }
                     out.events.push(AdsEvent::Nacked {
                         proxy: self.proxy.clone(),
@@ -128,7 +190,10 @@ impl DeltaStream {
             // LDS and CDS are wildcard unless the proxy names resources; "*" is an explicit wildcard.
             state.wildcard = matches!(kind, TypeKind::Listener | TypeKind::Cluster)
                 && req.resource_names_subscribe.iter().all(|n| n == "*");
-            state.known = req.initial_resource_versions.clone().into_iter().collect();
+            state.known = Known::Map(req.initial_resource_versions.clone().into_iter().collect());
+        } else if !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
+            // `Known::Sets` is read through `wants`: pin it down as a map before the subscription moves.
+            state.known_map(kind);
         }
         for name in &req.resource_names_subscribe {
             if name == "*" {
@@ -139,7 +204,7 @@ impl DeltaStream {
                 // have dropped it. Not so for a name whose version the same first request declares
                 // (Envoy lists every name in both on reconnect); that is what the map is for.
                 if !(first && req.initial_resource_versions.contains_key(name)) {
-                    state.known.remove(name);
+                    state.known_map(kind).remove(name);
                 }
             }
         }
@@ -148,7 +213,7 @@ impl DeltaStream {
                 state.wildcard = false;
             }
             state.names.remove(name);
-            state.known.remove(name);
+            state.known_map(kind).remove(name);
         }
         if first || !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
             state.computed = None;
@@ -179,7 +244,7 @@ impl DeltaStream {
             .types
             .get_mut(&kind)
             .expect("respond is only called for subscribed types");
-        let mut resources: Vec<Arc<Resource>> = Vec::new();
+        let mut parts: Vec<Part<'_>> = Vec::new();
         let mut removed: Vec<String> = Vec::new();
         match &state.computed {
             Some(old)
@@ -194,61 +259,64 @@ impl DeltaStream {
                 for name in crate::sets::candidates(old, config, kind) {
                     match config.get(kind, &name).filter(|_| state.wants(&name)) {
                         Some(r) if state.has(r) => {}
-                        Some(r) => resources.push(r.clone()),
-                        None if state.known.contains_key(&name) => removed.push(name),
+                        Some(r) => parts.push(Part::One(r)),
+                        None if state.held(kind, &name).is_some() => removed.push(name),
                         None => {}
                     }
                 }
             }
             None => {
-                if state.wildcard {
-                    resources.extend(config.iter(kind).filter(|r| !state.has(r)).cloned());
-                } else {
-                    resources.extend(
-                        state
-                            .names
-                            .iter()
-                            .filter_map(|n| config.get(kind, n))
-                            .filter(|r| !state.has(r))
-                            .cloned(),
-                    );
+                for set in &config.sets {
+                    let of_kind = set.of_kind(kind);
+                    let missing = |r: &&Arc<Resource>| state.wants(&r.name) && !state.has(r);
+                    let n = of_kind.values().filter(missing).count();
+                    if n > 0 && n == of_kind.len() {
+                        parts.push(Part::Whole(set));
+                    } else if n > 0 {
+                        parts.extend(of_kind.values().filter(missing).map(Part::One));
+                    }
                 }
-                removed.extend(
-                    state
-                        .known
-                        .keys()
-                        .filter(|n| !(state.wants(n) && config.get(kind, n).is_some()))
-                        .cloned(),
-                );
+                removed = state.gone(kind, config);
             }
         }
         state.computed = Some(config.sets.clone());
-        if resources.is_empty() && removed.is_empty() {
+        let mut carried: Vec<Arc<Resource>> = Vec::new();
+        for p in &parts {
+            p.for_each(kind, |r| carried.push(r.clone()));
+        }
+        for n in &removed {
+            state.refused.remove(n);
+        }
+        for r in &carried {
+            // A refusal concerns the version refused; once another one went out, it no longer applies.
+            state.refused.remove(&r.name);
+        }
+        if state.refused.is_empty() {
+            // The proxy now holds exactly the wanted resources of `config` (or will, once this response
+            // arrives): say so in O(sets).
+            state.known = Known::Sets(config.sets.clone());
+        } else {
+            let map = state.known_map(kind);
+            for n in &removed {
+                map.remove(n);
+            }
+            for r in &carried {
+                map.insert(r.name.clone(), r.version.clone());
+            }
+        }
+        if parts.is_empty() && removed.is_empty() {
             return;
         }
         self.nonce += 1;
         let nonce = self.nonce.to_string();
-        for n in &removed {
-            state.known.remove(n);
-            state.refused.remove(n);
-        }
-        let carried: Vec<(String, String)> = resources
-            .iter()
-            .map(|r| (r.name.clone(), r.version.clone()))
-            .collect();
-        for (name, version) in &carried {
-            state.known.insert(name.clone(), version.clone());
-            // A refusal concerns the version refused; once another one went out, it no longer applies.
-            state.refused.remove(name);
-        }
-        state.in_flight.insert(nonce.clone(), carried);
         out.events.push(AdsEvent::Sent {
             proxy: self.proxy.clone(),
             kind,
             version: nonce.clone(),
-            resources: resources.len(),
+            resources: carried.len(),
         });
         out.responses
-            .push(wire::delta_response(kind, &nonce, &resources, removed));
+            .push(wire::delta_response(kind, &nonce, &parts, removed));
+        state.in_flight.insert(nonce, carried);
     }
 }

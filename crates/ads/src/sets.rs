@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
+use bytes::{Bytes, BytesMut};
+
 use osm_xds::{ProxyConfig, Resource, ResourceSet, TypeKind};
 
 /// Pointer identity of a set (only compared while an `Arc` to it is held).
@@ -210,6 +212,52 @@ pub(crate) fn set_digest(set: &Arc<ResourceSet>, kind: TypeKind) -> Digest {
         |e| in_use(&e.set),
     );
     per_kind[index]
+}
+
+/// How resources are framed in a block: as `DiscoveryResponse.resources` entries (`Any`) or as
+/// `DeltaDiscoveryResponse.resources` entries (`Resource` wrapping the `Any`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Framing {
+    Sotw,
+    Delta,
+}
+
+struct BlockEntry {
+    set: Arc<ResourceSet>,
+    bytes: Bytes,
+}
+
+type BlockKey = (usize, TypeKind, Framing);
+
+static BLOCKS: LazyLock<Mutex<Memo<BlockKey, BlockEntry>>> = LazyLock::new(|| Mutex::new(Memo::new()));
+
+/// Every resource of `kind` in `set`, framed by `frame` and concatenated: built once per set and
+/// framing, then sent by reference to every proxy that is sent the whole set.
+pub(crate) fn set_block(
+    set: &Arc<ResourceSet>,
+    kind: TypeKind,
+    framing: Framing,
+    frame: impl Fn(&Resource, &mut BytesMut),
+) -> Bytes {
+    let k = (key(set), kind, framing);
+    let mut memo = lock(&BLOCKS);
+    if let Some(e) = memo.entries.get(&k) {
+        return e.bytes.clone();
+    }
+    let mut buf = BytesMut::new();
+    for r in set.of_kind(kind).values() {
+        frame(r, &mut buf);
+    }
+    let bytes = buf.freeze();
+    memo.insert(
+        k,
+        BlockEntry {
+            set: set.clone(),
+            bytes: bytes.clone(),
+        },
+        |e| in_use(&e.set),
+    );
+    bytes
 }
 
 #[cfg(test)]

@@ -10,11 +10,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use osm_xds::{ProxyConfig, Resource, ResourceSet, TypeKind};
+use osm_xds::{ProxyConfig, ResourceSet, TypeKind};
 
 use crate::cache::AdsEvent;
 use crate::sets::{Digest, set_digest};
-use crate::wire::{self, Encoded};
+use crate::wire::{self, Encoded, Part};
 
 #[derive(Default)]
 struct TypeState {
@@ -229,11 +229,27 @@ impl SotwStream {
         {
             return;
         }
-        let resources: Vec<&Arc<Resource>> = if state.wildcard {
-            config.iter(kind).collect()
-        } else {
-            state.names.iter().filter_map(|n| config.get(kind, n)).collect()
-        };
+        // Whole sets where the proxy gets all of a set (shared blocks on the wire), else by name.
+        let mut parts: Vec<Part<'_>> = Vec::new();
+        for set in &config.sets {
+            let of_kind = set.of_kind(kind);
+            if of_kind.is_empty() {
+                continue;
+            }
+            if state.wildcard || of_kind.keys().all(|n| state.names.contains(n)) {
+                parts.push(Part::Whole(set));
+            } else if state.names.len() <= of_kind.len() {
+                parts.extend(state.names.iter().filter_map(|n| of_kind.get(n)).map(Part::One));
+            } else {
+                parts.extend(
+                    of_kind
+                        .iter()
+                        .filter(|(n, _)| state.names.contains(*n))
+                        .map(|(_, r)| Part::One(r)),
+                );
+            }
+        }
+        let count: usize = parts.iter().map(|p| p.count(kind)).sum();
         self.nonce += 1;
         state.sent_nonce = self.nonce.to_string();
         state.sent_version = Some(version.clone());
@@ -244,9 +260,9 @@ impl SotwStream {
             proxy: self.proxy.clone(),
             kind,
             version: version.clone(),
-            resources: resources.len(),
+            resources: count,
         });
         out.responses
-            .push(wire::sotw_response(&version, kind, &state.sent_nonce, &resources));
+            .push(wire::sotw_response(&version, kind, &state.sent_nonce, &parts));
     }
 }

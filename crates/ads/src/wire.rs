@@ -20,10 +20,12 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryResponse, DiscoveryResponse, Resource as DeltaResource,
 };
 use http_body::Frame;
-use osm_xds::{RESOURCES_FIELD, Resource, TypeKind};
+use osm_xds::{RESOURCES_FIELD, Resource, ResourceSet, TypeKind};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use tokio::sync::mpsc;
+
+use crate::sets::{Framing, set_block};
 
 /// One gRPC message (5-byte prefix and the protobuf `M`) as chunks, most of them shared.
 pub struct Encoded<M> {
@@ -78,12 +80,62 @@ impl<M> fmt::Debug for Encoded<M> {
     }
 }
 
-/// A state-of-the-world response carrying `resources`.
+/// Sets with at least this many resources of a type are sent as one shared block when a proxy gets
+/// all of them; smaller ones resource by resource (their blocks would cost memory for little gain).
+const BLOCK_MIN: usize = 32;
+
+/// What a response carries, as the state machines choose it: whole sets (every resource of the type
+/// in the set) and single resources.
+#[derive(Clone, Copy)]
+pub enum Part<'a> {
+    Whole(&'a Arc<ResourceSet>),
+    One(&'a Arc<Resource>),
+}
+
+impl Part<'_> {
+    /// Number of resources it stands for.
+    pub fn count(&self, kind: TypeKind) -> usize {
+        match self {
+            Part::Whole(set) => set.of_kind(kind).len(),
+            Part::One(_) => 1,
+        }
+    }
+
+    /// Calls `f` for each resource it stands for.
+    pub fn for_each(&self, kind: TypeKind, mut f: impl FnMut(&Arc<Resource>)) {
+        match self {
+            Part::Whole(set) => set.of_kind(kind).values().for_each(f),
+            Part::One(r) => f(r),
+        }
+    }
+}
+
+/// The chunks of `parts`: a shared block for a large whole set, the resources' own frames otherwise.
+fn chunks(
+    parts: &[Part<'_>],
+    kind: TypeKind,
+    framing: Framing,
+    one: impl Fn(&Arc<Resource>, &mut Vec<Bytes>),
+    frame: impl Fn(&Resource, &mut BytesMut) + Copy,
+) -> Vec<Bytes> {
+    let mut body = Vec::new();
+    for part in parts {
+        match part {
+            Part::Whole(set) if set.of_kind(kind).len() >= BLOCK_MIN => {
+                body.push(set_block(set, kind, framing, frame));
+            }
+            part => part.for_each(kind, |r| one(r, &mut body)),
+        }
+    }
+    body
+}
+
+/// A state-of-the-world response carrying `parts`.
 pub fn sotw_response(
     version: &str,
     kind: TypeKind,
     nonce: &str,
-    resources: &[&Arc<Resource>],
+    parts: &[Part<'_>],
 ) -> Encoded<DiscoveryResponse> {
     let head = DiscoveryResponse {
         version_info: version.to_string(),
@@ -92,14 +144,21 @@ pub fn sotw_response(
         ..Default::default()
     }
     .encode_to_vec();
-    Encoded::new(&head, resources.iter().map(|r| r.sotw_frame().clone()).collect())
+    let body = chunks(
+        parts,
+        kind,
+        Framing::Sotw,
+        |r, body| body.push(r.sotw_frame().clone()),
+        |r, buf| buf.put_slice(r.sotw_frame()),
+    );
+    Encoded::new(&head, body)
 }
 
-/// A delta response adding or updating `resources` and removing `removed`.
+/// A delta response adding or updating `parts` and removing `removed`.
 pub fn delta_response(
     kind: TypeKind,
     nonce: &str,
-    resources: &[Arc<Resource>],
+    parts: &[Part<'_>],
     removed: Vec<String>,
 ) -> Encoded<DeltaDiscoveryResponse> {
     let head = DeltaDiscoveryResponse {
@@ -109,29 +168,41 @@ pub fn delta_response(
         ..Default::default()
     }
     .encode_to_vec();
-    let mut body = Vec::with_capacity(resources.len() * 2);
-    for r in resources {
-        // The `Resource` wrapper (name, version) is per response; the `Any` inside is shared.
-        let wrapper = DeltaResource {
-            name: r.name.clone(),
-            version: r.version.clone(),
-            ..Default::default()
-        }
-        .encode_to_vec();
-        let any = r.any_bytes();
-        let any_field = 1 + encoded_len_varint(any.len() as u64) + any.len();
-        let inner = wrapper.len() + any_field;
-        let mut prefix = BytesMut::with_capacity(inner - any.len() + 6);
-        encode_key(RESOURCES_FIELD, WireType::LengthDelimited, &mut prefix);
-        encode_varint(inner as u64, &mut prefix);
-        prefix.put_slice(&wrapper);
-        // `Resource.resource` is field 2 as well.
-        encode_key(2, WireType::LengthDelimited, &mut prefix);
-        encode_varint(any.len() as u64, &mut prefix);
-        body.push(prefix.freeze());
-        body.push(any);
-    }
+    let body = chunks(
+        parts,
+        kind,
+        Framing::Delta,
+        |r, body| {
+            body.push(delta_prefix(r));
+            body.push(r.any_bytes());
+        },
+        |r, buf| {
+            buf.put_slice(&delta_prefix(r));
+            buf.put_slice(&r.any_bytes());
+        },
+    );
     Encoded::new(&head, body)
+}
+
+/// A `DeltaDiscoveryResponse.resources` entry up to its `Any`: the per-response `Resource` wrapper
+/// (name, version) and the key and length of its `resource` field; the `Any` follows.
+fn delta_prefix(r: &Resource) -> Bytes {
+    let wrapper = DeltaResource {
+        name: r.name.clone(),
+        version: r.version.clone(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let any_len = r.any_len();
+    // `Resource.resource` is field 2 as well.
+    let inner = wrapper.len() + 1 + encoded_len_varint(any_len as u64) + any_len;
+    let mut prefix = BytesMut::with_capacity(inner - any_len + 6);
+    encode_key(RESOURCES_FIELD, WireType::LengthDelimited, &mut prefix);
+    encode_varint(inner as u64, &mut prefix);
+    prefix.put_slice(&wrapper);
+    encode_key(2, WireType::LengthDelimited, &mut prefix);
+    encode_varint(any_len as u64, &mut prefix);
+    prefix.freeze()
 }
 
 /// Chunks at least this long go out as they are; shorter ones are copied together up to it, so a
@@ -243,7 +314,7 @@ mod tests {
     #[test]
     fn sotw_response_decodes_as_prost_encodes_it() {
         let (a, b) = (cluster("a", 10), cluster("b", 300_000));
-        let enc = sotw_response("v1", TypeKind::Cluster, "7", &[&a, &b]);
+        let enc = sotw_response("v1", TypeKind::Cluster, "7", &[Part::One(&a), Part::One(&b)]);
         let expected = DiscoveryResponse {
             version_info: "v1".into(),
             resources: vec![a.body(), b.body()],
@@ -263,15 +334,9 @@ mod tests {
         let enc = delta_response(
             TypeKind::Cluster,
             "3",
-            &[a.clone(), b.clone()],
+            &[Part::One(&a), Part::One(&b)],
             vec!["gone".into()],
         );
-        let wrap = |r: &Arc<Resource>| DeltaResource {
-            name: r.name.clone(),
-            version: r.version.clone(),
-            resource: Some(r.body()),
-            ..Default::default()
-        };
         let expected = DeltaDiscoveryResponse {
             resources: vec![wrap(&a), wrap(&b)],
             type_url: TypeKind::Cluster.type_url().into(),
@@ -281,6 +346,45 @@ mod tests {
         };
         assert_eq!(enc.decode(), expected);
         assert_eq!(enc.len(), 5 + expected.encoded_len());
+    }
+
+    fn big_set(prefix: &str) -> Arc<ResourceSet> {
+        let mut set = ResourceSet::default();
+        for i in 0..BLOCK_MIN + 3 {
+            set.insert(cluster(&format!("{prefix}-{i:03}"), i));
+        }
+        Arc::new(set)
+    }
+
+    fn wrap(r: &Arc<Resource>) -> DeltaResource {
+        DeltaResource {
+            name: r.name.clone(),
+            version: r.version.clone(),
+            resource: Some(r.body()),
+            ..Default::default()
+        }
+    }
+
+    /// A large whole set goes out as one block, shared by the next response that carries it, and the
+    /// block decodes to the same resources as sending them one by one.
+    #[test]
+    fn whole_sets_are_one_shared_block() {
+        let (set, extra) = (big_set("s"), cluster("z", 1));
+        let all: Vec<&Arc<Resource>> = set.of_kind(TypeKind::Cluster).values().chain([&extra]).collect();
+
+        let parts = [Part::Whole(&set), Part::One(&extra)];
+        let first = sotw_response("v", TypeKind::Cluster, "1", &parts);
+        let second = sotw_response("v", TypeKind::Cluster, "2", &parts);
+        assert_eq!(first.chunks.len(), 3, "head, the block, the single resource");
+        assert!(first.chunks[1].as_ptr() == second.chunks[1].as_ptr());
+        let expected: Vec<_> = all.iter().map(|r| r.body()).collect();
+        assert_eq!(first.decode().resources, expected);
+
+        let delta = delta_response(TypeKind::Cluster, "3", &parts, Vec::new());
+        let again = delta_response(TypeKind::Cluster, "4", &parts, Vec::new());
+        assert!(delta.chunks[1].as_ptr() == again.chunks[1].as_ptr());
+        let expected: Vec<_> = all.iter().map(|r| wrap(r)).collect();
+        assert_eq!(delta.decode().resources, expected);
     }
 
     /// An empty wildcard answer (everything removed) is a valid message with no resources.

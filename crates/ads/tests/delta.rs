@@ -412,3 +412,41 @@ fn config_change_seen_by_a_request_is_sent() {
     nothing(&stream.on_config(&v2));
     nothing(&stream.on_request(&ack(&resp), Some(&v2)));
 }
+
+/// A large shared set (sent as one block) behaves like small ones: all of it at first, then only what
+/// changed; a name unsubscribed and subscribed again is sent again; dropping the wildcard announces
+/// the removal of everything the proxy held.
+#[test]
+fn large_shared_sets_track_what_the_proxy_holds() {
+    let all_names: Vec<String> = (0..100).map(|i| format!("c{i:03}")).collect();
+    let big = set(all_names.iter().map(|n| cluster(n, "1")));
+    let cfg = of_sets(&[&big]);
+    let mut stream = DeltaStream::new(PROXY);
+    let first = cds_acked(&mut stream, &cfg);
+    assert_eq!(names(&first), all_names.clone());
+
+    // One cluster changes in a new version of the set: only it is sent.
+    let mut changed = (*big).clone();
+    changed.insert(cluster("c042", "2"));
+    let cfg2 = of_sets(&[&std::sync::Arc::new(changed)]);
+    let resp = only(stream.on_config(&cfg2));
+    assert_eq!(names(&resp), vec!["c042".to_string()]);
+    nothing(&stream.on_request(&ack(&resp), Some(&cfg2)));
+
+    // EDS-style named subscriptions on a large set: unsubscribe then subscribe again resends.
+    let eds = set(all_names.iter().enumerate().map(|(i, n)| cla(n, i as u32)));
+    let cfg3 = of_sets(&[&cfg2.sets[0], &eds]);
+    let all: Vec<&str> = all_names.iter().map(String::as_str).collect();
+    let resp = only(stream.on_request(&subscribe(EDS, &all), Some(&cfg3)));
+    assert_eq!(names(&resp), all_names.clone());
+    nothing(&stream.on_request(&ack(&resp), Some(&cfg3)));
+    nothing(&stream.on_request(&unsubscribe(EDS, &["c007"]), Some(&cfg3)));
+    let resp = only(stream.on_request(&subscribe(EDS, &["c007"]), Some(&cfg3)));
+    assert_eq!(names(&resp), vec!["c007".to_string()]);
+    nothing(&stream.on_request(&ack(&resp), Some(&cfg3)));
+
+    // Leaving the CDS wildcard: every cluster the proxy held is announced removed.
+    let resp = only(stream.on_request(&unsubscribe(CDS, &["*"]), Some(&cfg3)));
+    assert!(names(&resp).is_empty());
+    assert_eq!(removed(&resp), all_names);
+}
