@@ -15,10 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use osm_xds::TypeKind;
 use prost::Message;
@@ -27,6 +24,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::decode::{self, DeriveCache, DerivedSet, Names, Parent};
+use crate::light;
 use crate::sys::now_ns;
 
 /// Which ADS flavour the proxies speak.
@@ -156,7 +154,7 @@ pub async fn run(proxy: Arc<Proxy>, shared: Arc<Shared>, mut shutdown: watch::Re
     }
 }
 
-type Client = AggregatedDiscoveryServiceClient<Channel>;
+type Client = tonic::client::Grpc<Channel>;
 
 async fn session(proxy: &Proxy, shared: &Shared) -> anyhow::Result<()> {
     let permit = match &shared.starting {
@@ -174,7 +172,7 @@ async fn session(proxy: &Proxy, shared: &Shared) -> anyhow::Result<()> {
         .initial_connection_window_size(16 << 20)
         .connect()
         .await?;
-    let client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(1 << 30);
+    let client = tonic::client::Grpc::new(channel).max_decoding_message_size(1 << 30);
     proxy.lock().connects += 1;
     match shared.api {
         Api::Sotw => sotw(client, proxy, shared, permit).await,
@@ -317,15 +315,12 @@ async fn sotw(
     };
     tx.send(wildcard(TypeKind::Cluster, node(proxy)))?;
     tx.send(wildcard(TypeKind::Listener, None))?;
-    let mut responses = client
-        .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut responses = light::sotw(&mut client, UnboundedReceiverStream::new(rx)).await?;
     let mut received = [false; 5];
     let mut types: HashMap<TypeKind, SotwType> = HashMap::new();
     let mut deps = Dependents::new(&shared.empty);
     while let Some(resp) = responses.message().await? {
-        let DiscoveryResponse {
+        let light::DiscoveryResponse {
             version_info,
             resources,
             type_url,
@@ -415,15 +410,12 @@ async fn delta(
     };
     tx.send(wildcard(TypeKind::Cluster, node(proxy)))?;
     tx.send(wildcard(TypeKind::Listener, None))?;
-    let mut responses = client
-        .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut responses = light::delta(&mut client, UnboundedReceiverStream::new(rx)).await?;
     let mut received = [false; 5];
     let mut held: HashMap<TypeKind, DeltaHeld> = HashMap::new();
     let mut deps = Dependents::new(&shared.empty);
     while let Some(resp) = responses.message().await? {
-        let DeltaDiscoveryResponse {
+        let light::DeltaDiscoveryResponse {
             resources,
             type_url,
             removed_resources,

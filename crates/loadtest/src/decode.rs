@@ -16,8 +16,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CommonTlsContext, DownstreamTlsContext, UpstreamTlsContext, common_tls_context,
 };
-use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
+
+use crate::light;
 
 /// A sorted list of resource names, shared between proxies that derive the same list.
 pub type Names = Arc<[String]>;
@@ -39,8 +40,8 @@ pub struct DerivedSet {
     pub resources: usize,
 }
 
-pub fn cluster(any: &Any) -> Result<Derived, prost::DecodeError> {
-    let c = Cluster::decode(any.value.as_slice())?;
+pub fn cluster(any: &light::Any) -> Result<Derived, prost::DecodeError> {
+    let c = Cluster::decode(any.value.as_ref())?;
     let mut d = Derived::default();
     if c.cluster_discovery_type
         == Some(cluster::ClusterDiscoveryType::Type(
@@ -62,8 +63,8 @@ pub fn cluster(any: &Any) -> Result<Derived, prost::DecodeError> {
     Ok(d)
 }
 
-pub fn listener(any: &Any) -> Result<Derived, prost::DecodeError> {
-    let l = Listener::decode(any.value.as_slice())?;
+pub fn listener(any: &light::Any) -> Result<Derived, prost::DecodeError> {
+    let l = Listener::decode(any.value.as_ref())?;
     let mut d = Derived::default();
     for chain in l.filter_chains.iter().chain(l.default_filter_chain.as_ref()) {
         filter_chain(chain, &mut d)?;
@@ -155,7 +156,7 @@ pub fn hash_of(parts: &[&str]) -> u64 {
     h.finish()
 }
 
-fn decode(parent: Parent, any: &Any) -> Result<Derived, prost::DecodeError> {
+fn decode(parent: Parent, any: &light::Any) -> Result<Derived, prost::DecodeError> {
     match parent {
         Parent::Clusters => cluster(any),
         Parent::Listeners => listener(any),
@@ -172,7 +173,7 @@ impl DeriveCache {
         &self,
         parent: Parent,
         version: &str,
-        resources: &[Any],
+        resources: &[light::Any],
     ) -> Result<Arc<DerivedSet>, prost::DecodeError> {
         let key = (parent, version.to_string());
         if let Some(d) = lock(&self.sotw).get(&key) {
@@ -195,7 +196,12 @@ impl DeriveCache {
     }
 
     /// One delta resource, by its (name, version) hash.
-    pub fn resource(&self, parent: Parent, key: u64, any: &Any) -> Result<Arc<Derived>, prost::DecodeError> {
+    pub fn resource(
+        &self,
+        parent: Parent,
+        key: u64,
+        any: &light::Any,
+    ) -> Result<Arc<Derived>, prost::DecodeError> {
         if let Some(d) = lock(&self.resources).get(&key) {
             return Ok(d.clone());
         }

@@ -14,6 +14,7 @@ pub mod client;
 pub mod controller;
 pub mod decode;
 pub mod driver;
+pub mod light;
 pub mod mesh;
 pub mod protocol;
 pub mod report;
