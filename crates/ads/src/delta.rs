@@ -5,13 +5,14 @@
 //! subscription costs nothing when the config is still those sets, and a new config is compared set by
 //! set: only names from sets that differ are looked at (see `sets::candidates`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use osm_xds::{ProxyConfig, Resource, ResourceSet, TypeKind};
 
 use crate::cache::AdsEvent;
+use crate::sets::{Names, intern_names};
 use crate::sotw::Output;
 use crate::wire::{self, Encoded, Part};
 
@@ -37,7 +38,7 @@ impl Default for Known {
 struct TypeState {
     subscribed: bool,
     wildcard: bool,
-    names: BTreeSet<String>,
+    names: Names,
     /// What the proxy holds (as far as we know).
     known: Known,
     /// Nonce → the resources it carried, until acknowledged.
@@ -195,11 +196,13 @@ impl DeltaStream {
             // `Known::Sets` is read through `wants`: pin it down as a map before the subscription moves.
             state.known_map(kind);
         }
+        let moved = !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty();
+        let mut names = if moved { Some((*state.names).clone()) } else { None };
         for name in &req.resource_names_subscribe {
             if name == "*" {
                 state.wildcard = true;
             } else {
-                state.names.insert(name.clone());
+                names.as_mut().expect("moved").insert(name.clone());
                 // Subscribing to a name means "send it", even if we think it is known: the proxy may
                 // have dropped it. Not so for a name whose version the same first request declares
                 // (Envoy lists every name in both on reconnect); that is what the map is for.
@@ -212,8 +215,11 @@ impl DeltaStream {
             if name == "*" {
                 state.wildcard = false;
             }
-            state.names.remove(name);
+            names.as_mut().expect("moved").remove(name);
             state.known_map(kind).remove(name);
+        }
+        if let Some(names) = names {
+            state.names = intern_names(names);
         }
         if first || !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
             state.computed = None;

@@ -12,19 +12,16 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use osm_ca::{TrustDomain, XdsClientIdentity};
 use osm_xds::ProxyConfig;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::StreamExt;
 use tonic::body::Body;
-use tonic::codec::{Codec, Streaming};
 use tonic::codegen::{BoxFuture, Service};
 use tonic::server::NamedService;
 use tonic::{Request, Status};
-use tonic_prost::ProstCodec;
 use tracing::Instrument;
 
 use crate::cache::{AdsEvent, SnapshotCache};
 use crate::delta::DeltaStream;
 use crate::sotw::{Output, SotwStream};
-use crate::wire::{Encoded, ResponseBody};
+use crate::wire::{Encoded, Requests, ResponseBody};
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const SOTW_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
@@ -151,7 +148,7 @@ impl Protocol for DeltaStream {
 /// shutdown is signalled.
 fn run_stream<P: Protocol>(
     proxy: String,
-    mut requests: Streaming<P::Req>,
+    mut requests: Requests<P::Req>,
     cache: SnapshotCache,
     mut shutdown: watch::Receiver<bool>,
     mut state: P,
@@ -231,12 +228,7 @@ impl Inner {
             Ok(id) => id.common_name(),
             Err(status) => return status.into_http(),
         };
-        let requests = Streaming::new_request(
-            ProstCodec::<P::Req, P::Req>::default().decoder(),
-            req.into_inner(),
-            None,
-            Some(MAX_REQUEST),
-        );
+        let requests = Requests::new(req.into_inner(), MAX_REQUEST);
         let state = make(proxy.clone());
         let body = run_stream(proxy, requests, self.cache.clone(), self.shutdown.clone(), state);
         http::Response::builder()

@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use osm_xds::{ProxyConfig, ResourceSet, TypeKind};
 
 use crate::cache::AdsEvent;
-use crate::sets::{Digest, set_digest};
+use crate::sets::{Digest, Names, intern_names, set_digest};
 use crate::wire::{self, Encoded, Part};
 
 #[derive(Default)]
@@ -22,7 +22,7 @@ struct TypeState {
     wildcard: bool,
     /// The names the proxy asked for when not `wildcard`. Empty means none (an EDS/RDS/SDS request
     /// without names unsubscribes from everything; it is not a wildcard).
-    names: BTreeSet<String>,
+    names: Names,
     subscribed: bool,
     sent_version: Option<String>,
     sent_nonce: String,
@@ -175,11 +175,11 @@ impl SotwStream {
         state.subscribed = true;
         state.wildcard = wildcard;
         if resubscribed {
-            state.names = if wildcard {
+            state.names = intern_names(if wildcard {
                 BTreeSet::new()
             } else {
                 req.resource_names.iter().cloned().collect()
-            };
+            });
             // New names: the old version string no longer describes what the proxy holds.
             state.sent_version = None;
             state.computed = None;
