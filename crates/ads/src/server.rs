@@ -178,7 +178,10 @@ fn run_stream<P: Protocol>(
                         (out, current.map(|v| v.generation))
                     }
                     Some(Err(status)) => {
+                        // An unreadable request (too large, compressed, undecodable) ends the call with
+                        // its reason; a reset stream has nobody left to tell, and the send just fails.
                         tracing::debug!(%proxy, %status, "stream error");
+                        let _ = tx.send(Err(status)).await;
                         break;
                     }
                     None => break,
@@ -261,5 +264,33 @@ impl Service<http::Request<Body>> for AdsService {
                 other => Status::unimplemented(format!("no method {other}")).into_http(),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// A request the stream cannot read ends the call with the reason, not with a silent OK.
+    #[tokio::test]
+    async fn unreadable_request_ends_the_call_with_its_status() {
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&1000u32.to_be_bytes());
+        frame.extend_from_slice(&[0; 1000]);
+        let body = Body::new(http_body_util::Full::new(Bytes::from(frame)));
+        let (_stop, shutdown) = watch::channel(false);
+        let proxy = "u1.sidecar.bookbuyer.bookbuyer.cluster.local".to_string();
+        let response = run_stream(
+            proxy.clone(),
+            Requests::new(body, 100),
+            SnapshotCache::new(),
+            shutdown,
+            SotwStream::new(proxy),
+        );
+        let collected = response.collect().await.expect("infallible");
+        let trailers = collected.trailers().expect("trailers end the call");
+        assert_eq!(trailers["grpc-status"], "8", "RESOURCE_EXHAUSTED: {trailers:?}");
     }
 }
