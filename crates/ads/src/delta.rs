@@ -186,17 +186,17 @@ impl DeltaStream {
         // The first request of a type on a stream says what the proxy already holds (after a
         // reconnect): those versions are known, so unchanged resources are not sent again.
         let first = !state.subscribed;
+        let moved = !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty();
         if first {
             state.subscribed = true;
             // LDS and CDS are wildcard unless the proxy names resources; "*" is an explicit wildcard.
             state.wildcard = matches!(kind, TypeKind::Listener | TypeKind::Cluster)
                 && req.resource_names_subscribe.iter().all(|n| n == "*");
             state.known = Known::Map(req.initial_resource_versions.clone().into_iter().collect());
-        } else if !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
+        } else if moved {
             // `Known::Sets` is read through `wants`: pin it down as a map before the subscription moves.
             state.known_map(kind);
         }
-        let moved = !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty();
         let mut names = if moved { Some((*state.names).clone()) } else { None };
         for name in &req.resource_names_subscribe {
             if name == "*" {
@@ -221,7 +221,7 @@ impl DeltaStream {
         if let Some(names) = names {
             state.names = intern_names(names);
         }
-        if first || !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
+        if first || moved {
             state.computed = None;
         }
     }
@@ -274,12 +274,14 @@ impl DeltaStream {
             None => {
                 for set in &config.sets {
                     let of_kind = set.of_kind(kind);
-                    let missing = |r: &&Arc<Resource>| state.wants(&r.name) && !state.has(r);
-                    let n = of_kind.values().filter(missing).count();
-                    if n > 0 && n == of_kind.len() {
+                    let missing: Vec<&Arc<Resource>> = of_kind
+                        .values()
+                        .filter(|r| state.wants(&r.name) && !state.has(r))
+                        .collect();
+                    if !missing.is_empty() && missing.len() == of_kind.len() {
                         parts.push(Part::Whole(set));
-                    } else if n > 0 {
-                        parts.extend(of_kind.values().filter(missing).map(Part::One));
+                    } else {
+                        parts.extend(missing.into_iter().map(Part::One));
                     }
                 }
                 removed = state.gone(kind, config);

@@ -6,11 +6,11 @@
 //! per shared set (`sets::set_digest`), and recomputed only when the config's sets or the subscription
 //! changed: a plain ACK costs nothing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use osm_xds::{ProxyConfig, ResourceSet, TypeKind};
+use osm_xds::{ProxyConfig, Resource, ResourceSet, TypeKind};
 
 use crate::cache::AdsEvent;
 use crate::sets::{Digest, Names, intern_names, set_digest};
@@ -35,6 +35,19 @@ struct TypeState {
 }
 
 impl TypeState {
+    /// Calls `f` for each resource of `of_kind` (one set's resources of a type) the proxy subscribed to
+    /// by name, walking whichever of the two is smaller.
+    fn named_in<'s>(&self, of_kind: &'s BTreeMap<String, Arc<Resource>>, f: impl FnMut(&'s Arc<Resource>)) {
+        if self.names.len() <= of_kind.len() {
+            self.names.iter().filter_map(|n| of_kind.get(n)).for_each(f);
+        } else {
+            of_kind
+                .values()
+                .filter(|r| self.names.contains(&r.name))
+                .for_each(f);
+        }
+    }
+
     /// The digest of what the proxy would be sent from `config`.
     fn digest(&mut self, kind: TypeKind, config: &ProxyConfig) -> Digest {
         let mut total = Digest::default();
@@ -50,18 +63,7 @@ impl TypeState {
                 Some((_, d)) => *d,
                 None => {
                     let mut d = Digest::default();
-                    let of_kind = set.of_kind(kind);
-                    if self.names.len() <= of_kind.len() {
-                        self.names
-                            .iter()
-                            .filter_map(|n| of_kind.get(n))
-                            .for_each(|r| d.add(r));
-                    } else {
-                        of_kind
-                            .values()
-                            .filter(|r| self.names.contains(&r.name))
-                            .for_each(|r| d.add(r));
-                    }
+                    self.named_in(set.of_kind(kind), |r| d.add(r));
                     d
                 }
             };
@@ -238,15 +240,8 @@ impl SotwStream {
             }
             if state.wildcard || of_kind.keys().all(|n| state.names.contains(n)) {
                 parts.push(Part::Whole(set));
-            } else if state.names.len() <= of_kind.len() {
-                parts.extend(state.names.iter().filter_map(|n| of_kind.get(n)).map(Part::One));
             } else {
-                parts.extend(
-                    of_kind
-                        .iter()
-                        .filter(|(n, _)| state.names.contains(*n))
-                        .map(|(_, r)| Part::One(r)),
-                );
+                state.named_in(of_kind, |r| parts.push(Part::One(r)));
             }
         }
         let count: usize = parts.iter().map(|p| p.count(kind)).sum();

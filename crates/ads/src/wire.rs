@@ -50,12 +50,8 @@ impl<M> Encoded<M> {
     }
 
     /// Bytes on the wire, prefix included.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.chunks.iter().map(Bytes::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
     }
 
     pub(crate) fn into_chunks(self) -> Vec<Bytes> {
@@ -110,21 +106,31 @@ impl Part<'_> {
     }
 }
 
-/// The chunks of `parts`: a shared block for a large whole set, the resources' own frames otherwise.
-fn chunks(
-    parts: &[Part<'_>],
-    kind: TypeKind,
-    framing: Framing,
-    one: impl Fn(&Arc<Resource>, &mut Vec<Bytes>),
-    frame: impl Fn(&Resource, &mut BytesMut) + Copy,
-) -> Vec<Bytes> {
+/// Pushes the chunks that carry `r` as one `resources` entry in the given framing: the shared frame
+/// (SotW), or a per-response wrapper followed by the shared `Any` (delta).
+fn push_entry(r: &Resource, framing: Framing, out: &mut Vec<Bytes>) {
+    match framing {
+        Framing::Sotw => out.push(r.sotw_frame().clone()),
+        Framing::Delta => {
+            out.push(delta_prefix(r));
+            out.push(r.any_bytes());
+        }
+    }
+}
+
+/// The chunks of `parts`: a shared block for a large whole set, the resources' own entries otherwise.
+fn chunks(parts: &[Part<'_>], kind: TypeKind, framing: Framing) -> Vec<Bytes> {
     let mut body = Vec::new();
     for part in parts {
         match part {
             Part::Whole(set) if set.of_kind(kind).len() >= BLOCK_MIN => {
-                body.push(set_block(set, kind, framing, frame));
+                body.push(set_block(set, kind, framing, |r, buf| {
+                    let mut entry = Vec::with_capacity(2);
+                    push_entry(r, framing, &mut entry);
+                    entry.iter().for_each(|c| buf.put_slice(c));
+                }));
             }
-            part => part.for_each(kind, |r| one(r, &mut body)),
+            part => part.for_each(kind, |r| push_entry(r, framing, &mut body)),
         }
     }
     body
@@ -142,16 +148,8 @@ pub fn sotw_response(
         type_url: kind.type_url().to_string(),
         nonce: nonce.to_string(),
         ..Default::default()
-    }
-    .encode_to_vec();
-    let body = chunks(
-        parts,
-        kind,
-        Framing::Sotw,
-        |r, body| body.push(r.sotw_frame().clone()),
-        |r, buf| buf.put_slice(r.sotw_frame()),
-    );
-    Encoded::new(&head, body)
+    };
+    Encoded::new(&head.encode_to_vec(), chunks(parts, kind, Framing::Sotw))
 }
 
 /// A delta response adding or updating `parts` and removing `removed`.
@@ -166,22 +164,8 @@ pub fn delta_response(
         nonce: nonce.to_string(),
         removed_resources: removed,
         ..Default::default()
-    }
-    .encode_to_vec();
-    let body = chunks(
-        parts,
-        kind,
-        Framing::Delta,
-        |r, body| {
-            body.push(delta_prefix(r));
-            body.push(r.any_bytes());
-        },
-        |r, buf| {
-            buf.put_slice(&delta_prefix(r));
-            buf.put_slice(&r.any_bytes());
-        },
-    );
-    Encoded::new(&head, body)
+    };
+    Encoded::new(&head.encode_to_vec(), chunks(parts, kind, Framing::Delta))
 }
 
 /// A `DeltaDiscoveryResponse.resources` entry up to its `Any`: the per-response `Resource` wrapper
