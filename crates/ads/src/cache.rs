@@ -72,6 +72,23 @@ struct Inner {
     streams: HashMap<String, usize>,
 }
 
+impl Inner {
+    fn in_sync(&self, proxy: &str) -> bool {
+        let Some(current) = self
+            .slots
+            .get(proxy)
+            .and_then(|s| s.borrow().as_ref().map(|v| v.generation))
+        else {
+            return false;
+        };
+        self.status.get(proxy).is_some_and(|s| {
+            s.connected
+                && s.handled_generation == current
+                && s.sent.iter().all(|(k, v)| s.acked.get(k) == Some(v))
+        })
+    }
+}
+
 /// Shared between the controller (writer) and the ADS server (readers).
 #[derive(Clone)]
 pub struct SnapshotCache {
@@ -101,10 +118,11 @@ impl SnapshotCache {
     /// Publishes a proxy's config. Returns false (and wakes nobody) when it is made of the same sets.
     pub fn set(&self, proxy: &str, config: ProxyConfig) -> bool {
         let mut inner = self.lock();
-        let slot = inner
-            .slots
-            .entry(proxy.to_string())
-            .or_insert_with(|| watch::channel(None).0);
+        // Most calls update an existing slot: look it up without allocating a key.
+        if !inner.slots.contains_key(proxy) {
+            inner.slots.insert(proxy.to_string(), watch::channel(None).0);
+        }
+        let slot = &inner.slots[proxy];
         slot.send_if_modified(|current| match current {
             Some(old) if old.config.same_sets(&config) => false,
             _ => {
@@ -140,28 +158,18 @@ impl SnapshotCache {
     /// True when the proxy's stream has handled its latest config and the proxy ACKed every type it
     /// was sent: what a test or `osm proxy` waits for after a change.
     pub fn in_sync(&self, proxy: &str) -> bool {
-        let inner = self.lock();
-        let Some(current) = inner
-            .slots
-            .get(proxy)
-            .and_then(|s| s.borrow().as_ref().map(|v| v.generation))
-        else {
-            return false;
-        };
-        inner.status.get(proxy).is_some_and(|s| {
-            s.connected
-                && s.handled_generation == current
-                && s.sent.iter().all(|(k, v)| s.acked.get(k) == Some(v))
-        })
+        self.lock().in_sync(proxy)
     }
 
+    /// `in_sync` of each proxy, under one lock (for waiting on many proxies at once).
+    pub fn in_sync_each(&self, proxies: &[&str]) -> Vec<bool> {
+        let inner = self.lock();
+        proxies.iter().map(|p| inner.in_sync(p)).collect()
+    }
+
+    #[cfg(test)]
     pub(crate) fn handled(&self, proxy: &str, generation: u64) {
-        let mut inner = self.lock();
-        inner
-            .status
-            .entry(proxy.to_string())
-            .or_default()
-            .handled_generation = generation;
+        self.record_turn(proxy, Vec::new(), Some(generation));
     }
 
     pub(crate) fn subscribe(&self, proxy: &str) -> watch::Receiver<Option<Versioned>> {
@@ -184,61 +192,79 @@ impl SnapshotCache {
     pub(crate) fn record(&self, event: AdsEvent) {
         // `OSM_LOG=osm_ads=debug` shows each stream's conversation.
         tracing::debug!(?event, "ads");
-        {
-            let mut inner = self.lock();
-            match &event {
-                AdsEvent::Connected { proxy } => {
-                    *inner.streams.entry(proxy.clone()).or_default() += 1;
-                    let s = inner.status.entry(proxy.clone()).or_default();
-                    s.connected = true;
-                    // A new stream starts from nothing: versions sent and ACKed on an earlier one (delta
-                    // nonces restart at 1) must not make it look in sync before it ACKed anything.
-                    s.sent.clear();
-                    s.acked.clear();
-                }
-                AdsEvent::Disconnected { proxy } => {
-                    let open = match inner.streams.get_mut(proxy) {
-                        Some(n) => {
-                            *n = n.saturating_sub(1);
-                            *n
-                        }
-                        None => 0,
-                    };
-                    if open == 0 {
-                        inner.streams.remove(proxy);
-                    }
-                    if let Some(s) = inner.status.get_mut(proxy) {
-                        s.connected = open > 0;
-                    }
-                }
-                AdsEvent::Acked { proxy, kind, version } => {
-                    inner
-                        .status
-                        .entry(proxy.clone())
-                        .or_default()
-                        .acked
-                        .insert(*kind, version.clone());
-                }
-                AdsEvent::Nacked { proxy, error, .. } => {
-                    let s = inner.status.entry(proxy.clone()).or_default();
-                    s.nacks += 1;
-                    s.last_nack = Some(error.clone());
-                }
-                AdsEvent::Sent {
-                    proxy, kind, version, ..
-                } => {
-                    inner
-                        .status
-                        .entry(proxy.clone())
-                        .or_default()
-                        .sent
-                        .insert(*kind, version.clone());
-                }
-                AdsEvent::Refused { .. } => {}
-            }
-        }
+        apply_event(&mut self.lock(), &event);
         // Nobody listening is fine.
         let _ = self.events.send(event);
+    }
+
+    /// What one turn of a stream produced, under one lock: its events, then the config generation it
+    /// has handled. Events come first: `in_sync` must never see the generation handled before what was
+    /// sent for it.
+    pub(crate) fn record_turn(&self, proxy: &str, events: Vec<AdsEvent>, generation: Option<u64>) {
+        {
+            let mut inner = self.lock();
+            for event in &events {
+                tracing::debug!(?event, "ads");
+                apply_event(&mut inner, event);
+            }
+            if let Some(generation) = generation {
+                status_mut(&mut inner, proxy).handled_generation = generation;
+            }
+        }
+        for event in events {
+            let _ = self.events.send(event);
+        }
+    }
+}
+
+/// A proxy's status, created on first use; looked up without allocating a key when it exists.
+fn status_mut<'a>(inner: &'a mut Inner, proxy: &str) -> &'a mut ProxyStatus {
+    if !inner.status.contains_key(proxy) {
+        inner.status.insert(proxy.to_string(), ProxyStatus::default());
+    }
+    inner.status.get_mut(proxy).expect("inserted above")
+}
+
+fn apply_event(inner: &mut Inner, event: &AdsEvent) {
+    match event {
+        AdsEvent::Connected { proxy } => {
+            *inner.streams.entry(proxy.clone()).or_default() += 1;
+            let s = status_mut(inner, proxy);
+            s.connected = true;
+            // A new stream starts from nothing: versions sent and ACKed on an earlier one (delta
+            // nonces restart at 1) must not make it look in sync before it ACKed anything.
+            s.sent.clear();
+            s.acked.clear();
+        }
+        AdsEvent::Disconnected { proxy } => {
+            let open = match inner.streams.get_mut(proxy) {
+                Some(n) => {
+                    *n = n.saturating_sub(1);
+                    *n
+                }
+                None => 0,
+            };
+            if open == 0 {
+                inner.streams.remove(proxy);
+            }
+            if let Some(s) = inner.status.get_mut(proxy) {
+                s.connected = open > 0;
+            }
+        }
+        AdsEvent::Acked { proxy, kind, version } => {
+            status_mut(inner, proxy).acked.insert(*kind, version.clone());
+        }
+        AdsEvent::Nacked { proxy, error, .. } => {
+            let s = status_mut(inner, proxy);
+            s.nacks += 1;
+            s.last_nack = Some(error.clone());
+        }
+        AdsEvent::Sent {
+            proxy, kind, version, ..
+        } => {
+            status_mut(inner, proxy).sent.insert(*kind, version.clone());
+        }
+        AdsEvent::Refused { .. } => {}
     }
 }
 

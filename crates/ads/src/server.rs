@@ -199,13 +199,7 @@ fn run_stream<P: Protocol>(
                 }
                 _ = shutdown.changed() => break,
             };
-            // Events first: `in_sync` must never see the generation handled before what it sent.
-            for event in out.events {
-                cache.record(event);
-            }
-            if let Some(generation) = generation {
-                cache.handled(&proxy, generation);
-            }
+            cache.record_turn(&proxy, out.events, generation);
             for resp in out.responses {
                 if tx.send(Ok(resp.into_chunks())).await.is_err() {
                     // The response body was dropped: the RPC is over.

@@ -52,7 +52,7 @@ impl LocalControlPlane {
                 source
                     .watch(shutdown_rx, move |change| match change {
                         Ok(input) => {
-                            let stats = cp.update(|i| *i = input);
+                            let stats = cp.replace(input);
                             tracing::info!(?stats, "applied the config directory");
                             set(&last_event, format!(
                                 "applied config dir: {} proxies, {} changed in {} ms",

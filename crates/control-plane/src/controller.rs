@@ -47,7 +47,7 @@ async fn run_async(a: ControllerArgs) -> Result<()> {
         let cp = cp.clone();
         let mut synced = Some(synced_tx);
         KubeSource::new(client.clone(), opts).run(shutdown.clone(), move |input| {
-            let stats = cp.update(|current| *current = input);
+            let stats = cp.replace(input);
             tracing::info!(
                 proxies = stats.proxies,
                 changed = stats.changed,

@@ -1,19 +1,21 @@
 //! The control plane's core loop, without any source or server attached: the current `MeshInput`
 //! goes through the pure model and the memoising xDS generator into the ADS snapshot cache. A change
-//! is applied with [`ControlPlane::update`], which recomputes synchronously (no debounce window): the
-//! memo tables make an unchanged resource free, and the cache wakes only proxies whose config changed.
+//! is applied with [`ControlPlane::replace`] or [`ControlPlane::update`], synchronously (no debounce
+//! window): the model recomputes only what the change touched, only the proxies whose intent changed
+//! get a new config, the memo tables make an unchanged resource free, and the cache wakes only proxies
+//! whose config changed.
 #![forbid(unsafe_code)]
 
 mod certs;
 pub mod http;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use osm_ads::{AdsTls, ProxyRegistry, SnapshotCache};
 use osm_ca::{CertificateAuthority, TrustDomain, XdsClientIdentity};
-use osm_model::{MeshInput, MeshModel, Pod, ServiceIdentity};
+use osm_model::{MeshInput, MeshState, ModelChange, Pod, ServiceIdentity};
 use osm_xds::Generator;
 use osm_xds::bootstrap::{self, AdsApi, BootstrapConfig};
 
@@ -51,10 +53,17 @@ pub struct RecomputeStats {
 
 struct State {
     input: MeshInput,
+    model: MeshState,
     generator: Generator,
     certs: IdentityCerts,
-    published: HashSet<String>,
+    /// Proxy uuid → its cache key and identity, for every published proxy.
+    published: HashMap<String, Published>,
     last_warnings: Vec<String>,
+}
+
+struct Published {
+    key: String,
+    identity: ServiceIdentity,
 }
 
 /// Proxy uuid → (namespace, service account) of the pod, read by ADS stream authentication.
@@ -72,12 +81,15 @@ impl ControlPlane {
     pub fn new(ca: Arc<CertificateAuthority>, input: MeshInput) -> Self {
         let trust_domain = ca.trust_domain().clone();
         let generator = Generator::new(trust_domain.as_str(), ca.root_cert_pem());
+        let mut input = input;
+        input.trust_domain = trust_domain.to_string();
         let cp = Self {
             state: Mutex::new(State {
                 certs: IdentityCerts::new(ca.clone()),
-                input: MeshInput::new(trust_domain.as_str()),
+                model: MeshState::new(&input),
+                input,
                 generator,
-                published: HashSet::new(),
+                published: HashMap::new(),
                 last_warnings: Vec::new(),
             }),
             pods: Arc::default(),
@@ -85,7 +97,9 @@ impl ControlPlane {
             ca,
             trust_domain,
         };
-        cp.update(|i| *i = input);
+        let mut state = cp.lock();
+        cp.publish(&mut state, &everything());
+        drop(state);
         cp
     }
 
@@ -106,17 +120,41 @@ impl ControlPlane {
         self.lock().input.clone()
     }
 
-    /// Applies a change to the input and pushes the result to every affected proxy.
+    /// Applies a change to the input and pushes the result to every affected proxy. The input is
+    /// compared with a copy taken before the change; a caller holding a whole new input should use
+    /// [`ControlPlane::replace`], which needs no copy.
     pub fn update(&self, change: impl FnOnce(&mut MeshInput)) -> RecomputeStats {
         let mut state = self.lock();
+        let before = state.input.clone();
         change(&mut state.input);
-        self.recompute(&mut state)
+        self.apply(&mut state, before)
     }
 
-    fn recompute(&self, state: &mut State) -> RecomputeStats {
+    /// Replaces the input (a source's fresh snapshot) and pushes the result to every affected proxy.
+    pub fn replace(&self, input: MeshInput) -> RecomputeStats {
+        let mut state = self.lock();
+        let before = std::mem::replace(&mut state.input, input);
+        self.apply(&mut state, before)
+    }
+
+    fn apply(&self, state: &mut State, before: MeshInput) -> RecomputeStats {
         let started = Instant::now();
         state.input.trust_domain = self.trust_domain.to_string();
-        let model: MeshModel = osm_model::compute(&state.input);
+        let change = state.model.update(&before, &state.input);
+        // The previous input is freed outside the timing of the publish below, but still under the
+        // lock: it is the caller's change being applied.
+        drop(before);
+        let mut stats = self.publish(state, &change);
+        stats.micros = started.elapsed().as_micros();
+        tracing::debug!(?stats, "recomputed");
+        stats
+    }
+
+    /// Generates and publishes the configs of the proxies `change` names (every proxy if `all`), and
+    /// forgets the removed ones.
+    fn publish(&self, state: &mut State, change: &ModelChange) -> RecomputeStats {
+        let started = Instant::now();
+        let model = state.model.model();
         if model.warnings != state.last_warnings {
             for w in &model.warnings {
                 tracing::warn!(warning = %w, "policy not applied");
@@ -127,20 +165,40 @@ impl ControlPlane {
         state.certs.set_validity(validity);
 
         let State {
+            model,
             generator,
             certs,
             published,
             ..
         } = state;
-        generator.begin();
+        let model = model.model();
         let mut stats = RecomputeStats {
             proxies: model.proxies.len(),
             warnings: model.warnings.len(),
             ..Default::default()
         };
-        let mut now_published = HashSet::with_capacity(model.proxies.len());
-        let mut pod_index = PodIndex::with_capacity(model.proxies.len());
-        for proxy in model.proxies.values() {
+        let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
+        // Whether some identity may have lost its last proxy (its certificate can then be forgotten).
+        let mut identities_moved = !change.removed.is_empty();
+        let unpublish = |published: &mut HashMap<String, Published>,
+                         pods: &mut PodIndex,
+                         uuid: &str,
+                         stats: &mut RecomputeStats| {
+            if let Some(gone) = published.remove(uuid) {
+                self.cache.remove(&gone.key);
+                stats.removed += 1;
+            }
+            pods.remove(uuid);
+        };
+        for uuid in &change.removed {
+            unpublish(published, &mut pods, uuid, &mut stats);
+        }
+        let proxies: Box<dyn Iterator<Item = &osm_model::ProxyIntent>> = if change.all {
+            Box::new(model.proxies.values())
+        } else {
+            Box::new(change.changed.iter().filter_map(|uuid| model.proxies.get(uuid)))
+        };
+        for proxy in proxies {
             let secrets = match certs.secrets_for(&proxy.identity) {
                 Ok(s) => s,
                 Err(e) => {
@@ -148,30 +206,47 @@ impl ControlPlane {
                     continue;
                 }
             };
-            let key = proxy_key(&proxy.proxy_uuid, &proxy.identity, &self.trust_domain);
             let config = generator.proxy_config(proxy, secrets);
-            if self.cache.set(&key, config) {
-                stats.changed += 1;
+            match published.get(&proxy.proxy_uuid) {
+                // The usual case: the same proxy with a new config.
+                Some(p) if p.identity == proxy.identity => {
+                    if self.cache.set(&p.key, config) {
+                        stats.changed += 1;
+                    }
+                }
+                known => {
+                    // The key names the identity: a pod whose ServiceAccount changed is a new ADS client.
+                    if known.is_some() {
+                        identities_moved = true;
+                        unpublish(published, &mut pods, &proxy.proxy_uuid, &mut stats);
+                    }
+                    let key = proxy_key(&proxy.proxy_uuid, &proxy.identity, &self.trust_domain);
+                    if self.cache.set(&key, config) {
+                        stats.changed += 1;
+                    }
+                    pods.insert(
+                        proxy.proxy_uuid.clone(),
+                        (
+                            proxy.identity.namespace.clone(),
+                            proxy.identity.service_account.clone(),
+                        ),
+                    );
+                    published.insert(
+                        proxy.proxy_uuid.clone(),
+                        Published {
+                            key,
+                            identity: proxy.identity.clone(),
+                        },
+                    );
+                }
             }
-            pod_index.insert(
-                proxy.proxy_uuid.clone(),
-                (
-                    proxy.identity.namespace.clone(),
-                    proxy.identity.service_account.clone(),
-                ),
-            );
-            now_published.insert(key);
         }
+        drop(pods);
         generator.sweep();
-        for gone in published.difference(&now_published) {
-            self.cache.remove(gone);
-            stats.removed += 1;
+        if identities_moved {
+            certs.retain(model.proxies.values().map(|p| &p.identity));
         }
-        *published = now_published;
-        certs.retain(model.proxies.values().map(|p| &p.identity));
-        *self.pods.write().unwrap_or_else(|e| e.into_inner()) = pod_index;
         stats.micros = started.elapsed().as_micros();
-        tracing::debug!(?stats, "recomputed");
         stats
     }
 
@@ -197,7 +272,7 @@ impl ControlPlane {
         let rotated = state.certs.install_rotated(now, issued);
         if rotated > 0 {
             tracing::info!(rotated, "rotated service certificates");
-            self.recompute(&mut state);
+            self.publish(&mut state, &everything());
         }
         state.certs.next_deadline()
     }
@@ -340,6 +415,14 @@ pub fn proxy_key(uuid: &str, identity: &ServiceIdentity, td: &TrustDomain) -> St
         "{uuid}.sidecar.{}.{}.{td}",
         identity.service_account, identity.namespace
     )
+}
+
+/// A change that reaches every proxy.
+fn everything() -> ModelChange {
+    ModelChange {
+        all: true,
+        ..Default::default()
+    }
 }
 
 fn service_cert_validity(input: &MeshInput) -> Duration {

@@ -190,8 +190,12 @@ fn apply_change(
     let mut kind = None;
     let ((started_ns, stats, update_ns), affected, result) =
         change_and_wait(rt, cache, keys, timeout_ms, || {
+            // A source hands the control plane a fresh snapshot (as the Kubernetes and manifest sources
+            // do); building it is the source's work and is not timed.
+            let mut next = cp.input();
+            kind = Some(churn.apply(index, &mut next));
             let started_ns = now_ns();
-            let stats = cp.update(|input| kind = Some(churn.apply(index, input)));
+            let stats = cp.replace(next);
             (started_ns, stats, now_ns() - started_ns)
         });
     Changed {
@@ -309,11 +313,12 @@ fn soak(
             continue;
         }
         let (updated_ns, _, result) = change_and_wait(rt, cache, keys, timeout_ms, || {
-            cp.update(|input| {
-                for i in next..due {
-                    churn.apply(i, input);
-                }
-            });
+            // Arrival times are the changes' own, so the snapshot copy below is part of the latency.
+            let mut input = cp.input();
+            for i in next..due {
+                churn.apply(i, &mut input);
+            }
+            cp.replace(input);
             now_ns()
         });
         for i in next..due {
@@ -373,27 +378,45 @@ async fn wait_in_sync(
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !pending.is_empty() {
         tokio::select! {
-            event = events.recv() => match event {
-                Ok(AdsEvent::Acked { proxy, .. }) => {
-                    let now = now_ns();
-                    if let Some(seen) = pending.get_mut(&proxy) {
-                        *seen = Some(now);
-                        if cache.in_sync(&proxy) {
-                            pending.remove(&proxy);
-                            finish(&mut done_ns, now);
+            event = events.recv() => {
+                // Everything already queued is handled as one batch: one cache lock per batch rather
+                // than one per ACK (the ADS streams contend for the same lock).
+                let mut acked: Vec<String> = Vec::new();
+                let mut next = Some(event);
+                while let Some(event) = next.take() {
+                    match event {
+                        Ok(AdsEvent::Acked { proxy, .. }) => {
+                            if let Some(seen) = pending.get_mut(&proxy) {
+                                *seen = Some(now_ns());
+                                acked.push(proxy);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            for seen in pending.values_mut() {
+                                *seen = None;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => {
+                            tokio::time::sleep(RESCAN).await;
+                            break;
                         }
                     }
+                    next = match events.try_recv() {
+                        Ok(e) => Some(Ok(e)),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            Some(Err(broadcast::error::RecvError::Lagged(n)))
+                        }
+                        Err(_) => None,
+                    };
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    for seen in pending.values_mut() {
-                        *seen = None;
+                let names: Vec<&str> = acked.iter().map(String::as_str).collect();
+                for (proxy, synced) in names.iter().zip(cache.in_sync_each(&names)) {
+                    if synced && let Some(seen) = pending.remove(*proxy) {
+                        finish(&mut done_ns, seen.unwrap_or_else(now_ns));
                     }
                 }
-                Err(broadcast::error::RecvError::Closed) => {
-                    tokio::time::sleep(RESCAN).await;
-                }
-            },
+            }
             _ = rescan.tick() => {
                 let now = now_ns();
                 pending.retain(|proxy, seen| {

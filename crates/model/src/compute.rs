@@ -4,6 +4,11 @@
 //! all of them. SMI mode: deny by default; a TrafficTarget lets its sources reach the destination identity
 //! on the routes its rules name, so outbound intent is computed once per client identity and only holds
 //! services (and endpoints) that identity may reach.
+//!
+//! [`MeshState`] keeps the indices and intents between changes: [`MeshState::update`] compares the old and
+//! new input and recomputes only what the changed services, endpoints and pods touch (their endpoints,
+//! the outbound intents of the identities that may reach them, the inbound intents of the pods behind
+//! them). Policy and MeshConfig edits are rare and recompute everything.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
@@ -25,7 +30,7 @@ pub struct MeshModel {
 
 /// Computes every proxy's intent. Pure and deterministic.
 pub fn compute(input: &MeshInput) -> MeshModel {
-    Builder::new(input).build()
+    MeshState::new(input).into_model()
 }
 
 /// An endpoint with the identity of the pod behind it (None: not a known pod).
@@ -44,12 +49,15 @@ struct DestinationPolicy {
     tcp: Vec<(Option<BTreeSet<u16>>, BTreeSet<ServiceIdentity>)>,
 }
 
-struct Builder<'a> {
-    input: &'a MeshInput,
+/// The model with the indices it was computed from, kept between changes.
+pub struct MeshState {
     permissive: bool,
-    endpoints: BTreeMap<&'a ServiceRef, Vec<ResolvedEndpoint>>,
+    /// Resolved endpoints of every service.
+    endpoints: BTreeMap<ServiceRef, Vec<ResolvedEndpoint>>,
     /// Services with at least one endpoint of each identity.
-    services_by_identity: HashMap<ServiceIdentity, Vec<&'a ServiceRef>>,
+    services_by_identity: HashMap<ServiceIdentity, BTreeSet<ServiceRef>>,
+    /// Services whose endpoints name each pod: the pod's local services.
+    services_by_pod: HashMap<PodRef, BTreeSet<ServiceRef>>,
     /// TrafficSplit apex → weighted backend services.
     splits: BTreeMap<ServiceRef, Vec<(ServiceRef, u32)>>,
     /// SMI: destination identity → what may reach it.
@@ -57,7 +65,28 @@ struct Builder<'a> {
     /// SMI: source identity → destination identities it may reach.
     reachable: BTreeMap<ServiceIdentity, BTreeSet<ServiceIdentity>>,
     clusters: Interner<UpstreamCluster>,
-    warnings: Vec<String>,
+    /// Permissive: the one outbound intent every proxy shares.
+    shared_outbound: Option<Arc<OutboundIntent>>,
+    /// SMI: the outbound intent of each client identity.
+    outbound_by_identity: HashMap<ServiceIdentity, Arc<OutboundIntent>>,
+    model: MeshModel,
+}
+
+/// What an update changed, by proxy uuid.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelChange {
+    /// Any proxy may have changed (everything was recomputed, or the shared outbound intent moved).
+    pub all: bool,
+    /// Proxies whose intent changed, or that are new.
+    pub changed: BTreeSet<String>,
+    /// Proxies that are gone.
+    pub removed: BTreeSet<String>,
+}
+
+impl ModelChange {
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.changed.is_empty() && self.removed.is_empty()
+    }
 }
 
 /// Deduplicates equal values into one shared `Arc`.
@@ -78,64 +107,350 @@ impl<T: Eq + Hash> Interner<T> {
     }
 }
 
-impl<'a> Builder<'a> {
-    fn new(input: &'a MeshInput) -> Self {
-        let mut b = Self {
-            input,
+impl<T: Eq + Hash> Interner<T> {
+    /// Forgets the values nobody else holds any more.
+    fn sweep(&mut self) {
+        self.0.retain(|value, _| Arc::strong_count(value) > 1);
+    }
+}
+
+/// What a change reached: the identities and pods behind the endpoints of the services it touched,
+/// before and after.
+#[derive(Default)]
+struct Touched {
+    identities: BTreeSet<ServiceIdentity>,
+    pods: BTreeSet<PodRef>,
+}
+
+/// Keys of two maps whose entries differ (added, removed or edited), by a merge walk.
+fn changed_keys<K: Ord + Clone, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<K> {
+    let mut out = Vec::new();
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => return out,
+            (Some((k, _)), None) => {
+                out.push((*k).clone());
+                a.next();
+            }
+            (None, Some((k, _))) => {
+                out.push((*k).clone());
+                b.next();
+            }
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    out.push((*ka).clone());
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push((*kb).clone());
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if va != vb {
+                        out.push((*ka).clone());
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+}
+
+/// The entries of a map keyed by `ObjectRef` that live in one namespace.
+fn in_namespace<'m, V>(
+    map: &'m BTreeMap<ObjectRef, V>,
+    namespace: &'m str,
+) -> impl Iterator<Item = (&'m ObjectRef, &'m V)> + 'm {
+    map.range(ObjectRef::new(namespace, "")..)
+        .take_while(move |(k, _)| k.namespace == namespace)
+}
+
+/// Whether a service selector selects a pod with these labels (an empty selector selects nothing).
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Whether a TrafficSplit names this service as its apex or a backend.
+fn split_refers_to(input: &MeshInput, service: &ServiceRef) -> bool {
+    in_namespace(&input.traffic_splits, &service.namespace).any(|(_, split)| {
+        split.service.split('.').next() == Some(service.name.as_str())
+            || split.backends.iter().any(|b| b.service == service.name)
+    })
+}
+
+/// Endpoints with the identity of the pod behind each.
+fn resolve(input: &MeshInput, endpoints: BTreeSet<crate::input::Endpoint>) -> Vec<ResolvedEndpoint> {
+    endpoints
+        .into_iter()
+        .map(|ep| ResolvedEndpoint {
+            ip: ep.ip,
+            identity: ep
+                .pod
+                .as_ref()
+                .and_then(|p| input.pods.get(p))
+                .map(|p| p.identity()),
+            pod: ep.pod,
+        })
+        .collect()
+}
+
+impl MeshState {
+    /// Computes everything from scratch.
+    pub fn new(input: &MeshInput) -> Self {
+        let mut state = Self {
             permissive: input.mesh_config.traffic.enable_permissive_traffic_policy_mode,
             endpoints: BTreeMap::new(),
             services_by_identity: HashMap::new(),
+            services_by_pod: HashMap::new(),
             splits: BTreeMap::new(),
             destinations: BTreeMap::new(),
             reachable: BTreeMap::new(),
             clusters: Interner::new(),
-            warnings: Vec::new(),
+            shared_outbound: None,
+            outbound_by_identity: HashMap::new(),
+            model: MeshModel::default(),
         };
-        b.resolve_endpoints();
-        b.index_splits();
-        if !b.permissive {
-            b.index_traffic_targets();
+        let index = crate::input::PodSelectorIndex::new(input);
+        for (id, svc) in &input.services {
+            let endpoints = resolve(input, input.endpoints_with(svc, &index));
+            state.insert_endpoints(id, endpoints, None);
         }
-        b
+        state.index_splits(input);
+        if !state.permissive {
+            state.index_traffic_targets(input);
+        }
+        state.build_proxies(input);
+        state
     }
 
-    fn resolve_endpoints(&mut self) {
-        let index = crate::input::PodSelectorIndex::new(self.input);
-        for (id, svc) in &self.input.services {
-            let resolved = self
-                .input
-                .endpoints_with(svc, &index)
-                .into_iter()
-                .map(|ep| ResolvedEndpoint {
-                    ip: ep.ip,
-                    identity: ep
-                        .pod
-                        .as_ref()
-                        .and_then(|p| self.input.pods.get(p))
-                        .map(|p| p.identity()),
-                    pod: ep.pod,
+    pub fn model(&self) -> &MeshModel {
+        &self.model
+    }
+
+    pub fn into_model(self) -> MeshModel {
+        self.model
+    }
+
+    /// Brings the model from `old` to `new` (the input it was last computed from, and the current one).
+    /// The result equals `MeshState::new(new)`; only what the change touched is recomputed.
+    pub fn update(&mut self, old: &MeshInput, new: &MeshInput) -> ModelChange {
+        let policies_moved = old.mesh_config != new.mesh_config
+            || old.traffic_targets != new.traffic_targets
+            || old.http_route_groups != new.http_route_groups
+            || old.tcp_routes != new.tcp_routes
+            || old.traffic_splits != new.traffic_splits;
+        let services = changed_keys(&old.services, &new.services);
+        // A TrafficSplit's apex and backends are resolved (and warned about) when policies are indexed.
+        if policies_moved || services.iter().any(|s| split_refers_to(new, s)) {
+            return self.recompute_all(new);
+        }
+        let endpoints = changed_keys(&old.endpoints, &new.endpoints);
+        let pods = changed_keys(&old.pods, &new.pods);
+        if services.is_empty() && endpoints.is_empty() && pods.is_empty() {
+            return ModelChange::default();
+        }
+
+        // Services whose resolved endpoints may differ.
+        let mut affected: BTreeSet<ServiceRef> = services.into_iter().chain(endpoints).collect();
+        for pod_ref in &pods {
+            if let Some(local) = self.services_by_pod.get(pod_ref) {
+                affected.extend(local.iter().cloned());
+            }
+            let labels = [old.pods.get(pod_ref), new.pods.get(pod_ref)];
+            for (id, svc) in in_namespace(&new.services, &pod_ref.namespace) {
+                if !new.endpoints.contains_key(id)
+                    && labels.iter().flatten().any(|p| selects(&svc.selector, &p.labels))
+                {
+                    affected.insert(id.clone());
+                }
+            }
+        }
+        let mut touched = Touched::default();
+        for id in &affected {
+            self.remove_endpoints(id, &mut touched);
+            if let Some(svc) = new.services.get(id) {
+                let endpoints = resolve(new, self.selected_endpoints(new, svc));
+                self.insert_endpoints(id, endpoints, Some(&mut touched));
+            }
+        }
+
+        let mut change = ModelChange::default();
+        // Outbound intents that can include a touched service.
+        let mut moved: HashMap<ServiceIdentity, Arc<OutboundIntent>> = HashMap::new();
+        if self.permissive {
+            let outbound = self.outbound_for(new, None);
+            if self.shared_outbound.as_deref() != Some(&outbound) {
+                self.shared_outbound = Some(Arc::new(outbound));
+                change.all = true;
+            }
+        } else {
+            let clients: Vec<ServiceIdentity> = self
+                .outbound_by_identity
+                .keys()
+                .filter(|c| {
+                    self.reachable
+                        .get(*c)
+                        .is_some_and(|r| !r.is_disjoint(&touched.identities))
                 })
+                .cloned()
                 .collect();
-            let resolved: Vec<ResolvedEndpoint> = resolved;
-            let identities: BTreeSet<&ServiceIdentity> =
-                resolved.iter().filter_map(|e| e.identity.as_ref()).collect();
-            for identity in identities {
+            for client in clients {
+                let outbound = self.outbound_for(new, Some(&client));
+                if *self.outbound_by_identity[&client] != outbound {
+                    let outbound = Arc::new(outbound);
+                    self.outbound_by_identity.insert(client.clone(), outbound.clone());
+                    moved.insert(client, outbound);
+                }
+            }
+        }
+
+        // Sidecars of changed pods that are gone, or have another uuid now.
+        for pod_ref in &pods {
+            let uuid_of = |input: &MeshInput| input.pods.get(pod_ref).and_then(|p| p.proxy_uuid.clone());
+            if let Some(uuid) = uuid_of(old)
+                && uuid_of(new).as_ref() != Some(&uuid)
+                && self.model.proxies.get(&uuid).is_some_and(|p| p.pod == *pod_ref)
+            {
+                self.model.proxies.remove(&uuid);
+                change.removed.insert(uuid);
+            }
+        }
+        // Changed pods, and pods behind touched services: their whole intent again.
+        let rebuild: BTreeSet<&PodRef> = pods.iter().chain(&touched.pods).collect();
+        for pod_ref in rebuild {
+            let Some(pod) = new.pods.get(pod_ref) else {
+                continue;
+            };
+            let Some(uuid) = &pod.proxy_uuid else {
+                continue;
+            };
+            let identity = pod.identity();
+            let intent = ProxyIntent {
+                proxy_uuid: uuid.clone(),
+                pod: pod_ref.clone(),
+                outbound: self.outbound_of(new, &identity),
+                inbound: Arc::new(self.inbound_for(new, &identity, pod_ref)),
+                identity,
+            };
+            if self.model.proxies.get(uuid) != Some(&intent) {
+                change.removed.remove(uuid);
+                change.changed.insert(uuid.clone());
+                self.model.proxies.insert(uuid.clone(), intent);
+            }
+        }
+        // Everyone else whose outbound intent moved.
+        if let (true, Some(shared)) = (change.all, &self.shared_outbound) {
+            for proxy in self.model.proxies.values_mut() {
+                proxy.outbound = shared.clone();
+            }
+        } else if !moved.is_empty() {
+            for (uuid, proxy) in &mut self.model.proxies {
+                if let Some(outbound) = moved.get(&proxy.identity)
+                    && !Arc::ptr_eq(outbound, &proxy.outbound)
+                {
+                    proxy.outbound = outbound.clone();
+                    change.changed.insert(uuid.clone());
+                }
+            }
+        }
+        if !pods.is_empty() && !self.permissive {
+            let live: std::collections::HashSet<&ServiceIdentity> =
+                self.model.proxies.values().map(|p| &p.identity).collect();
+            self.outbound_by_identity.retain(|id, _| live.contains(id));
+        }
+        self.clusters.sweep();
+        change
+    }
+
+    fn recompute_all(&mut self, input: &MeshInput) -> ModelChange {
+        let before = std::mem::take(&mut self.model.proxies);
+        *self = Self::new(input);
+        ModelChange {
+            all: true,
+            changed: BTreeSet::new(),
+            removed: before
+                .into_keys()
+                .filter(|uuid| !self.model.proxies.contains_key(uuid))
+                .collect(),
+        }
+    }
+
+    /// A service's endpoints: the explicit ones if the source gave any, else the pods its selector picks.
+    fn selected_endpoints(&self, input: &MeshInput, svc: &Service) -> BTreeSet<crate::input::Endpoint> {
+        if let Some(eps) = input.endpoints.get(&svc.id) {
+            return eps.clone();
+        }
+        in_namespace(&input.pods, &svc.id.namespace)
+            .filter(|(_, p)| selects(&svc.selector, &p.labels))
+            .filter_map(|(id, p)| {
+                p.ip.map(|ip| crate::input::Endpoint {
+                    ip,
+                    pod: Some(id.clone()),
+                })
+            })
+            .collect()
+    }
+
+    fn insert_endpoints(
+        &mut self,
+        id: &ServiceRef,
+        endpoints: Vec<ResolvedEndpoint>,
+        touched: Option<&mut Touched>,
+    ) {
+        for ep in &endpoints {
+            if let Some(identity) = &ep.identity {
                 self.services_by_identity
                     .entry(identity.clone())
                     .or_default()
-                    .push(id);
+                    .insert(id.clone());
             }
-            self.endpoints.insert(id, resolved);
+            if let Some(pod) = &ep.pod {
+                self.services_by_pod
+                    .entry(pod.clone())
+                    .or_default()
+                    .insert(id.clone());
+            }
         }
+        if let Some(touched) = touched {
+            touched.note(&endpoints);
+        }
+        self.endpoints.insert(id.clone(), endpoints);
     }
 
-    fn index_splits(&mut self) {
-        for (split_ref, split) in &self.input.traffic_splits {
+    fn remove_endpoints(&mut self, id: &ServiceRef, touched: &mut Touched) {
+        let Some(endpoints) = self.endpoints.remove(id) else {
+            return;
+        };
+        for ep in &endpoints {
+            if let Some(identity) = &ep.identity
+                && let Some(services) = self.services_by_identity.get_mut(identity)
+            {
+                services.remove(id);
+                if services.is_empty() {
+                    self.services_by_identity.remove(identity);
+                }
+            }
+            if let Some(pod) = &ep.pod
+                && let Some(services) = self.services_by_pod.get_mut(pod)
+            {
+                services.remove(id);
+                if services.is_empty() {
+                    self.services_by_pod.remove(pod);
+                }
+            }
+        }
+        touched.note(&endpoints);
+    }
+
+    fn index_splits(&mut self, input: &MeshInput) {
+        for (split_ref, split) in &input.traffic_splits {
             // The apex may be written as a short name or an FQDN; the first label is the service name.
             let apex_name = split.service.split('.').next().unwrap_or_default();
             let apex = ServiceRef::new(&split_ref.namespace, apex_name);
-            if !self.input.services.contains_key(&apex) {
-                self.warnings.push(format!(
+            if !input.services.contains_key(&apex) {
+                self.model.warnings.push(format!(
                     "TrafficSplit {split_ref}: apex service {apex} does not exist"
                 ));
                 continue;
@@ -145,8 +460,8 @@ impl<'a> Builder<'a> {
                 .iter()
                 .filter_map(|b| {
                     let svc = ServiceRef::new(&split_ref.namespace, &b.service);
-                    if !self.input.services.contains_key(&svc) {
-                        self.warnings.push(format!(
+                    if !input.services.contains_key(&svc) {
+                        self.model.warnings.push(format!(
                             "TrafficSplit {split_ref}: backend service {svc} does not exist"
                         ));
                         return None;
@@ -158,8 +473,8 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn index_traffic_targets(&mut self) {
-        for (tt_ref, tt) in &self.input.traffic_targets {
+    fn index_traffic_targets(&mut self, input: &MeshInput) {
+        for (tt_ref, tt) in &input.traffic_targets {
             let destination = subject_identity(&tt.destination, &tt_ref.namespace);
             let sources: BTreeSet<ServiceIdentity> = tt
                 .sources
@@ -177,7 +492,7 @@ impl<'a> Builder<'a> {
             for rule in &tt.rules {
                 let group_ref = ObjectRef::new(&tt_ref.namespace, &rule.name);
                 match rule.kind.as_str() {
-                    "HTTPRouteGroup" => match self.input.http_route_groups.get(&group_ref) {
+                    "HTTPRouteGroup" => match input.http_route_groups.get(&group_ref) {
                         Some(group) => {
                             let mut matched = 0;
                             for m in &group.matches {
@@ -187,26 +502,27 @@ impl<'a> Builder<'a> {
                                 }
                             }
                             if matched < rule.matches.len() {
-                                self.warnings.push(format!(
+                                self.model.warnings.push(format!(
                                     "TrafficTarget {tt_ref}: some of the matches {:?} are not in HTTPRouteGroup {group_ref}",
                                     rule.matches
                                 ));
                             }
                         }
-                        None => self.warnings.push(format!(
+                        None => self.model.warnings.push(format!(
                             "TrafficTarget {tt_ref}: HTTPRouteGroup {group_ref} does not exist"
                         )),
                     },
-                    "TCPRoute" => match self.input.tcp_routes.get(&group_ref) {
+                    "TCPRoute" => match input.tcp_routes.get(&group_ref) {
                         Some(route) => {
                             let ports = &route.matches.ports;
                             tcp.push((!ports.is_empty()).then(|| ports.iter().copied().collect()));
                         }
-                        None => self.warnings.push(format!(
+                        None => self.model.warnings.push(format!(
                             "TrafficTarget {tt_ref}: TCPRoute {group_ref} does not exist"
                         )),
                     },
                     other => self
+                        .model
                         .warnings
                         .push(format!("TrafficTarget {tt_ref}: unsupported rule kind {other:?}")),
                 }
@@ -225,31 +541,18 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn build(mut self) -> MeshModel {
-        let shared_outbound = self.permissive.then(|| Arc::new(self.outbound_for(None)));
-        let mut outbound_by_identity: HashMap<ServiceIdentity, Arc<OutboundIntent>> = HashMap::new();
+    /// Every proxy's intent from the indices.
+    fn build_proxies(&mut self, input: &MeshInput) {
+        self.shared_outbound = self.permissive.then(|| Arc::new(self.outbound_for(input, None)));
         let mut inbound_interner: Interner<InboundIntent> = Interner::new();
-        let local_services = self.local_services_by_pod();
-
         let mut proxies = BTreeMap::new();
-        for pod in self.input.pods.values() {
+        for pod in input.pods.values() {
             let Some(uuid) = &pod.proxy_uuid else {
                 continue;
             };
             let identity = pod.identity();
-            let outbound = match &shared_outbound {
-                Some(shared) => shared.clone(),
-                None => match outbound_by_identity.get(&identity) {
-                    Some(o) => o.clone(),
-                    None => {
-                        let o = Arc::new(self.outbound_for(Some(&identity)));
-                        outbound_by_identity.insert(identity.clone(), o.clone());
-                        o
-                    }
-                },
-            };
-            let services = local_services.get(&pod.id).map(Vec::as_slice).unwrap_or(&[]);
-            let inbound = inbound_interner.intern(self.inbound_for(&identity, services));
+            let outbound = self.outbound_of(input, &identity);
+            let inbound = inbound_interner.intern(self.inbound_for(input, &identity, &pod.id));
             proxies.insert(
                 uuid.clone(),
                 ProxyIntent {
@@ -261,28 +564,33 @@ impl<'a> Builder<'a> {
                 },
             );
         }
-        MeshModel {
-            proxies,
-            warnings: self.warnings,
-        }
+        self.model.proxies = proxies;
     }
 
-    /// Services whose endpoints include each pod.
-    fn local_services_by_pod(&self) -> HashMap<PodRef, Vec<&'a Service>> {
-        let mut by_pod: HashMap<PodRef, Vec<&'a Service>> = HashMap::new();
-        for (id, eps) in &self.endpoints {
-            for pod in eps.iter().filter_map(|ep| ep.pod.as_ref()) {
-                by_pod
-                    .entry(pod.clone())
-                    .or_default()
-                    .push(&self.input.services[*id]);
-            }
+    /// The outbound intent of a client identity: the shared one (permissive), else its own, computed
+    /// the first time it is asked for.
+    fn outbound_of(&mut self, input: &MeshInput, identity: &ServiceIdentity) -> Arc<OutboundIntent> {
+        if let Some(shared) = &self.shared_outbound {
+            return shared.clone();
         }
-        by_pod
+        if let Some(outbound) = self.outbound_by_identity.get(identity) {
+            return outbound.clone();
+        }
+        let outbound = Arc::new(self.outbound_for(input, Some(identity)));
+        self.outbound_by_identity
+            .insert(identity.clone(), outbound.clone());
+        outbound
     }
 
-    fn inbound_for(&self, identity: &ServiceIdentity, services: &[&Service]) -> InboundIntent {
+    /// Traffic a pod accepts: the ports of the services whose endpoints name it.
+    fn inbound_for(&self, input: &MeshInput, identity: &ServiceIdentity, pod: &PodRef) -> InboundIntent {
         let mut ports: BTreeMap<u16, (AppProtocol, BTreeSet<InboundService>)> = BTreeMap::new();
+        let services = self
+            .services_by_pod
+            .get(pod)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| input.services.get(id));
         for svc in services {
             for p in &svc.ports {
                 ports
@@ -358,14 +666,13 @@ impl<'a> Builder<'a> {
     }
 
     /// Outbound intent for a client identity (`None`: permissive, everything reachable).
-    fn outbound_for(&mut self, client: Option<&ServiceIdentity>) -> OutboundIntent {
+    fn outbound_for(&mut self, input: &MeshInput, client: Option<&ServiceIdentity>) -> OutboundIntent {
         let allowed_destinations = client.map(|c| self.reachable.get(c).cloned().unwrap_or_default());
         let allowed = |id: &Option<ServiceIdentity>| match &allowed_destinations {
             None => true,
             Some(set) => id.as_ref().is_some_and(|id| set.contains(id)),
         };
         let mut services = Vec::new();
-        let input = self.input;
         // SMI: only services backed by an allowed identity, and split apexes over them, can be
         // reachable; looking at just those keeps each identity's cost proportional to what it may
         // reach rather than to the whole mesh.
@@ -376,7 +683,7 @@ impl<'a> Builder<'a> {
                     .iter()
                     .filter_map(|d| self.services_by_identity.get(d))
                     .flatten()
-                    .copied()
+                    .filter_map(|r| input.services.get_key_value(r).map(|(k, _)| k))
                     .collect();
                 let apexes: Vec<&ServiceRef> = self
                     .splits
@@ -442,7 +749,7 @@ impl<'a> Builder<'a> {
         }
         OutboundIntent {
             services,
-            egress_passthrough: self.input.mesh_config.traffic.enable_egress,
+            egress_passthrough: input.mesh_config.traffic.enable_egress,
         }
     }
 
@@ -471,6 +778,15 @@ impl<'a> Builder<'a> {
             server_identities: eps.iter().filter_map(|ep| ep.identity.clone()).collect(),
             endpoints: eps.iter().map(|ep| ep.ip).collect(),
         }))
+    }
+}
+
+impl Touched {
+    fn note(&mut self, endpoints: &[ResolvedEndpoint]) {
+        for ep in endpoints {
+            self.identities.extend(ep.identity.iter().cloned());
+            self.pods.extend(ep.pod.iter().cloned());
+        }
     }
 }
 

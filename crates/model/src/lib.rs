@@ -8,6 +8,6 @@ pub mod fixtures;
 pub mod input;
 pub mod intent;
 
-pub use compute::{MeshModel, compute};
+pub use compute::{MeshModel, MeshState, ModelChange, compute};
 pub use input::*;
 pub use intent::*;

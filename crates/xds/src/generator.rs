@@ -1,10 +1,12 @@
 //! Builds each proxy's `ProxyConfig` from its intent, memoising every resource by the intent value it
 //! was built from. Proxies with equal intents share the same `Arc<ResourceSet>`; across recomputes a
-//! resource whose input did not change is neither rebuilt nor re-encoded.
+//! resource whose input did not change is neither rebuilt nor re-encoded. Entries live as long as a
+//! config or set outside the generator holds them, so a recompute may visit only the proxies a change
+//! reached.
 
 use std::collections::{BTreeSet, HashMap};
-use std::hash::Hash;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Weak};
 
 use osm_model::{
     AppProtocol, InboundIntent, OutboundIntent, OutboundService, ProxyIntent, ServiceIdentity, ServiceRef,
@@ -14,9 +16,11 @@ use osm_model::{
 use crate::resource::{ProxyConfig, Resource, ResourceSet};
 use crate::{cds, eds, lds, names, rds, sds};
 
-/// A memo table whose entries remember the last generation that used them, so `sweep` can drop the rest.
+/// A memo table keyed by value. An entry lives while something outside the table (a proxy config, a
+/// set) still holds its value: `sweep` drops the rest. That lets a recompute touch only the proxies a
+/// change reached without forgetting what the others use.
 struct Memo<K, V> {
-    entries: HashMap<K, (Arc<V>, u64)>,
+    entries: HashMap<K, Arc<V>>,
 }
 
 impl<K: Eq + Hash, V> Memo<K, V> {
@@ -26,17 +30,12 @@ impl<K: Eq + Hash, V> Memo<K, V> {
         }
     }
 
-    fn get_or_build(&mut self, key: K, generation: u64, build: impl FnOnce(&K) -> Arc<V>) -> Arc<V> {
-        let entry = self
-            .entries
-            .entry(key)
-            .or_insert_with_key(|k| (build(k), generation));
-        entry.1 = generation;
-        entry.0.clone()
+    fn get_or_build(&mut self, key: K, build: impl FnOnce(&K) -> Arc<V>) -> Arc<V> {
+        self.entries.entry(key).or_insert_with_key(|k| build(k)).clone()
     }
 
-    fn sweep(&mut self, generation: u64) {
-        self.entries.retain(|_, (_, used)| *used == generation);
+    fn sweep(&mut self) {
+        self.entries.retain(|_, v| Arc::strong_count(v) > 1);
     }
 
     fn clear(&mut self) {
@@ -46,6 +45,164 @@ impl<K: Eq + Hash, V> Memo<K, V> {
     fn len(&self) -> usize {
         self.entries.len()
     }
+}
+
+/// Sets by the address of the intent they were built from: the model hands out the same `Arc` for an
+/// unchanged intent, so most lookups hash a pointer, not a whole intent. Entries hold both weakly: the
+/// value memo and the published configs decide what lives, and a `Weak` keeps the intent's allocation,
+/// so its address cannot be reused by another intent while the entry exists.
+struct ByPointer<I> {
+    entries: HashMap<usize, (Weak<I>, Weak<ResourceSet>)>,
+}
+
+impl<I> ByPointer<I> {
+    fn new() -> Self {
+        Self {
+            entries: HashMap::new(),
+        }
+    }
+
+    fn get(&self, intent: &Arc<I>) -> Option<Arc<ResourceSet>> {
+        self.entries
+            .get(&(Arc::as_ptr(intent) as usize))
+            .and_then(|(_, set)| set.upgrade())
+    }
+
+    fn insert(&mut self, intent: &Arc<I>, set: &Arc<ResourceSet>) {
+        self.entries.insert(
+            Arc::as_ptr(intent) as usize,
+            (Arc::downgrade(intent), Arc::downgrade(set)),
+        );
+    }
+
+    fn sweep(&mut self) {
+        self.entries
+            .retain(|_, (intent, set)| intent.strong_count() > 0 && set.strong_count() > 0);
+    }
+}
+
+/// The outbound listener and route configs, which depend on which services a proxy may reach and how
+/// (addresses, ports, protocols, clusters and weights) but not on the endpoints behind the clusters: an
+/// endpoint change must not re-encode them. Keyed by a hash of that shape, confirmed on a hit.
+#[derive(Default)]
+struct Routing {
+    entries: HashMap<u64, Vec<RoutingEntry>>,
+}
+
+type RoutingEntry = (RoutingShape, Vec<Arc<Resource>>);
+
+/// A backend as routing names it: cluster `<service>|<target port>`, and its weight.
+type BackendShape = (ServiceRef, u16, u32);
+
+/// What `lds::outbound` and `rds::outbound` read of an outbound intent.
+struct RoutingShape {
+    egress_passthrough: bool,
+    services: Vec<ServiceShape>,
+}
+
+struct ServiceShape {
+    service: ServiceRef,
+    port: u16,
+    protocol: AppProtocol,
+    addresses: Vec<std::net::IpAddr>,
+    backends: Vec<BackendShape>,
+}
+
+impl RoutingShape {
+    fn of(intent: &OutboundIntent) -> Self {
+        Self {
+            egress_passthrough: intent.egress_passthrough,
+            services: intent
+                .services
+                .iter()
+                .map(|s| {
+                    let backends = s
+                        .backends
+                        .iter()
+                        .map(|b| (b.cluster.service.clone(), b.cluster.target_port, b.weight))
+                        .collect();
+                    ServiceShape {
+                        service: s.service.clone(),
+                        port: s.port,
+                        protocol: s.protocol,
+                        addresses: s.addresses.clone(),
+                        backends,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Compares without building the intent's shape.
+    fn matches(&self, intent: &OutboundIntent) -> bool {
+        self.egress_passthrough == intent.egress_passthrough
+            && self.services.len() == intent.services.len()
+            && self.services.iter().zip(&intent.services).all(|(shape, s)| {
+                shape.service == s.service
+                    && shape.port == s.port
+                    && shape.protocol == s.protocol
+                    && shape.addresses == s.addresses
+                    && shape.backends.len() == s.backends.len()
+                    && shape
+                        .backends
+                        .iter()
+                        .zip(&s.backends)
+                        .all(|((svc, target, weight), b)| {
+                            *svc == b.cluster.service
+                                && *target == b.cluster.target_port
+                                && *weight == b.weight
+                        })
+            })
+    }
+
+    fn hash(intent: &OutboundIntent) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        intent.egress_passthrough.hash(&mut h);
+        for s in &intent.services {
+            (&s.service, s.port, s.protocol, &s.addresses).hash(&mut h);
+            for b in &s.backends {
+                (&b.cluster.service, b.cluster.target_port, b.weight).hash(&mut h);
+            }
+        }
+        h.finish()
+    }
+}
+
+impl Routing {
+    fn get_or_build(&mut self, intent: &OutboundIntent) -> Vec<Arc<Resource>> {
+        let bucket = self.entries.entry(RoutingShape::hash(intent)).or_default();
+        if let Some((_, resources)) = bucket.iter().find(|(shape, _)| shape.matches(intent)) {
+            return resources.clone();
+        }
+        let resources = build_routing(intent);
+        bucket.push((RoutingShape::of(intent), resources.clone()));
+        resources
+    }
+
+    /// Drops shapes whose resources no set holds any more.
+    fn sweep(&mut self) {
+        for bucket in self.entries.values_mut() {
+            bucket.retain(|(_, resources)| resources.iter().any(|r| Arc::strong_count(r) > 1));
+        }
+        self.entries.retain(|_, bucket| !bucket.is_empty());
+    }
+}
+
+/// `outbound-listener` and one `rds-outbound.<port>` per HTTP port.
+fn build_routing(intent: &OutboundIntent) -> Vec<Arc<Resource>> {
+    let mut out: Vec<Arc<Resource>> = lds::outbound(intent).into_iter().collect();
+    let mut http_ports: std::collections::BTreeMap<u16, Vec<&OutboundService>> = Default::default();
+    for s in &intent.services {
+        if s.protocol == AppProtocol::Http {
+            http_ports.entry(s.port).or_default().push(s);
+        }
+    }
+    out.extend(
+        http_ports
+            .into_iter()
+            .map(|(port, services)| rds::outbound(port, &services)),
+    );
+    out
 }
 
 /// How many memoised entries the generator holds, per table (for metrics, tests and benchmarks).
@@ -61,13 +218,14 @@ pub struct GeneratorStats {
 pub struct Generator {
     trust_domain: String,
     ca_bundle: Arc<str>,
-    generation: u64,
     statics: Arc<ResourceSet>,
     outbound: Memo<Arc<OutboundIntent>, ResourceSet>,
-    /// This generation's outbound sets by intent pointer: the permissive intent is shared by every
-    /// proxy, and hashing it once per proxy would cost more than building it.
-    outbound_by_ptr: HashMap<usize, (Arc<OutboundIntent>, Arc<ResourceSet>)>,
+    /// The permissive intent is shared by every proxy; hashing it once per proxy would cost more than
+    /// building it.
+    outbound_by_ptr: ByPointer<OutboundIntent>,
     inbound: Memo<Arc<InboundIntent>, ResourceSet>,
+    inbound_by_ptr: ByPointer<InboundIntent>,
+    routing: Routing,
     clusters: Memo<(ServiceRef, u16, BTreeSet<ServiceIdentity>), Resource>,
     endpoints: Memo<Arc<UpstreamCluster>, Resource>,
 }
@@ -91,11 +249,12 @@ impl Generator {
         Self {
             trust_domain: trust_domain.into(),
             ca_bundle: ca_bundle_pem.into(),
-            generation: 0,
             statics: statics(ca_bundle_pem),
             outbound: Memo::new(),
-            outbound_by_ptr: HashMap::new(),
+            outbound_by_ptr: ByPointer::new(),
             inbound: Memo::new(),
+            inbound_by_ptr: ByPointer::new(),
+            routing: Routing::default(),
             clusters: Memo::new(),
             endpoints: Memo::new(),
         }
@@ -106,24 +265,23 @@ impl Generator {
         self.ca_bundle = ca_bundle_pem.into();
         self.statics = statics(ca_bundle_pem);
         self.inbound.clear();
+        self.inbound_by_ptr.entries.clear();
     }
 
-    /// Starts a recompute; call `sweep` when every proxy of this recompute has been generated.
-    pub fn begin(&mut self) {
-        self.generation += 1;
-        self.outbound_by_ptr.clear();
-    }
-
-    /// Drops resources no proxy used in this generation.
+    /// Forgets what nothing outside the generator holds any more: sets no published config uses, and
+    /// resources no remaining set contains. Call it after publishing a recompute's configs.
     pub fn sweep(&mut self) {
-        let g = self.generation;
-        self.outbound.sweep(g);
-        self.inbound.sweep(g);
-        self.clusters.sweep(g);
-        self.endpoints.sweep(g);
+        // Sets first: dropping one releases the resources it holds.
+        self.outbound.sweep();
+        self.inbound.sweep();
+        self.outbound_by_ptr.sweep();
+        self.inbound_by_ptr.sweep();
+        self.routing.sweep();
+        self.clusters.sweep();
+        self.endpoints.sweep();
     }
 
-    /// Entries held per memo table; after `sweep`, exactly what the last generation used.
+    /// Entries held per memo table.
     pub fn stats(&self) -> GeneratorStats {
         GeneratorStats {
             outbound_sets: self.outbound.len(),
@@ -144,57 +302,50 @@ impl Generator {
     }
 
     fn outbound_set(&mut self, intent: &Arc<OutboundIntent>) -> Arc<ResourceSet> {
-        let ptr = Arc::as_ptr(intent) as usize;
-        if let Some((_, set)) = self.outbound_by_ptr.get(&ptr) {
-            return set.clone();
+        if let Some(set) = self.outbound_by_ptr.get(intent) {
+            return set;
         }
-        let generation = self.generation;
-        let mut outbound = std::mem::replace(&mut self.outbound, Memo::new());
-        let set = outbound.get_or_build(intent.clone(), generation, |intent| {
-            Arc::new(self.build_outbound(intent))
-        });
-        self.outbound = outbound;
-        // Keeping the intent alive keeps the pointer key unique for this generation.
-        self.outbound_by_ptr.insert(ptr, (intent.clone(), set.clone()));
+        let set = match self.outbound.entries.get(intent) {
+            Some(set) => set.clone(),
+            None => {
+                let set = Arc::new(self.build_outbound(intent));
+                self.outbound.entries.insert(intent.clone(), set.clone());
+                set
+            }
+        };
+        self.outbound_by_ptr.insert(intent, &set);
         set
     }
 
-    fn build_outbound(&mut self, intent: &OutboundIntent) -> ResourceSet {
-        let g = self.generation;
+    fn build_outbound(&mut self, intent: &Arc<OutboundIntent>) -> ResourceSet {
         let mut set = ResourceSet::default();
-        if let Some(listener) = lds::outbound(intent) {
-            set.insert(listener);
+        for r in self.routing.get_or_build(intent) {
+            set.insert(r);
         }
-        let mut http_ports: std::collections::BTreeMap<u16, Vec<&OutboundService>> = Default::default();
         for s in &intent.services {
-            if s.protocol == AppProtocol::Http {
-                http_ports.entry(s.port).or_default().push(s);
-            }
             for b in &s.backends {
                 let c = &b.cluster;
                 let td = &self.trust_domain;
                 set.insert(self.clusters.get_or_build(
                     (c.service.clone(), c.target_port, c.server_identities.clone()),
-                    g,
                     |_| cds::upstream(c, td),
                 ));
                 set.insert(
                     self.endpoints
-                        .get_or_build(c.clone(), g, |c| eds::load_assignment(c)),
+                        .get_or_build(c.clone(), |c| eds::load_assignment(c)),
                 );
             }
-        }
-        for (port, services) in http_ports {
-            set.insert(rds::outbound(port, &services));
         }
         set
     }
 
     fn inbound_set(&mut self, intent: &Arc<InboundIntent>) -> Arc<ResourceSet> {
-        let g = self.generation;
+        if let Some(set) = self.inbound_by_ptr.get(intent) {
+            return set;
+        }
         let td = self.trust_domain.clone();
         let ca = self.ca_bundle.clone();
-        self.inbound.get_or_build(intent.clone(), g, |intent| {
+        let set = self.inbound.get_or_build(intent.clone(), |intent| {
             let mut set = ResourceSet::default();
             // The inbound validation context is referenced only by the inbound listener's chains.
             if let Some(listener) = lds::inbound(intent, &td) {
@@ -216,7 +367,9 @@ impl Generator {
                 }
             }
             Arc::new(set)
-        })
+        });
+        self.inbound_by_ptr.insert(intent, &set);
+        set
     }
 }
 

@@ -36,7 +36,6 @@ fn mesh(permissive: bool, split: Option<(u32, u32)>) -> MeshModel {
 
 fn described(model: &MeshModel, proxy: &str) -> serde_json::Value {
     let mut generator = Generator::new("cluster.local", FAKE_CA);
-    generator.begin();
     let config = generator.proxy_config(&model.proxies[proxy], identity_secrets(FAKE_CERT, FAKE_KEY));
     let v = describe(&config);
     let text = v.to_string();

@@ -98,13 +98,12 @@ pub fn secrets_by_identity(model: &MeshModel) -> HashMap<ServiceIdentity, Arc<Re
     out
 }
 
-/// One generation: `begin`, every proxy's config, `sweep`.
+/// Every proxy's config, then `sweep`.
 pub fn generate_all(
     g: &mut Generator,
     model: &MeshModel,
     secrets: &HashMap<ServiceIdentity, Arc<ResourceSet>>,
 ) -> Vec<ProxyConfig> {
-    g.begin();
     let configs = model
         .proxies
         .values()
