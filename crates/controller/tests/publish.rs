@@ -7,31 +7,12 @@ use std::time::Duration;
 
 use osm_ca::{CertificateAuthority, TrustDomain, XdsClientIdentity};
 use osm_controller::ControlPlane;
-use osm_model::fixtures::bookstore;
+use osm_model::fixtures::bookstore_numbered;
 use osm_model::{MeshInput, PodRef};
 
 fn mesh() -> (ControlPlane, MeshInput) {
     let ca = CertificateAuthority::generate(TrustDomain::default(), Duration::from_secs(3600)).expect("a CA");
-    let pods = [
-        "bookbuyer",
-        "bookthief",
-        "bookstore-v1",
-        "bookstore-v2",
-        "bookwarehouse",
-    ];
-    let input = bookstore(
-        false,
-        None,
-        |p| {
-            IpAddr::V4(Ipv4Addr::new(
-                10,
-                0,
-                0,
-                10 + pods.iter().position(|x| *x == p).unwrap() as u8,
-            ))
-        },
-        |s| IpAddr::V4(Ipv4Addr::new(10, 96, 0, s.len() as u8)),
-    );
+    let input = bookstore_numbered(false, None);
     (ControlPlane::new(Arc::new(ca), input.clone()), input)
 }
 

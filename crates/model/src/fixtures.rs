@@ -306,6 +306,27 @@ pub const BOOKSTORE_SERVICES: &[(&str, &str, Labels)] = &[
 
 /// The bookstore demo mesh. `pod_ip` and `service_ip` give addresses (the e2e harness knows its own);
 /// each pod's proxy uuid is its name.
+/// The bookstore demo with pod `i` of [`BOOKSTORE_PODS`] at 10.0.0.(10+i) and service `j` of
+/// [`BOOKSTORE_SERVICES`] at 10.96.0.(1+j).
+pub fn bookstore_numbered(permissive: bool, split: Option<(u32, u32)>) -> MeshInput {
+    let index_of = |names: Vec<&str>, name: &str| names.iter().position(|n| *n == name).unwrap_or(0) as u8;
+    let pods: Vec<&str> = BOOKSTORE_PODS.iter().map(|p| p.1).collect();
+    let services: Vec<&str> = BOOKSTORE_SERVICES.iter().map(|s| s.1).collect();
+    bookstore(
+        permissive,
+        split,
+        |p| IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 10 + index_of(pods.clone(), p))),
+        |s| {
+            IpAddr::V4(std::net::Ipv4Addr::new(
+                10,
+                96,
+                0,
+                1 + index_of(services.clone(), s),
+            ))
+        },
+    )
+}
+
 pub fn bookstore(
     permissive: bool,
     split: Option<(u32, u32)>,

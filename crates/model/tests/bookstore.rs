@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use osm_model::fixtures::{MeshBuilder, bookstore};
+use osm_model::fixtures::{MeshBuilder, bookstore_numbered};
 use osm_model::*;
 
 fn ip(last: u8) -> IpAddr {
@@ -11,27 +11,7 @@ fn ip(last: u8) -> IpAddr {
 }
 
 fn mesh(permissive: bool, split: Option<(u32, u32)>) -> MeshModel {
-    let pods = [
-        "bookbuyer",
-        "bookthief",
-        "bookstore-v1",
-        "bookstore-v2",
-        "bookwarehouse",
-    ];
-    let svcs = ["bookstore", "bookstore-v1", "bookstore-v2", "bookwarehouse"];
-    let input = bookstore(
-        permissive,
-        split,
-        |p| ip(10 + pods.iter().position(|x| *x == p).unwrap() as u8),
-        |s| {
-            IpAddr::V4(Ipv4Addr::new(
-                10,
-                96,
-                0,
-                1 + svcs.iter().position(|x| *x == s).unwrap() as u8,
-            ))
-        },
-    );
+    let input = bookstore_numbered(permissive, split);
     compute(&input)
 }
 
