@@ -153,7 +153,6 @@ impl ControlPlane {
     /// Generates and publishes the configs of the proxies `change` names (every proxy if `all`), and
     /// forgets the removed ones.
     fn publish(&self, state: &mut State, change: &ModelChange) -> RecomputeStats {
-        let started = Instant::now();
         let model = state.model.model();
         if model.warnings != state.last_warnings {
             for w in &model.warnings {
@@ -246,7 +245,6 @@ impl ControlPlane {
         if identities_moved {
             certs.retain(model.proxies.values().map(|p| &p.identity));
         }
-        stats.micros = started.elapsed().as_micros();
         stats
     }
 

@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use osm_api::smi::access::IdentityBindingSubject;
 
-use crate::input::{AppProtocol, MeshInput, ObjectRef, PodRef, Service, ServiceIdentity, ServiceRef};
+use crate::input::{
+    AppProtocol, MeshInput, ObjectRef, PodRef, Service, ServiceIdentity, ServiceRef, in_namespace, selects,
+};
 use crate::intent::*;
 
 /// The computed mesh: one intent per sidecar (keyed by proxy uuid) and what could not be used.
@@ -158,20 +160,6 @@ fn changed_keys<K: Ord + Clone, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeM
     }
 }
 
-/// The entries of a map keyed by `ObjectRef` that live in one namespace.
-fn in_namespace<'m, V>(
-    map: &'m BTreeMap<ObjectRef, V>,
-    namespace: &'m str,
-) -> impl Iterator<Item = (&'m ObjectRef, &'m V)> + 'm {
-    map.range(ObjectRef::new(namespace, "")..)
-        .take_while(move |(k, _)| k.namespace == namespace)
-}
-
-/// Whether a service selector selects a pod with these labels (an empty selector selects nothing).
-fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
 /// Whether a TrafficSplit names this service as its apex or a backend.
 fn split_refers_to(input: &MeshInput, service: &ServiceRef) -> bool {
     in_namespace(&input.traffic_splits, &service.namespace).any(|(_, split)| {
@@ -271,7 +259,7 @@ impl MeshState {
         for id in &affected {
             self.remove_endpoints(id, &mut touched);
             if let Some(svc) = new.services.get(id) {
-                let endpoints = resolve(new, self.selected_endpoints(new, svc));
+                let endpoints = resolve(new, new.endpoints_scanning(svc));
                 self.insert_endpoints(id, endpoints, Some(&mut touched));
             }
         }
@@ -279,7 +267,9 @@ impl MeshState {
         let mut change = ModelChange::default();
         // Outbound intents that can include a touched service.
         let mut moved: HashMap<ServiceIdentity, Arc<OutboundIntent>> = HashMap::new();
-        if self.permissive {
+        if affected.is_empty() {
+            // No service's endpoints moved (say, a pod no service selects): no outbound intent did.
+        } else if self.permissive {
             let outbound = self.outbound_for(new, None);
             if self.shared_outbound.as_deref() != Some(&outbound) {
                 self.shared_outbound = Some(Arc::new(outbound));
@@ -375,22 +365,6 @@ impl MeshState {
                 .filter(|uuid| !self.model.proxies.contains_key(uuid))
                 .collect(),
         }
-    }
-
-    /// A service's endpoints: the explicit ones if the source gave any, else the pods its selector picks.
-    fn selected_endpoints(&self, input: &MeshInput, svc: &Service) -> BTreeSet<crate::input::Endpoint> {
-        if let Some(eps) = input.endpoints.get(&svc.id) {
-            return eps.clone();
-        }
-        in_namespace(&input.pods, &svc.id.namespace)
-            .filter(|(_, p)| selects(&svc.selector, &p.labels))
-            .filter_map(|(id, p)| {
-                p.ip.map(|ip| crate::input::Endpoint {
-                    ip,
-                    pod: Some(id.clone()),
-                })
-            })
-            .collect()
     }
 
     fn insert_endpoints(

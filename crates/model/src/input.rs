@@ -209,16 +209,46 @@ impl MeshInput {
         if let Some(eps) = self.endpoints.get(&service.id) {
             return eps.clone();
         }
-        index
-            .select(&service.id.namespace, &service.selector)
-            .filter_map(|p| {
-                p.ip.map(|ip| Endpoint {
-                    ip,
-                    pod: Some(p.id.clone()),
-                })
-            })
-            .collect()
+        pod_endpoints(index.select(&service.id.namespace, &service.selector))
     }
+
+    /// `endpoints_of` for one service without building an index: its namespace's pods are scanned
+    /// (what an incremental update does for the few services a change touches).
+    pub(crate) fn endpoints_scanning(&self, service: &Service) -> BTreeSet<Endpoint> {
+        if let Some(eps) = self.endpoints.get(&service.id) {
+            return eps.clone();
+        }
+        pod_endpoints(
+            in_namespace(&self.pods, &service.id.namespace)
+                .map(|(_, p)| p)
+                .filter(|p| selects(&service.selector, &p.labels)),
+        )
+    }
+}
+
+/// The endpoints of selected pods: those with an address.
+fn pod_endpoints<'a>(pods: impl Iterator<Item = &'a Pod>) -> BTreeSet<Endpoint> {
+    pods.filter_map(|p| {
+        p.ip.map(|ip| Endpoint {
+            ip,
+            pod: Some(p.id.clone()),
+        })
+    })
+    .collect()
+}
+
+/// Whether a service selector selects a pod with these labels (an empty selector selects nothing).
+pub(crate) fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The entries of a map keyed by `ObjectRef` that live in one namespace.
+pub(crate) fn in_namespace<'m, V>(
+    map: &'m BTreeMap<ObjectRef, V>,
+    namespace: &'m str,
+) -> impl Iterator<Item = (&'m ObjectRef, &'m V)> + 'm {
+    map.range(ObjectRef::new(namespace, "")..)
+        .take_while(move |(k, _)| k.namespace == namespace)
 }
 
 /// Pods by (namespace, label, value), so a selector is evaluated against the pods carrying its first
@@ -253,6 +283,6 @@ impl<'a> PodSelectorIndex<'a> {
             .into_iter()
             .flatten()
             .copied()
-            .filter(move |p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            .filter(move |p| selects(selector, &p.labels))
     }
 }
