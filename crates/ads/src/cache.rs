@@ -37,6 +37,12 @@ pub enum AdsEvent {
     Refused {
         reason: String,
     },
+    /// The proxy's stream has handled config `generation` and the proxy ACKed everything sent for it
+    /// (`SnapshotCache::in_sync` became true); once per generation and stream.
+    Synced {
+        proxy: String,
+        generation: u64,
+    },
 }
 
 /// Per-proxy view of the last ACK and NACK, per type.
@@ -46,6 +52,8 @@ pub struct ProxyStatus {
     pub connected: bool,
     /// The config generation the proxy's stream has handled last (see `SnapshotCache::in_sync`).
     pub handled_generation: u64,
+    /// The generation a `Synced` event was last sent for (0: none on this stream).
+    pub synced_generation: u64,
     /// Last version (SotW) or nonce (delta) sent per type on the newest stream.
     pub sent: HashMap<TypeKind, String>,
     /// Last version (SotW) or nonce (delta) the proxy ACKed per type on the newest stream.
@@ -74,18 +82,26 @@ struct Inner {
 
 impl Inner {
     fn in_sync(&self, proxy: &str) -> bool {
-        let Some(current) = self
-            .slots
+        self.synced_generation(proxy).is_some()
+    }
+
+    /// The proxy's current generation, if it is in sync with it.
+    fn synced_generation(&self, proxy: &str) -> Option<u64> {
+        let current = self.generation(proxy)?;
+        self.status
+            .get(proxy)
+            .is_some_and(|s| {
+                s.connected
+                    && s.handled_generation == current
+                    && s.sent.iter().all(|(k, v)| s.acked.get(k) == Some(v))
+            })
+            .then_some(current)
+    }
+
+    fn generation(&self, proxy: &str) -> Option<u64> {
+        self.slots
             .get(proxy)
             .and_then(|s| s.borrow().as_ref().map(|v| v.generation))
-        else {
-            return false;
-        };
-        self.status.get(proxy).is_some_and(|s| {
-            s.connected
-                && s.handled_generation == current
-                && s.sent.iter().all(|(k, v)| s.acked.get(k) == Some(v))
-        })
     }
 }
 
@@ -155,6 +171,13 @@ impl SnapshotCache {
             .and_then(|s| s.borrow().as_ref().map(|v| v.config.clone()))
     }
 
+    /// The generation of each proxy's config (counts its changes; `None`: no config), under one lock.
+    /// `Synced` events name the generation they are for.
+    pub fn generation_each(&self, proxies: &[&str]) -> Vec<Option<u64>> {
+        let inner = self.lock();
+        proxies.iter().map(|p| inner.generation(p)).collect()
+    }
+
     /// True when the proxy's stream has handled its latest config and the proxy ACKed every type it
     /// was sent: what a test or `osm proxy` waits for after a change.
     pub fn in_sync(&self, proxy: &str) -> bool {
@@ -200,15 +223,33 @@ impl SnapshotCache {
     /// What one turn of a stream produced, under one lock: its events, then the config generation it
     /// has handled. Events come first: `in_sync` must never see the generation handled before what was
     /// sent for it.
-    pub(crate) fn record_turn(&self, proxy: &str, events: Vec<AdsEvent>, generation: Option<u64>) {
+    ///
+    /// A turn that may have brought the proxy in sync (it handled a generation, or carried an ACK) is
+    /// checked here, where the proxy's status is at hand, and announced with `Synced`: waiting for a
+    /// change to reach many proxies then means counting events, not polling `in_sync` per proxy.
+    pub(crate) fn record_turn(&self, proxy: &str, mut events: Vec<AdsEvent>, generation: Option<u64>) {
         {
             let mut inner = self.lock();
+            let mut acked = false;
             for event in &events {
                 tracing::debug!(?event, "ads");
+                acked |= matches!(event, AdsEvent::Acked { .. });
                 apply_event(&mut inner, event);
             }
             if let Some(generation) = generation {
                 status_mut(&mut inner, proxy).handled_generation = generation;
+            }
+            if (acked || generation.is_some())
+                && let Some(current) = inner.synced_generation(proxy)
+            {
+                let status = status_mut(&mut inner, proxy);
+                if status.synced_generation != current {
+                    status.synced_generation = current;
+                    events.push(AdsEvent::Synced {
+                        proxy: proxy.to_string(),
+                        generation: current,
+                    });
+                }
             }
         }
         for event in events {
@@ -235,6 +276,7 @@ fn apply_event(inner: &mut Inner, event: &AdsEvent) {
             // nonces restart at 1) must not make it look in sync before it ACKed anything.
             s.sent.clear();
             s.acked.clear();
+            s.synced_generation = 0;
         }
         AdsEvent::Disconnected { proxy } => {
             let open = match inner.streams.get_mut(proxy) {
@@ -264,7 +306,7 @@ fn apply_event(inner: &mut Inner, event: &AdsEvent) {
         } => {
             status_mut(inner, proxy).sent.insert(*kind, version.clone());
         }
-        AdsEvent::Refused { .. } => {}
+        AdsEvent::Refused { .. } | AdsEvent::Synced { .. } => {}
     }
 }
 
@@ -336,6 +378,43 @@ mod tests {
         cache.record(disconnected());
         cache.record(connected());
         assert!(cache.status(PROXY).expect("a status").connected);
+    }
+
+    /// A stream announces once per generation that its proxy got in sync, and only once it is.
+    #[test]
+    fn synced_is_announced_once_per_generation() {
+        let cache = SnapshotCache::new();
+        let mut events = cache.events();
+        let mut synced = move || -> Vec<u64> {
+            std::iter::from_fn(|| events.try_recv().ok())
+                .filter_map(|e| match e {
+                    AdsEvent::Synced { generation, .. } => Some(generation),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(cache.set(PROXY, ProxyConfig::default()));
+        cache.record(connected());
+        cache.record_turn(PROXY, vec![sent("1")], Some(1));
+        assert_eq!(synced(), Vec::<u64>::new(), "sent, not yet ACKed");
+        cache.record_turn(PROXY, vec![acked("1")], None);
+        cache.record_turn(PROXY, vec![acked("1")], None);
+        assert_eq!(synced(), vec![1], "once, though ACKed twice");
+        assert!(cache.set(
+            PROXY,
+            ProxyConfig {
+                sets: vec![Arc::default()]
+            }
+        ));
+        cache.record_turn(PROXY, vec![sent("2")], Some(2));
+        cache.record_turn(PROXY, vec![acked("2")], None);
+        assert_eq!(synced(), vec![2]);
+        // A new stream must get in sync again.
+        cache.record(connected());
+        cache.record_turn(PROXY, vec![sent("1")], Some(2));
+        assert_eq!(synced(), Vec::<u64>::new());
+        cache.record_turn(PROXY, vec![acked("1")], None);
+        assert_eq!(synced(), vec![2]);
     }
 
     /// Republishing the same sets wakes nobody; other sets bump the generation.

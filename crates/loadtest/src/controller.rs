@@ -7,7 +7,7 @@
 //! latest config and the proxy ACKed every type it was sent. Waiting listens to the cache's ACK events
 //! and rescans every few milliseconds, so the time of the last ACK is known to about a millisecond.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -119,7 +119,12 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         match command {
             Command::WaitSync { timeout_ms } => {
                 let events = cache.events();
-                let pending: HashSet<String> = keys.iter().cloned().collect();
+                let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let pending: HashMap<String, u64> = keys
+                    .iter()
+                    .zip(cache.generation_each(&names))
+                    .map(|(k, generation)| (k.clone(), generation.unwrap_or(1)))
+                    .collect();
                 let result = rt.block_on(wait_in_sync(
                     &cache,
                     events,
@@ -261,19 +266,19 @@ fn change_and_wait<T>(
     timeout_ms: u64,
     change: impl FnOnce() -> T,
 ) -> (T, usize, WaitResult) {
-    let before: Vec<Option<Arc<osm_xds::ProxyConfig>>> = keys.iter().map(|k| cache.get(k)).collect();
-    // Subscribed before the change so no ACK it causes is missed.
+    let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let before = cache.generation_each(&names);
+    // Subscribed before the change so no event it causes is missed.
     let events = cache.events();
     let out = change();
-    let pending: HashSet<String> = keys
+    // A proxy is affected when its config generation moved; it is done once synced with the new one.
+    let pending: HashMap<String, u64> = keys
         .iter()
-        .zip(before)
-        .filter(|(k, old)| match (old, cache.get(k)) {
-            (Some(old), Some(new)) => !Arc::ptr_eq(old, &new),
-            (None, None) => false,
-            _ => true,
+        .zip(before.into_iter().zip(cache.generation_each(&names)))
+        .filter_map(|(k, (old, new))| match new {
+            Some(new) if old != Some(new) => Some((k.clone(), new)),
+            _ => None,
         })
-        .map(|(k, _)| k.clone())
         .collect();
     let affected = pending.len();
     let result = rt.block_on(wait_in_sync(
@@ -358,75 +363,51 @@ struct WaitResult {
     missing: Vec<String>,
 }
 
-/// Waits until every pending proxy is in sync. An ACK event for a pending proxy triggers a check of
-/// that proxy; a rescan every `RESCAN` catches what events cannot tell (events dropped because this
-/// receiver lagged, or an ACK recorded just before the stream marked its generation handled).
+/// Waits until every pending proxy is in sync with (at least) its generation, by the streams'
+/// `Synced` events; returns when the last one got there.
 async fn wait_in_sync(
     cache: &SnapshotCache,
     mut events: broadcast::Receiver<AdsEvent>,
-    pending: HashSet<String>,
+    pending: HashMap<String, u64>,
     timeout: Duration,
 ) -> WaitResult {
-    // A backstop for lost events (a proxy's time is then the rescan's); each rescan checks every pending
-    // proxy, which at 2000 proxies every 5 ms was ~7 % of the controller process's CPU.
-    const RESCAN: Duration = Duration::from_millis(25);
-    // Pending proxy → when its latest ACK was seen (None: not seen, or events were lost since).
-    let mut pending: HashMap<String, Option<u64>> = pending.into_iter().map(|k| (k, None)).collect();
+    // The streams announce `Synced`; rescanning is only a backstop for events this receiver lost (it
+    // lagged), so it runs soon after a lag and otherwise rarely. Polling `in_sync` of every pending
+    // proxy every 25 ms was a fifth of the controller process's CPU during churn.
+    const RESCAN: Duration = Duration::from_millis(250);
+    const RESCAN_AFTER_LAG: Duration = Duration::from_millis(5);
+    // Pending proxy → the generation it must be in sync with.
+    let mut pending = pending;
     let mut done_ns: Option<u64> = None;
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut rescan = tokio::time::interval(RESCAN);
-    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rescan_at = tokio::time::Instant::now() + RESCAN;
     while !pending.is_empty() {
         tokio::select! {
-            event = events.recv() => {
-                // Everything already queued is handled as one batch: one cache lock per batch rather
-                // than one per ACK (the ADS streams contend for the same lock).
-                let mut acked: Vec<String> = Vec::new();
-                let mut next = Some(event);
-                while let Some(event) = next.take() {
-                    match event {
-                        Ok(AdsEvent::Acked { proxy, .. }) => {
-                            if let Some(seen) = pending.get_mut(&proxy) {
-                                *seen = Some(now_ns());
-                                acked.push(proxy);
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            for seen in pending.values_mut() {
-                                *seen = None;
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Closed) => {
-                            tokio::time::sleep(RESCAN).await;
-                            break;
-                        }
-                    }
-                    next = match events.try_recv() {
-                        Ok(e) => Some(Ok(e)),
-                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                            Some(Err(broadcast::error::RecvError::Lagged(n)))
-                        }
-                        Err(_) => None,
-                    };
-                }
-                let names: Vec<&str> = acked.iter().map(String::as_str).collect();
-                for (proxy, synced) in names.iter().zip(cache.in_sync_each(&names)) {
-                    if synced && let Some(seen) = pending.remove(*proxy) {
-                        finish(&mut done_ns, seen.unwrap_or_else(now_ns));
+            event = events.recv() => match event {
+                Ok(AdsEvent::Synced { proxy, generation }) => {
+                    if pending.get(&proxy).is_some_and(|target| generation >= *target) {
+                        pending.remove(&proxy);
+                        finish(&mut done_ns, now_ns());
                     }
                 }
-            }
-            _ = rescan.tick() => {
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    rescan_at = rescan_at.min(tokio::time::Instant::now() + RESCAN_AFTER_LAG);
+                }
+                Err(broadcast::error::RecvError::Closed) => tokio::time::sleep_until(rescan_at).await,
+            },
+            _ = tokio::time::sleep_until(rescan_at) => {
+                // One lock for the whole rescan. A proxy found here is timed now: later than it was.
                 let now = now_ns();
-                pending.retain(|proxy, seen| {
-                    if cache.in_sync(proxy) {
-                        finish(&mut done_ns, seen.unwrap_or(now));
-                        false
-                    } else {
-                        true
+                let names: Vec<String> = pending.keys().cloned().collect();
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                for (proxy, synced) in names.iter().zip(cache.in_sync_each(&refs)) {
+                    if synced {
+                        pending.remove(proxy);
+                        finish(&mut done_ns, now);
                     }
-                });
+                }
+                rescan_at = tokio::time::Instant::now() + RESCAN;
             }
             _ = tokio::time::sleep_until(deadline) => break,
         }
