@@ -125,12 +125,7 @@ pub fn run(args: ControllerArgs) -> Result<()> {
                     .zip(cache.generation_each(&names))
                     .map(|(k, generation)| (k.clone(), generation.unwrap_or(1)))
                     .collect();
-                let result = rt.block_on(wait_in_sync(
-                    &cache,
-                    events,
-                    pending,
-                    Duration::from_millis(timeout_ms),
-                ));
+                let result = wait(&rt, &cache, events, pending, Duration::from_millis(timeout_ms));
                 let nacks = keys.iter().filter_map(|k| cache.status(k)).map(|s| s.nacks).sum();
                 send(
                     &mut out,
@@ -281,12 +276,7 @@ fn change_and_wait<T>(
         })
         .collect();
     let affected = pending.len();
-    let result = rt.block_on(wait_in_sync(
-        cache,
-        events,
-        pending,
-        Duration::from_millis(timeout_ms),
-    ));
+    let result = wait(rt, cache, events, pending, Duration::from_millis(timeout_ms));
     (out, affected, result)
 }
 
@@ -361,6 +351,31 @@ struct WaitResult {
     /// When the last pending proxy got in sync (by its last ACK).
     done_ns: Option<u64>,
     missing: Vec<String>,
+}
+
+/// Runs `wait_in_sync` as a task of the ADS runtime. Blocked on from this thread, it parked and was
+/// woken through a futex by every event the streams broadcast (a tenth of the controller process's
+/// CPU during churn); as a task its wake-ups are queue pushes on a worker that is busy anyway.
+fn wait(
+    rt: &tokio::runtime::Runtime,
+    cache: &SnapshotCache,
+    events: broadcast::Receiver<AdsEvent>,
+    pending: HashMap<String, u64>,
+    timeout: Duration,
+) -> WaitResult {
+    let cache = cache.clone();
+    rt.block_on(async move {
+        tokio::spawn(async move { wait_in_sync(&cache, events, pending, timeout).await })
+            .await
+            .unwrap_or_else(|e| {
+                // The waiter has no panics of its own to propagate; report everything as missing.
+                tracing::error!(error = %e, "the sync waiter failed");
+                WaitResult {
+                    done_ns: None,
+                    missing: vec![format!("(waiter failed: {e})")],
+                }
+            })
+    })
 }
 
 /// Waits until every pending proxy is in sync with (at least) its generation, by the streams'
