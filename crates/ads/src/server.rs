@@ -155,7 +155,7 @@ fn run_stream<P: Protocol>(
 ) -> ResponseBody {
     // Bounded: a proxy that does not read holds up only its own task (and at most this many responses).
     let (tx, rx) = mpsc::channel::<Result<Vec<Bytes>, Status>>(16);
-    let mut config_rx = cache.subscribe(&proxy);
+    let (mut config_rx, status) = cache.subscribe(&proxy);
     let span = tracing::info_span!("ads", %proxy);
     let task = async move {
         cache.record(AdsEvent::Connected { proxy: proxy.clone() });
@@ -199,7 +199,8 @@ fn run_stream<P: Protocol>(
                 }
                 _ = shutdown.changed() => break,
             };
-            cache.record_turn(&proxy, out.events, generation);
+            let latest = config_rx.borrow().as_ref().map(|v| v.generation);
+            cache.record_turn(&proxy, &status, out.events, generation, latest);
             for resp in out.responses {
                 if tx.send(Ok(resp.into_chunks())).await.is_err() {
                     // The response body was dropped: the RPC is over.
