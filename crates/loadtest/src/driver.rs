@@ -326,12 +326,14 @@ pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
     let smi = (args.mesh.mode == Mode::Smi).then(|| smi_check(&args.mesh, &infos, &cold));
 
     let churn_start_ns = now_ns();
+    let driver_cpu_churn0 = cpu_time(None).unwrap_or_default().as_secs_f64();
     let mut changes = Vec::with_capacity(args.changes);
     for index in 0..args.changes {
         std::thread::sleep(Duration::from_millis(args.change_interval_ms));
         changes.push(ctl.change(index, Duration::from_secs(args.change_timeout_s))?);
     }
     let churn_end_ns = now_ns();
+    let driver_churn_cpu = cpu_time(None).unwrap_or_default().as_secs_f64() - driver_cpu_churn0;
     let churn_s = secs(churn_end_ns.saturating_sub(churn_start_ns));
     let ctl_mem_churned = memory(Some(pid)).unwrap_or_default();
     let rotation = if args.rotate {
@@ -418,6 +420,7 @@ pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
         soak,
         driver: report::Driver {
             cpu_s: driver_cpu,
+            churn_cpu_s: driver_churn_cpu,
             peak_rss_mb: driver_mem.peak_rss as f64 / 1e6,
             client_threads: args.client_threads,
         },

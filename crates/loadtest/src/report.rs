@@ -158,6 +158,9 @@ pub struct Rotation {
 #[derive(Debug, Serialize)]
 pub struct Driver {
     pub cpu_s: f64,
+    /// CPU seconds the simulated proxies spent during the scripted changes (they share the machine's
+    /// cores with the controller, so this is wall time the controller could not use).
+    pub churn_cpu_s: f64,
     pub peak_rss_mb: f64,
     pub client_threads: usize,
 }
@@ -437,8 +440,8 @@ impl Report {
         let d = &self.driver;
         let _ = writeln!(
             s,
-            "driver (simulated proxies, {} threads): {:.2} CPU-s, peak RSS {:.1} MB",
-            d.client_threads, d.cpu_s, d.peak_rss_mb
+            "driver (simulated proxies, {} threads): {:.2} CPU-s ({:.2} during the changes), peak RSS {:.1} MB",
+            d.client_threads, d.cpu_s, d.churn_cpu_s, d.peak_rss_mb
         );
         let _ = writeln!(s, "goals");
         for g in &self.goals {
