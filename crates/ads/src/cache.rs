@@ -100,16 +100,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Inner {
     fn in_sync(&self, proxy: &str) -> bool {
-        self.synced_generation(proxy).is_some()
-    }
-
-    /// The proxy's current generation, if it is in sync with it.
-    fn synced_generation(&self, proxy: &str) -> Option<u64> {
-        let current = self.generation(proxy)?;
-        self.status
-            .get(proxy)
-            .is_some_and(|s| lock(s).is_in_sync(current))
-            .then_some(current)
+        self.generation(proxy).is_some_and(|current| {
+            self.status
+                .get(proxy)
+                .is_some_and(|s| lock(s).is_in_sync(current))
+        })
     }
 
     /// The proxy's status cell, created on first use; looked up without allocating a key when it exists.

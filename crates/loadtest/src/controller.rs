@@ -4,8 +4,10 @@
 //! wait until every affected proxy ACKed it.
 //!
 //! "In sync" is the ADS server's own view (`SnapshotCache::in_sync`): the proxy's stream handled its
-//! latest config and the proxy ACKed every type it was sent. Waiting listens to the cache's ACK events
-//! and rescans every few milliseconds, so the time of the last ACK is known to about a millisecond.
+//! latest config and the proxy ACKed every type it was sent. Each stream announces it with an
+//! `AdsEvent::Synced` as it records the ACK that completes it; the waiter (a task on the ADS runtime)
+//! counts those, so the time of the last ACK is known to well under a millisecond. A slow rescan of
+//! `in_sync` covers events the waiter lost.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
