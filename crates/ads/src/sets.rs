@@ -70,14 +70,15 @@ type DiffKey = (usize, usize, TypeKind);
 
 static DIFFS: LazyLock<Mutex<Memo<DiffKey, DiffEntry>>> = LazyLock::new(|| Mutex::new(Memo::new()));
 
-/// Names of `kind` that are in only one of the two sets, or in both with another version.
+/// `ResourceSet::changed_names`, memoised per (old set, new set, kind): every proxy making the same
+/// transition shares it.
 pub(crate) fn changed_names(old: &Arc<ResourceSet>, new: &Arc<ResourceSet>, kind: TypeKind) -> Arc<[String]> {
     let k = (key(old), key(new), kind);
     let mut memo = lock(&DIFFS);
     if let Some(e) = memo.entries.get(&k) {
         return e.names.clone();
     }
-    let names: Arc<[String]> = diff(old, new, kind).into();
+    let names: Arc<[String]> = old.changed_names(new, kind).into();
     memo.insert(
         k,
         DiffEntry {
@@ -88,44 +89,6 @@ pub(crate) fn changed_names(old: &Arc<ResourceSet>, new: &Arc<ResourceSet>, kind
         |e| e.old.strong_count() > 0 && e.new.strong_count() > 0,
     );
     names
-}
-
-/// A merge walk over two name-ordered maps.
-fn diff(old: &ResourceSet, new: &ResourceSet, kind: TypeKind) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut a = old.of_kind(kind).iter().peekable();
-    let mut b = new.of_kind(kind).iter().peekable();
-    loop {
-        match (a.peek(), b.peek()) {
-            (None, None) => break,
-            (Some((n, _)), None) => {
-                out.push((*n).clone());
-                a.next();
-            }
-            (None, Some((n, _))) => {
-                out.push((*n).clone());
-                b.next();
-            }
-            (Some((na, ra)), Some((nb, rb))) => match na.cmp(nb) {
-                std::cmp::Ordering::Less => {
-                    out.push((*na).clone());
-                    a.next();
-                }
-                std::cmp::Ordering::Greater => {
-                    out.push((*nb).clone());
-                    b.next();
-                }
-                std::cmp::Ordering::Equal => {
-                    if !Arc::ptr_eq(ra, rb) && ra.version != rb.version {
-                        out.push((*na).clone());
-                    }
-                    a.next();
-                    b.next();
-                }
-            },
-        }
-    }
-    out
 }
 
 /// The names of `kind` that may differ between two configs: those of sets that differ at the same

@@ -385,7 +385,7 @@ fn wait(
 async fn wait_in_sync(
     cache: &SnapshotCache,
     mut events: broadcast::Receiver<AdsEvent>,
-    pending: HashMap<String, u64>,
+    mut pending: HashMap<String, u64>,
     timeout: Duration,
 ) -> WaitResult {
     // The streams announce `Synced`; rescanning is only a backstop for events this receiver lost (it
@@ -393,8 +393,6 @@ async fn wait_in_sync(
     // proxy every 25 ms was a fifth of the controller process's CPU during churn.
     const RESCAN: Duration = Duration::from_millis(250);
     const RESCAN_AFTER_LAG: Duration = Duration::from_millis(5);
-    // Pending proxy → the generation it must be in sync with.
-    let mut pending = pending;
     let mut done_ns: Option<u64> = None;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut rescan_at = tokio::time::Instant::now() + RESCAN;

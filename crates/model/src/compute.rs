@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use osm_api::smi::access::IdentityBindingSubject;
 
+use crate::diff::changed_keys;
 use crate::input::{
     AppProtocol, MeshInput, ObjectRef, PodRef, Service, ServiceIdentity, ServiceRef, in_namespace, selects,
 };
@@ -122,42 +123,6 @@ impl<T: Eq + Hash> Interner<T> {
 struct Touched {
     identities: BTreeSet<ServiceIdentity>,
     pods: BTreeSet<PodRef>,
-}
-
-/// Keys of two maps whose entries differ (added, removed or edited), by a merge walk.
-fn changed_keys<K: Ord + Clone, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<K> {
-    let mut out = Vec::new();
-    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
-    loop {
-        match (a.peek(), b.peek()) {
-            (None, None) => return out,
-            (Some((k, _)), None) => {
-                out.push((*k).clone());
-                a.next();
-            }
-            (None, Some((k, _))) => {
-                out.push((*k).clone());
-                b.next();
-            }
-            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
-                std::cmp::Ordering::Less => {
-                    out.push((*ka).clone());
-                    a.next();
-                }
-                std::cmp::Ordering::Greater => {
-                    out.push((*kb).clone());
-                    b.next();
-                }
-                std::cmp::Ordering::Equal => {
-                    if va != vb {
-                        out.push((*ka).clone());
-                    }
-                    a.next();
-                    b.next();
-                }
-            },
-        }
-    }
 }
 
 /// Whether a TrafficSplit names this service as its apex or a backend.

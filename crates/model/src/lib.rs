@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod compute;
+pub mod diff;
 pub mod explain;
 pub mod fixtures;
 pub mod input;

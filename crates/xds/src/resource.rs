@@ -163,6 +163,13 @@ impl ResourceSet {
     pub fn of_kind(&self, kind: TypeKind) -> &BTreeMap<String, Arc<Resource>> {
         &self.by_kind[kind.index()]
     }
+
+    /// Names of `kind` that are in only one of the two sets, or in both with another version.
+    pub fn changed_names(&self, newer: &ResourceSet, kind: TypeKind) -> Vec<String> {
+        osm_model::diff::changed_keys_by(self.of_kind(kind), newer.of_kind(kind), |a, b| {
+            Arc::ptr_eq(a, b) || a.version == b.version
+        })
+    }
 }
 
 /// Everything one proxy is served: a few shared sets. Names are unique across the sets.
