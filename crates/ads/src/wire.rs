@@ -1,19 +1,18 @@
 //! Responses encoded for the wire without copying resources: a gRPC message is a short head (frame
 //! header and the response's own fields) followed by the resources' shared, pre-encoded bytes. Two
-//! thousand proxies sent the same cluster share one allocation; the gRPC body (`ResponseBody`) hands
-//! the chunks to HTTP/2 by reference, copying only small ones together into frames.
+//! thousand proxies sent the same cluster share one allocation; `send_message` hands the chunks to
+//! HTTP/2 by reference, copying only small ones together into frames.
 //!
 //! Protobuf allows a message's fields in any order, so the head carries version, type URL and nonce,
 //! and the `resources` entries (field 2 in both `DiscoveryResponse` and `DeltaDiscoveryResponse`)
 //! follow it.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -23,7 +22,6 @@ use http_body::Frame;
 use osm_xds::{RESOURCES_FIELD, Resource, ResourceSet, TypeKind};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
-use tokio::sync::mpsc;
 
 use crate::sets::{Framing, set_block};
 
@@ -193,16 +191,20 @@ fn delta_prefix(r: &Resource) -> Bytes {
 /// tonic's `Streaming`, whose buffer keeps the size of the largest request for the stream's life
 /// (an EDS subscription to a thousand names is ~36 kB; at 2000 streams that was 72 MB). This one is
 /// let go whenever it has been drained.
-pub(crate) struct Requests<M> {
-    body: tonic::body::Body,
+pub(crate) struct Requests<M, B> {
+    body: B,
     buf: BytesMut,
     max: usize,
     done: bool,
     _message: PhantomData<fn() -> M>,
 }
 
-impl<M: Message + Default> Requests<M> {
-    pub(crate) fn new(body: tonic::body::Body, max: usize) -> Self {
+impl<M: Message + Default, B> Requests<M, B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
+    pub(crate) fn new(body: B, max: usize) -> Self {
         Self {
             body,
             buf: BytesMut::new(),
@@ -287,46 +289,124 @@ impl<M: Message + Default> Requests<M> {
     }
 }
 
+/// A request stream's HTTP/2 body, handing the flow-control window back as data is taken (the
+/// bound on what we buffer is `Requests`' limit, not the window).
+pub(crate) struct H2Body(h2::RecvStream);
+
+impl H2Body {
+    pub(crate) fn new(recv: h2::RecvStream) -> Self {
+        Self(recv)
+    }
+}
+
+impl http_body::Body for H2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let recv = &mut self.get_mut().0;
+        match ready!(recv.poll_data(cx)) {
+            Some(Ok(data)) => {
+                // Fails only for a stream already gone, which the next poll reports.
+                let _ = recv.flow_control().release_capacity(data.len());
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            None => match ready!(recv.poll_trailers(cx)) {
+                Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+                Ok(None) => Poll::Ready(None),
+                Err(e) => Poll::Ready(Some(Err(e))),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+}
+
 /// Chunks at least this long go out as they are; shorter ones are copied together up to it, so a
 /// response of many small resources is a few HTTP/2 frames rather than one per resource.
 const COALESCE: usize = 16 * 1024;
 
-/// The body of a streaming gRPC response: messages from `rx` as data frames, then the trailers that
-/// end the call (`grpc-status` 0 when the stream task finished, or the status it ended with).
-pub(crate) struct ResponseBody {
-    rx: mpsc::Receiver<Result<Vec<Bytes>, tonic::Status>>,
+/// A message's chunks as the data frames that carry them: small chunks copied together up to
+/// `COALESCE`, large ones passed on by reference.
+struct Frames {
     pending: VecDeque<Bytes>,
-    done: bool,
 }
 
-impl ResponseBody {
-    pub(crate) fn new(rx: mpsc::Receiver<Result<Vec<Bytes>, tonic::Status>>) -> Self {
-        Self {
-            rx,
-            pending: VecDeque::new(),
-            done: false,
-        }
-    }
+impl Iterator for Frames {
+    type Item = Bytes;
 
-    fn next_data(&mut self) -> Option<Bytes> {
+    fn next(&mut self) -> Option<Bytes> {
         let first = self.pending.pop_front()?;
         if first.len() >= COALESCE {
             return Some(first);
         }
-        let mut buf = BytesMut::with_capacity(COALESCE);
-        buf.put_slice(&first);
-        while let Some(next) = self.pending.front() {
-            if next.len() >= COALESCE || buf.len() + next.len() > COALESCE {
+        // How many of the following chunks join it: sized first, so a small response (most pushes
+        // are a few hundred bytes) costs an allocation of its own size, not of a whole frame.
+        let (mut len, mut joining) = (first.len(), 0);
+        for next in &self.pending {
+            if next.len() >= COALESCE || len + next.len() > COALESCE {
                 break;
             }
-            buf.put_slice(next);
-            self.pending.pop_front();
+            len += next.len();
+            joining += 1;
+        }
+        if joining == 0 {
+            return Some(first);
+        }
+        let mut buf = BytesMut::with_capacity(len);
+        buf.put_slice(&first);
+        for next in self.pending.drain(..joining) {
+            buf.put_slice(&next);
         }
         Some(buf.freeze())
     }
 }
 
-fn trailers(status: Option<tonic::Status>) -> Frame<Bytes> {
+fn frames(chunks: Vec<Bytes>) -> Frames {
+    Frames {
+        pending: chunks.into(),
+    }
+}
+
+/// Writes one message to the stream. Waits while the stream's send buffer is full (a proxy that
+/// does not read holds up only its own stream), as hyper does: h2 grants capacity only while what it
+/// buffers for the stream is under its limit, and a frame may then exceed what is left.
+pub(crate) async fn send_message(
+    tx: &mut h2::SendStream<Bytes>,
+    chunks: Vec<Bytes>,
+) -> Result<(), h2::Error> {
+    for data in frames(chunks) {
+        tx.reserve_capacity(1);
+        while tx.capacity() == 0 {
+            match std::future::poll_fn(|cx| tx.poll_capacity(cx)).await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(h2::Reason::CANCEL.into()),
+            }
+        }
+        tx.send_data(data, false)?;
+    }
+    Ok(())
+}
+
+/// The head of a gRPC response.
+pub(crate) fn response_head() -> http::Response<()> {
+    let mut head = http::Response::new(());
+    head.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    head
+}
+
+/// The trailers that end a call: `grpc-status` 0, or `status` (code and message).
+pub(crate) fn trailers(status: Option<tonic::Status>) -> http::HeaderMap {
     let mut map = http::HeaderMap::new();
     match status {
         None => {
@@ -338,42 +418,15 @@ fn trailers(status: Option<tonic::Status>) -> Frame<Bytes> {
             }
         }
     }
-    Frame::trailers(map)
+    map
 }
 
-impl http_body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self.get_mut();
-        loop {
-            if let Some(data) = this.next_data() {
-                return Poll::Ready(Some(Ok(Frame::data(data))));
-            }
-            if this.done {
-                return Poll::Ready(None);
-            }
-            match this.rx.poll_recv(cx) {
-                Poll::Ready(Some(Ok(chunks))) => this.pending.extend(chunks),
-                Poll::Ready(Some(Err(status))) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Ok(trailers(Some(status)))));
-                }
-                Poll::Ready(None) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Ok(trailers(None))));
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done && self.pending.is_empty()
+/// Ends a call before it starts, with `status` in the response head ("trailers-only").
+pub(crate) fn refuse(mut respond: h2::server::SendResponse<Bytes>, status: tonic::Status) {
+    let mut head = response_head();
+    head.headers_mut().extend(trailers(Some(status)));
+    if let Err(e) = respond.send_response(head, true) {
+        tracing::debug!(error = %e, "refusing a stream");
     }
 }
 
@@ -476,43 +529,23 @@ mod tests {
         assert!(enc.decode().resources.is_empty());
     }
 
-    async fn collect(body: ResponseBody) -> (Vec<Bytes>, http::HeaderMap) {
-        use http_body_util::BodyExt;
-        let mut body = body;
-        let mut data = Vec::new();
-        let mut trailers = http::HeaderMap::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.unwrap();
-            match frame.into_data() {
-                Ok(d) => data.push(d),
-                Err(f) => trailers = f.into_trailers().unwrap(),
-            }
-        }
-        (data, trailers)
-    }
-
-    /// Small chunks are coalesced up to the frame size, large ones pass through; the body ends with
-    /// `grpc-status` 0 once the sender is gone.
-    #[tokio::test]
-    async fn body_coalesces_small_chunks_and_ends_with_ok() {
-        let (tx, rx) = mpsc::channel(4);
+    /// Small chunks are coalesced up to the frame size, large ones pass through uncopied.
+    #[test]
+    fn small_chunks_are_coalesced_into_frames() {
         let small = Bytes::from(vec![1u8; 1000]);
         let big = Bytes::from(vec![2u8; 100_000]);
         let mut msg = vec![small.clone(); 40];
         msg.push(big.clone());
-        tx.send(Ok(msg)).await.unwrap();
-        drop(tx);
-        let (data, trailers) = collect(ResponseBody::new(rx)).await;
+        let data: Vec<Bytes> = frames(msg).collect();
         let sizes: Vec<usize> = data.iter().map(Bytes::len).collect();
         assert_eq!(sizes, vec![16_000, 16_000, 8_000, 100_000]);
         assert!(data[3].as_ptr() == big.as_ptr(), "a large chunk is not copied");
-        assert_eq!(trailers["grpc-status"], "0");
     }
 
     fn request_body(chunks: Vec<Vec<u8>>) -> tonic::body::Body {
         let frames = chunks
             .into_iter()
-            .map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c))));
+            .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c))));
         tonic::body::Body::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)))
     }
 
@@ -543,7 +576,7 @@ mod tests {
         let mut both = b.clone();
         both.extend_from_slice(&b);
         let (first, second) = a.split_at(7);
-        let mut requests = Requests::<DiscoveryRequestForTest>::new(
+        let mut requests = Requests::<DiscoveryRequestForTest, _>::new(
             request_body(vec![first.to_vec(), second.to_vec(), both]),
             1 << 20,
         );
@@ -557,36 +590,34 @@ mod tests {
     #[tokio::test]
     async fn oversized_compressed_and_truncated_requests_are_errors() {
         let frame = grpc_frame(&req(100));
-        let mut requests = Requests::<DiscoveryRequestForTest>::new(request_body(vec![frame.clone()]), 64);
+        let mut requests = Requests::<DiscoveryRequestForTest, _>::new(request_body(vec![frame.clone()]), 64);
         let err = requests.next().await.unwrap().unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         assert!(requests.next().await.is_none());
 
         let mut compressed = frame.clone();
         compressed[0] = 1;
-        let mut requests = Requests::<DiscoveryRequestForTest>::new(request_body(vec![compressed]), 1 << 20);
+        let mut requests =
+            Requests::<DiscoveryRequestForTest, _>::new(request_body(vec![compressed]), 1 << 20);
         assert_eq!(
             requests.next().await.unwrap().unwrap_err().code(),
             tonic::Code::Unimplemented
         );
 
         let truncated = frame[..frame.len() - 1].to_vec();
-        let mut requests = Requests::<DiscoveryRequestForTest>::new(request_body(vec![truncated]), 1 << 20);
+        let mut requests =
+            Requests::<DiscoveryRequestForTest, _>::new(request_body(vec![truncated]), 1 << 20);
         assert_eq!(
             requests.next().await.unwrap().unwrap_err().code(),
             tonic::Code::Internal
         );
     }
 
-    #[tokio::test]
-    async fn body_ends_with_the_status_it_was_given() {
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(Err(tonic::Status::permission_denied("node id does not match")))
-            .await
-            .unwrap();
-        let (data, trailers) = collect(ResponseBody::new(rx)).await;
-        assert!(data.is_empty());
-        assert_eq!(trailers["grpc-status"], "7");
-        assert_eq!(trailers["grpc-message"], "node%20id%20does%20not%20match");
+    #[test]
+    fn trailers_carry_the_status() {
+        assert_eq!(trailers(None)["grpc-status"], "0");
+        let t = trailers(Some(tonic::Status::permission_denied("node id does not match")));
+        assert_eq!(t["grpc-status"], "7");
+        assert_eq!(t["grpc-message"], "node%20id%20does%20not%20match");
     }
 }
