@@ -18,6 +18,13 @@ mod injector;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than glibc's malloc: with 2000 ADS connections the controller's resident memory
+/// when in sync was ~180 MB under glibc (its per-thread arenas keep what cold start freed) and
+/// ~155 MB under mimalloc, and a config change's model update took ~25 % less CPU (docs/scale.md).
+/// Transparent huge pages off: with them mimalloc's arenas made the resident set larger instead.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "osm-control-plane", version, about, args_override_self = true)]
 struct Cli {

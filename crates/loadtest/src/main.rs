@@ -7,6 +7,10 @@ use clap::{Parser, Subcommand};
 use osm_loadtest::controller::{self, ControllerArgs};
 use osm_loadtest::driver::{self, RunArgs};
 
+/// The allocator the control-plane binary uses, so the controller measured here is the one shipped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "osm-loadtest",
