@@ -18,11 +18,9 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use osm_xds::TypeKind;
-use prost::Message;
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tokio::sync::{Semaphore, watch};
 
+use crate::call::{Call, Dialer};
 use crate::decode::{self, DeriveCache, DerivedSet, Names, Parent};
 use crate::light;
 use crate::sys::now_ns;
@@ -37,9 +35,7 @@ pub enum Api {
 
 /// What every simulated proxy shares: where the server is, the mesh root, the decode caches.
 pub struct Shared {
-    pub uri: String,
-    pub server_name: String,
-    pub ca: Certificate,
+    pub dialer: Dialer,
     pub api: Api,
     pub derive: DeriveCache,
     /// Bounds how many proxies start at once: from connecting until every type they subscribe to
@@ -49,11 +45,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(uri: String, server_name: String, ca_pem: &str, api: Api, startup_concurrency: usize) -> Self {
+    pub fn new(dialer: Dialer, api: Api, startup_concurrency: usize) -> Self {
         Self {
-            uri,
-            server_name,
-            ca: Certificate::from_pem(ca_pem),
+            dialer,
             api,
             derive: DeriveCache::default(),
             starting: (startup_concurrency > 0).then(|| Semaphore::new(startup_concurrency)),
@@ -91,7 +85,8 @@ pub struct ProxyStats {
 pub struct Proxy {
     pub key: String,
     pub node_cluster: String,
-    pub identity: Identity,
+    /// Its TLS client config: the mesh root and its own xDS client certificate.
+    pub tls: Arc<rustls::ClientConfig>,
     pub stats: Mutex<ProxyStats>,
 }
 
@@ -154,29 +149,20 @@ pub async fn run(proxy: Arc<Proxy>, shared: Arc<Shared>, mut shutdown: watch::Re
     }
 }
 
-type Client = tonic::client::Grpc<Channel>;
-
 async fn session(proxy: &Proxy, shared: &Shared) -> anyhow::Result<()> {
     let permit = match &shared.starting {
         Some(s) => Some(s.acquire().await?),
         None => None,
     };
-    let tls = ClientTlsConfig::new()
-        .domain_name(shared.server_name.clone())
-        .ca_certificate(shared.ca.clone())
-        .identity(proxy.identity.clone());
-    // Envoy's default HTTP/2 windows are large; a 64 KiB stream window would throttle big responses.
-    let channel = Endpoint::from_shared(shared.uri.clone())?
-        .tls_config(tls)?
-        .initial_stream_window_size(16 << 20)
-        .initial_connection_window_size(16 << 20)
-        .connect()
-        .await?;
-    let client = tonic::client::Grpc::new(channel).max_decoding_message_size(1 << 30);
+    let method = match shared.api {
+        Api::Sotw => "StreamAggregatedResources",
+        Api::Delta => "DeltaAggregatedResources",
+    };
+    let call = shared.dialer.open(proxy.tls.clone(), method).await?;
     proxy.lock().connects += 1;
     match shared.api {
-        Api::Sotw => sotw(client, proxy, shared, permit).await,
-        Api::Delta => delta(client, proxy, shared, permit).await,
+        Api::Sotw => sotw(call, proxy, shared, permit).await,
+        Api::Delta => delta(call, proxy, shared, permit).await,
     }
 }
 
@@ -302,24 +288,22 @@ struct SotwType {
 }
 
 async fn sotw(
-    mut client: Client,
+    mut call: Call,
     proxy: &Proxy,
     shared: &Shared,
     mut permit: Option<tokio::sync::SemaphorePermit<'_>>,
 ) -> anyhow::Result<()> {
-    let (tx, rx) = mpsc::unbounded_channel();
     let wildcard = |kind: TypeKind, node| DiscoveryRequest {
         node,
         type_url: kind.type_url().to_string(),
         ..Default::default()
     };
-    tx.send(wildcard(TypeKind::Cluster, node(proxy)))?;
-    tx.send(wildcard(TypeKind::Listener, None))?;
-    let mut responses = light::sotw(&mut client, UnboundedReceiverStream::new(rx)).await?;
+    call.send(&wildcard(TypeKind::Cluster, node(proxy)))?;
+    call.send(&wildcard(TypeKind::Listener, None))?;
     let mut received = [false; 5];
     let mut types: HashMap<TypeKind, SotwType> = HashMap::new();
     let mut deps = Dependents::new(&shared.empty);
-    while let Some(resp) = responses.message().await? {
+    while let Some((resp, size)) = call.message::<light::DiscoveryResponse>().await? {
         let light::DiscoveryResponse {
             version_info,
             resources,
@@ -339,7 +323,7 @@ async fn sotw(
                     }
                     for (dep, _, names) in deps.set(parent, set, shared) {
                         let t = types.entry(dep).or_default();
-                        tx.send(DiscoveryRequest {
+                        call.send(&DiscoveryRequest {
                             version_info: t.version.clone(),
                             resource_names: names.to_vec(),
                             type_url: dep.type_url().to_string(),
@@ -362,12 +346,12 @@ async fn sotw(
         if error.is_none() {
             t.version = version_info.clone();
         }
-        proxy.record(kind, resp.encoded_len(), resources.len(), error.as_deref());
+        proxy.record(kind, size, resources.len(), error.as_deref());
         received[kind_index(kind)] = true;
         if permit.is_some() && deps.started(&received) {
             permit = None;
         }
-        tx.send(DiscoveryRequest {
+        call.send(&DiscoveryRequest {
             version_info: t.version.clone(),
             resource_names: names,
             type_url: type_url.clone(),
@@ -397,24 +381,22 @@ impl DeltaHeld {
 }
 
 async fn delta(
-    mut client: Client,
+    mut call: Call,
     proxy: &Proxy,
     shared: &Shared,
     mut permit: Option<tokio::sync::SemaphorePermit<'_>>,
 ) -> anyhow::Result<()> {
-    let (tx, rx) = mpsc::unbounded_channel();
     let wildcard = |kind: TypeKind, node| DeltaDiscoveryRequest {
         node,
         type_url: kind.type_url().to_string(),
         ..Default::default()
     };
-    tx.send(wildcard(TypeKind::Cluster, node(proxy)))?;
-    tx.send(wildcard(TypeKind::Listener, None))?;
-    let mut responses = light::delta(&mut client, UnboundedReceiverStream::new(rx)).await?;
+    call.send(&wildcard(TypeKind::Cluster, node(proxy)))?;
+    call.send(&wildcard(TypeKind::Listener, None))?;
     let mut received = [false; 5];
     let mut held: HashMap<TypeKind, DeltaHeld> = HashMap::new();
     let mut deps = Dependents::new(&shared.empty);
-    while let Some(resp) = responses.message().await? {
+    while let Some((resp, size)) = call.message::<light::DeltaDiscoveryResponse>().await? {
         let light::DeltaDiscoveryResponse {
             resources,
             type_url,
@@ -475,7 +457,7 @@ async fn delta(
             for name in &unsubscribe {
                 dep_held.names.remove(&decode::hash_of(&[name]));
             }
-            tx.send(DeltaDiscoveryRequest {
+            call.send(&DeltaDiscoveryRequest {
                 type_url: dep.type_url().to_string(),
                 resource_names_subscribe: subscribe,
                 resource_names_unsubscribe: unsubscribe,
@@ -483,12 +465,12 @@ async fn delta(
             })?;
         }
         let count = held.get(&kind).map_or(0, DeltaHeld::len);
-        proxy.record(kind, resp.encoded_len(), count, error.as_deref());
+        proxy.record(kind, size, count, error.as_deref());
         received[kind_index(kind)] = true;
         if permit.is_some() && deps.started(&received) {
             permit = None;
         }
-        tx.send(DeltaDiscoveryRequest {
+        call.send(&DeltaDiscoveryRequest {
             type_url: type_url.clone(),
             response_nonce: nonce.clone(),
             error_detail: error.and_then(nack_status),

@@ -14,8 +14,9 @@ use anyhow::{Context, Result, bail};
 use osm_ca::{CertificateAuthority, TrustDomain, XdsClientIdentity};
 use osm_controller::ads_server_name;
 use osm_xds::TypeKind;
-use tonic::transport::Identity;
+use rustls::pki_types::ServerName;
 
+use crate::call::{self, Dialer};
 use crate::client::{self, Api, Proxy, ProxyStats, Shared, kind_index};
 use crate::controller::{CA_VALIDITY, OSM_NAMESPACE};
 use crate::mesh::{self, Churn, ChurnKind, MeshSpec, Mode};
@@ -286,7 +287,7 @@ pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
         proxies.push(Arc::new(Proxy {
             key: info.key(&td),
             node_cluster: format!("{}.{}", info.service_account, info.namespace),
-            identity: Identity::from_pem(cert.cert_pem, cert.private_key.expose_pem()),
+            tls: call::client_tls(ca.root_cert_pem(), &cert.cert_pem, cert.private_key.expose_pem())?,
             stats: Mutex::new(ProxyStats::default()),
         }));
     }
@@ -306,13 +307,11 @@ pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
         .thread_name("osm-proxy")
         .enable_all()
         .build()?;
-    let shared = Arc::new(Shared::new(
-        format!("https://{}", ready.addr),
-        ads_server_name(OSM_NAMESPACE),
-        ca.root_cert_pem(),
-        args.ads,
-        args.startup_concurrency,
-    ));
+    let dialer = Dialer {
+        addr: ready.addr.parse().context("the controller's ADS address")?,
+        server_name: ServerName::try_from(ads_server_name(OSM_NAMESPACE)).context("the ADS server name")?,
+    };
+    let shared = Arc::new(Shared::new(dialer, args.ads, args.startup_concurrency));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let clients_started_ns = now_ns();
     for p in &proxies {

@@ -6,10 +6,11 @@
 //!
 //! - [`mesh`]: the synthetic mesh (services × endpoints, proxies, permissive or SMI, splits) and churn.
 //! - [`controller`]: the controller process (`osm-loadtest controller`), driven over [`protocol`].
-//! - [`client`]: a simulated proxy (SotW or delta); [`decode`] derives its subscriptions.
+//! - [`client`]: a simulated proxy (SotW or delta) on its [`call`]; [`decode`] derives its subscriptions.
 //! - [`driver`]: runs a test and builds the [`report::Report`].
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod client;
 pub mod controller;
 pub mod decode;

@@ -5,11 +5,6 @@
 //! Fields not declared here are skipped by prost, so the wire format is the generated one.
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use tonic::client::Grpc;
-use tonic::codec::Streaming;
-use tonic::transport::Channel;
-use tonic_prost::ProstCodec;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Any {
@@ -51,47 +46,6 @@ pub struct DeltaDiscoveryResponse {
     pub removed_resources: Vec<String>,
     #[prost(string, tag = "5")]
     pub nonce: String,
-}
-
-const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
-
-async fn call<Req, Resp>(
-    grpc: &mut Grpc<Channel>,
-    method: &'static str,
-    requests: impl tonic::IntoStreamingRequest<Message = Req>,
-) -> Result<Streaming<Resp>, tonic::Status>
-where
-    Req: prost::Message + Send + Sync + 'static,
-    Resp: prost::Message + Default + Send + Sync + 'static,
-{
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unknown(format!("service was not ready: {e}")))?;
-    let path = http::uri::PathAndQuery::try_from(format!("/{SERVICE}/{method}"))
-        .map_err(|e| tonic::Status::internal(e.to_string()))?;
-    let mut req = requests.into_streaming_request();
-    req.extensions_mut()
-        .insert(tonic::GrpcMethod::new(SERVICE, method));
-    Ok(grpc
-        .streaming(req, path, ProstCodec::<Req, Resp>::default())
-        .await?
-        .into_inner())
-}
-
-/// A state-of-the-world ADS stream.
-pub async fn sotw(
-    grpc: &mut Grpc<Channel>,
-    requests: impl tonic::IntoStreamingRequest<Message = DiscoveryRequest>,
-) -> Result<Streaming<DiscoveryResponse>, tonic::Status> {
-    call(grpc, "StreamAggregatedResources", requests).await
-}
-
-/// A delta ADS stream.
-pub async fn delta(
-    grpc: &mut Grpc<Channel>,
-    requests: impl tonic::IntoStreamingRequest<Message = DeltaDiscoveryRequest>,
-) -> Result<Streaming<DeltaDiscoveryResponse>, tonic::Status> {
-    call(grpc, "DeltaAggregatedResources", requests).await
 }
 
 #[cfg(test)]
