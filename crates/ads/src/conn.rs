@@ -27,7 +27,7 @@ use tracing::Instrument;
 use crate::server::{AdsService, Inner};
 use crate::{AdsError, AdsTls};
 
-/// A client that has not finished its TLS handshake by then is dropped.
+/// A client that has not finished its TLS (and then its HTTP/2) handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for connections to close after their streams ended.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -181,9 +181,12 @@ pub(crate) async fn serve_connection<IO>(
         .initial_window_size(RECEIVE_WINDOW)
         .initial_connection_window_size(RECEIVE_WINDOW)
         .handshake::<_, Bytes>(io);
-    let mut conn = match handshake.await {
-        Ok(conn) => conn,
-        Err(e) => return tracing::debug!(error = %e, "HTTP/2 handshake failed"),
+    // The client's preface and SETTINGS are due right after TLS; a client that sends nothing does not
+    // get to hold a task.
+    let mut conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return tracing::debug!(error = %e, "HTTP/2 handshake failed"),
+        Err(_) => return tracing::debug!("HTTP/2 handshake timed out"),
     };
     let mut calls: FuturesUnordered<Call> = FuturesUnordered::new();
     let mut stop = pin!(async move {
