@@ -9,7 +9,7 @@
 mod certs;
 pub mod http;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -58,6 +58,9 @@ struct State {
     certs: IdentityCerts,
     /// Proxy uuid → its cache key and identity, for every published proxy.
     published: HashMap<String, Published>,
+    /// Proxies left with their last config because their certificate could not be issued: tried again
+    /// on every publish, as a full recompute would, not only when their intent changes.
+    unissued: BTreeSet<String>,
     last_warnings: Vec<String>,
 }
 
@@ -90,6 +93,7 @@ impl ControlPlane {
                 input,
                 generator,
                 published: HashMap::new(),
+                unissued: BTreeSet::new(),
                 last_warnings: Vec::new(),
             }),
             pods: Arc::default(),
@@ -168,9 +172,11 @@ impl ControlPlane {
             generator,
             certs,
             published,
+            unissued,
             ..
         } = state;
         let model = model.model();
+        let retry = std::mem::take(unissued);
         let mut stats = RecomputeStats {
             proxies: model.proxies.len(),
             warnings: model.warnings.len(),
@@ -195,13 +201,21 @@ impl ControlPlane {
         let proxies: Box<dyn Iterator<Item = &osm_model::ProxyIntent>> = if change.all {
             Box::new(model.proxies.values())
         } else {
-            Box::new(change.changed.iter().filter_map(|uuid| model.proxies.get(uuid)))
+            let retried = retry.iter().filter(|uuid| !change.changed.contains(*uuid));
+            Box::new(
+                change
+                    .changed
+                    .iter()
+                    .chain(retried)
+                    .filter_map(|uuid| model.proxies.get(uuid)),
+            )
         };
         for proxy in proxies {
             let secrets = match certs.secrets_for(&proxy.identity) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(identity = %proxy.identity, error = %e, "cannot issue certificate; proxy keeps its last config");
+                    unissued.insert(proxy.proxy_uuid.clone());
                     continue;
                 }
             };

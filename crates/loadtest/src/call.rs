@@ -10,7 +10,7 @@ use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{self, Poll};
 
 use anyhow::{Context, anyhow, bail};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -61,15 +61,18 @@ impl Dialer {
             .header("content-type", "application/grpc")
             .header("te", "trailers")
             .body(())?;
-        let mut client = drive(&mut conn, client.ready()).await??;
+        let mut closed = false;
+        let mut ready = pin!(client.ready());
+        let mut client = drive(&mut conn, &mut closed, |cx| ready.as_mut().poll(cx)).await??;
         let (response, send) = client.send_request(request, false)?;
-        let response = drive(&mut conn, response).await??;
+        let mut response = pin!(response);
+        let response = drive(&mut conn, &mut closed, |cx| response.as_mut().poll(cx)).await??;
         if let Some(status) = grpc_error(response.headers()) {
             bail!("the server refused the call: {status}");
         }
         Ok(Call {
             conn,
-            closed: false,
+            closed,
             send,
             recv: response.into_body(),
             buf: BytesMut::new(),
@@ -78,17 +81,25 @@ impl Dialer {
     }
 }
 
-/// Polls `fut` and the connection together until `fut` is ready: the connection does the I/O.
-async fn drive<F: Future>(
+/// Polls the connection, which does the I/O (flushing what was queued, reading what arrived), then
+/// `poll`, until `poll` is ready. `closed` records that the server closed the connection; what it sent
+/// before is still read.
+async fn drive<T>(
     conn: &mut Connection<TlsStream<TcpStream>, Bytes>,
-    fut: F,
-) -> anyhow::Result<F::Output> {
-    let mut fut = pin!(fut);
+    closed: &mut bool,
+    mut poll: impl FnMut(&mut task::Context<'_>) -> Poll<T>,
+) -> anyhow::Result<T> {
     poll_fn(|cx| {
-        if let Poll::Ready(Err(e)) = Pin::new(&mut *conn).poll(cx) {
-            return Poll::Ready(Err(anyhow!(e).context("the HTTP/2 connection failed")));
+        if !*closed {
+            match Pin::new(&mut *conn).poll(cx) {
+                Poll::Ready(Ok(())) => *closed = true,
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Err(anyhow!(e).context("the HTTP/2 connection failed")));
+                }
+                Poll::Pending => {}
+            }
         }
-        fut.as_mut().poll(cx).map(Ok)
+        poll(cx).map(Ok)
     })
     .await
 }
@@ -129,21 +140,7 @@ impl Call {
                 }
                 return Ok(None);
             }
-            let Self {
-                conn, closed, recv, ..
-            } = self;
-            // The connection first: it flushes what `send` queued and reads what arrived for `recv`.
-            let data = poll_fn(|cx| {
-                if !*closed {
-                    match Pin::new(&mut *conn).poll(cx) {
-                        Poll::Ready(Ok(())) => *closed = true,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(anyhow!(e))),
-                        Poll::Pending => {}
-                    }
-                }
-                recv.poll_data(cx).map(Ok)
-            })
-            .await?;
+            let data = drive(&mut self.conn, &mut self.closed, |cx| self.recv.poll_data(cx)).await?;
             match data {
                 Some(data) => {
                     let data = data.context("reading the response stream")?;
@@ -152,17 +149,9 @@ impl Call {
                 }
                 None => {
                     self.ended = true;
-                    let Self {
-                        conn, closed, recv, ..
-                    } = self;
-                    let trailers = poll_fn(|cx| {
-                        if !*closed && Pin::new(&mut *conn).poll(cx).is_ready() {
-                            *closed = true;
-                        }
-                        recv.poll_trailers(cx)
-                    })
-                    .await
-                    .context("reading the trailers")?;
+                    let trailers = drive(&mut self.conn, &mut self.closed, |cx| self.recv.poll_trailers(cx))
+                        .await?
+                        .context("reading the trailers")?;
                     if let Some(status) = trailers.as_ref().and_then(grpc_error) {
                         bail!("the server ended the call: {status}");
                     }
