@@ -37,12 +37,16 @@ pub enum AdsEvent {
     Refused {
         reason: String,
     },
-    /// The proxy's stream has handled config `generation` and the proxy ACKed everything sent for it
-    /// (`SnapshotCache::in_sync` became true); once per generation and stream.
-    Synced {
-        proxy: String,
-        generation: u64,
-    },
+}
+
+/// The proxy's stream has handled config `generation` and the proxy ACKed everything sent for it
+/// (`SnapshotCache::in_sync` became true); announced once per generation and stream, on a channel of
+/// its own (`SnapshotCache::synced`): a waiter for many proxies then reads one event per proxy, not
+/// the three per proxy and change of `AdsEvent`s, and does not lose them behind those.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Synced {
+    pub proxy: String,
+    pub generation: u64,
 }
 
 /// Per-proxy view of the last ACK and NACK, per type.
@@ -127,6 +131,7 @@ impl Inner {
 pub struct SnapshotCache {
     inner: Arc<Mutex<Inner>>,
     events: broadcast::Sender<AdsEvent>,
+    synced: broadcast::Sender<Synced>,
 }
 
 impl Default for SnapshotCache {
@@ -140,6 +145,7 @@ impl SnapshotCache {
         Self {
             inner: Arc::default(),
             events: broadcast::channel(4096).0,
+            synced: broadcast::channel(4096).0,
         }
     }
 
@@ -233,6 +239,11 @@ impl SnapshotCache {
         self.events.subscribe()
     }
 
+    /// Proxies getting in sync with a generation of their config (see [`Synced`]).
+    pub fn synced(&self) -> broadcast::Receiver<Synced> {
+        self.synced.subscribe()
+    }
+
     pub fn status(&self, proxy: &str) -> Option<ProxyStatus> {
         self.lock().status.get(proxy).map(|s| lock(s).clone())
     }
@@ -250,17 +261,17 @@ impl SnapshotCache {
     /// come first: `in_sync` must never see the generation handled before what was sent for it.
     ///
     /// A turn that may have brought the proxy in sync (it handled a generation, or carried an ACK) is
-    /// checked here, where the proxy's status is at hand, and announced with `Synced`: waiting for a
-    /// change to reach many proxies then means counting events, not polling `in_sync` per proxy.
+    /// checked here, where the proxy's status is at hand, and announced with [`Synced`]: waiting for
+    /// a change to reach many proxies then means counting those, not polling `in_sync` per proxy.
     pub(crate) fn record_turn(
         &self,
         proxy: &str,
         status: &StatusCell,
-        mut events: Vec<AdsEvent>,
+        events: Vec<AdsEvent>,
         handled: Option<u64>,
         latest: Option<u64>,
     ) {
-        {
+        let synced = {
             let mut s = lock(status);
             let mut acked = false;
             for event in &events {
@@ -271,20 +282,26 @@ impl SnapshotCache {
             if let Some(generation) = handled {
                 s.handled_generation = generation;
             }
-            if (acked || handled.is_some())
-                && let Some(current) = latest
-                && s.is_in_sync(current)
-                && s.synced_generation != current
-            {
-                s.synced_generation = current;
-                events.push(AdsEvent::Synced {
-                    proxy: proxy.to_string(),
-                    generation: current,
-                });
+            match latest {
+                Some(current)
+                    if (acked || handled.is_some())
+                        && s.is_in_sync(current)
+                        && s.synced_generation != current =>
+                {
+                    s.synced_generation = current;
+                    Some(current)
+                }
+                _ => None,
             }
-        }
+        };
         for event in events {
             let _ = self.events.send(event);
+        }
+        if let Some(generation) = synced {
+            let _ = self.synced.send(Synced {
+                proxy: proxy.to_string(),
+                generation,
+            });
         }
     }
 }
@@ -302,10 +319,7 @@ fn apply_turn_event(s: &mut ProxyStatus, event: &AdsEvent) {
         AdsEvent::Sent { kind, version, .. } => {
             s.sent.insert(*kind, version.clone());
         }
-        AdsEvent::Connected { .. }
-        | AdsEvent::Disconnected { .. }
-        | AdsEvent::Refused { .. }
-        | AdsEvent::Synced { .. } => {}
+        AdsEvent::Connected { .. } | AdsEvent::Disconnected { .. } | AdsEvent::Refused { .. } => {}
     }
 }
 
@@ -340,7 +354,7 @@ fn apply_event(inner: &mut Inner, event: &AdsEvent) {
         AdsEvent::Acked { proxy, .. } | AdsEvent::Nacked { proxy, .. } | AdsEvent::Sent { proxy, .. } => {
             apply_turn_event(&mut lock(inner.status_cell(proxy)), event);
         }
-        AdsEvent::Refused { .. } | AdsEvent::Synced { .. } => {}
+        AdsEvent::Refused { .. } => {}
     }
 }
 
@@ -418,13 +432,10 @@ mod tests {
     #[test]
     fn synced_is_announced_once_per_generation() {
         let cache = SnapshotCache::new();
-        let mut events = cache.events();
+        let mut events = cache.synced();
         let mut synced = move || -> Vec<u64> {
             std::iter::from_fn(|| events.try_recv().ok())
-                .filter_map(|e| match e {
-                    AdsEvent::Synced { generation, .. } => Some(generation),
-                    _ => None,
-                })
+                .map(|e| e.generation)
                 .collect()
         };
         assert!(cache.set(PROXY, ProxyConfig::default()));

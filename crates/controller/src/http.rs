@@ -103,7 +103,7 @@ impl Metrics {
             AdsEvent::Refused { .. } => {
                 self.refused.inc();
             }
-            AdsEvent::Connected { .. } | AdsEvent::Disconnected { .. } | AdsEvent::Synced { .. } => {}
+            AdsEvent::Connected { .. } | AdsEvent::Disconnected { .. } => {}
         }
     }
 }
