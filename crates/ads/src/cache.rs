@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use osm_xds::{ProxyConfig, TypeKind};
+use osm_xds::{PerType, ProxyConfig, TypeKind};
 use tokio::sync::{broadcast, watch};
 
 /// What streams report, for tests, metrics and `osm proxy` debugging.
@@ -59,9 +59,9 @@ pub struct ProxyStatus {
     /// The generation a `Synced` event was last sent for (0: none on this stream).
     pub synced_generation: u64,
     /// Last version (SotW) or nonce (delta) sent per type on the newest stream.
-    pub sent: HashMap<TypeKind, String>,
+    pub sent: PerType<Option<String>>,
     /// Last version (SotW) or nonce (delta) the proxy ACKed per type on the newest stream.
-    pub acked: HashMap<TypeKind, String>,
+    pub acked: PerType<Option<String>>,
     /// NACKs over the proxy's lifetime in the cache, and the latest one's message.
     pub nacks: u64,
     pub last_nack: Option<String>,
@@ -93,7 +93,10 @@ impl ProxyStatus {
     fn is_in_sync(&self, current: u64) -> bool {
         self.connected
             && self.handled_generation == current
-            && self.sent.iter().all(|(k, v)| self.acked.get(k) == Some(v))
+            && self
+                .sent
+                .iter()
+                .all(|(k, sent)| sent.is_none() || self.acked[k] == *sent)
     }
 }
 
@@ -310,14 +313,14 @@ impl SnapshotCache {
 fn apply_turn_event(s: &mut ProxyStatus, event: &AdsEvent) {
     match event {
         AdsEvent::Acked { kind, version, .. } => {
-            s.acked.insert(*kind, version.clone());
+            s.acked[*kind] = Some(version.clone());
         }
         AdsEvent::Nacked { error, .. } => {
             s.nacks += 1;
             s.last_nack = Some(error.clone());
         }
         AdsEvent::Sent { kind, version, .. } => {
-            s.sent.insert(*kind, version.clone());
+            s.sent[*kind] = Some(version.clone());
         }
         AdsEvent::Connected { .. } | AdsEvent::Disconnected { .. } | AdsEvent::Refused { .. } => {}
     }
@@ -332,8 +335,8 @@ fn apply_event(inner: &mut Inner, event: &AdsEvent) {
             s.connected = true;
             // A new stream starts from nothing: versions sent and ACKed on an earlier one (delta
             // nonces restart at 1) must not make it look in sync before it ACKed anything.
-            s.sent.clear();
-            s.acked.clear();
+            s.sent = PerType::default();
+            s.acked = PerType::default();
             s.synced_generation = 0;
         }
         AdsEvent::Disconnected { proxy } => {

@@ -9,12 +9,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
-use osm_xds::{ProxyConfig, Resource, ResourceSet, TypeKind};
+use osm_xds::{PerType, ProxyConfig, Resource, ResourceSet, TypeKind};
 
 use crate::cache::AdsEvent;
-use crate::sets::{Names, intern_names};
+use crate::sets::{Names, Transitions, intern_names};
 use crate::sotw::Output;
 use crate::wire::{self, Encoded, Part};
+
+/// A config's sets as one stream keeps them (see `DeltaStream::sets`).
+type Sets = Arc<[Arc<ResourceSet>]>;
 
 /// What the proxy holds of one type.
 ///
@@ -23,7 +26,7 @@ use crate::wire::{self, Encoded, Part};
 /// pairs. Whatever that cannot say (declared versions on reconnect, refused versions, a re-subscribed
 /// name the proxy dropped) switches to an explicit `Map`, until a response brings the proxy back in line.
 enum Known {
-    Sets(Vec<Arc<ResourceSet>>),
+    Sets(Sets),
     /// Name → version the proxy holds ("" for an unknown version).
     Map(HashMap<String, String>),
 }
@@ -48,7 +51,7 @@ struct TypeState {
     /// The sets `known` was last brought up to date with: for every wanted name in them, `known` (or
     /// `refused`) holds its version, and `known` holds no other name. `None` after a subscription
     /// change, which calls for a walk over everything.
-    computed: Option<Vec<Arc<ResourceSet>>>,
+    computed: Option<Sets>,
 }
 
 impl TypeState {
@@ -108,7 +111,12 @@ impl TypeState {
 
 pub struct DeltaStream {
     proxy: String,
-    types: HashMap<TypeKind, TypeState>,
+    types: PerType<TypeState>,
+    /// The sets of the config last responded to, which every type's `computed` and `known` share: a
+    /// new config changes one reference count per stream. Cloning the config's own `Arc`s per type
+    /// changed the counts of sets every proxy shares, and those cache lines bounced between the cores
+    /// serving 2000 streams.
+    sets: Option<Sets>,
     nonce: u64,
 }
 
@@ -116,8 +124,26 @@ impl DeltaStream {
     pub fn new(proxy: impl Into<String>) -> Self {
         Self {
             proxy: proxy.into(),
-            types: HashMap::new(),
+            types: PerType::default(),
+            sets: None,
             nonce: 0,
+        }
+    }
+
+    /// `config`'s sets as this stream's shared `Sets`: the ones it already holds when they are the same.
+    fn sets_of(&mut self, config: &ProxyConfig) -> Sets {
+        match &self.sets {
+            Some(held)
+                if held.len() == config.sets.len()
+                    && held.iter().zip(&config.sets).all(|(a, b)| Arc::ptr_eq(a, b)) =>
+            {
+                held.clone()
+            }
+            _ => {
+                let sets: Sets = config.sets.as_slice().into();
+                self.sets = Some(sets.clone());
+                sets
+            }
         }
     }
 
@@ -153,7 +179,7 @@ impl DeltaStream {
             unsubscribe = req.resource_names_unsubscribe.len(),
             "request"
         );
-        let state = self.types.entry(kind).or_default();
+        let state = &mut self.types[kind];
         if !req.response_nonce.is_empty() {
             let carried = state.in_flight.remove(&req.response_nonce).unwrap_or_default();
             match &req.error_detail {
@@ -233,9 +259,11 @@ impl DeltaStream {
     }
 
     fn respond_all(&mut self, config: &ProxyConfig, out: &mut Output<Encoded<DeltaDiscoveryResponse>>) {
+        let sets = self.sets_of(config);
+        let mut seen = Transitions::default();
         for kind in TypeKind::ALL {
-            if self.types.get(&kind).is_some_and(|s| s.subscribed) {
-                self.respond(kind, config, out);
+            if self.types[kind].subscribed {
+                self.respond(kind, config, &sets, &mut seen, out);
             }
         }
     }
@@ -244,25 +272,25 @@ impl DeltaStream {
         &mut self,
         kind: TypeKind,
         config: &ProxyConfig,
+        sets: &Sets,
+        seen: &mut Transitions,
         out: &mut Output<Encoded<DeltaDiscoveryResponse>>,
     ) {
-        let state = self
-            .types
-            .get_mut(&kind)
-            .expect("respond is only called for subscribed types");
+        let state = &mut self.types[kind];
         let mut parts: Vec<Part<'_>> = Vec::new();
         let mut removed: Vec<String> = Vec::new();
         match &state.computed {
             Some(old)
-                if config.sets.len() == old.len()
-                    && config.sets.iter().zip(old).all(|(a, b)| Arc::ptr_eq(a, b)) =>
+                if Arc::ptr_eq(old, sets)
+                    || (old.len() == sets.len()
+                        && old.iter().zip(sets.iter()).all(|(a, b)| Arc::ptr_eq(a, b))) =>
             {
                 // Nothing changed since `known` was brought up to date.
                 return;
             }
             Some(old) => {
                 // Only names from sets that differ can have changed.
-                for name in crate::sets::candidates(old, config, kind) {
+                for name in crate::sets::candidates(old, sets, kind, seen) {
                     match config.get(kind, &name).filter(|_| state.wants(&name)) {
                         Some(r) if state.has(r) => {}
                         Some(r) => parts.push(Part::One(r)),
@@ -287,7 +315,7 @@ impl DeltaStream {
                 removed = state.gone(kind, config);
             }
         }
-        state.computed = Some(config.sets.clone());
+        state.computed = Some(sets.clone());
         let mut carried: Vec<Arc<Resource>> = Vec::new();
         for p in &parts {
             p.for_each(kind, |r| carried.push(r.clone()));
@@ -302,7 +330,7 @@ impl DeltaStream {
         if state.refused.is_empty() {
             // The proxy now holds exactly the wanted resources of `config` (or will, once this response
             // arrives): say so in O(sets).
-            state.known = Known::Sets(config.sets.clone());
+            state.known = Known::Sets(sets.clone());
         } else {
             let map = state.known_map(kind);
             for n in &removed {

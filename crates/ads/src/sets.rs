@@ -13,7 +13,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
 use bytes::{Bytes, BytesMut};
 
-use osm_xds::{ProxyConfig, Resource, ResourceSet, TypeKind};
+use osm_xds::{PerType, Resource, ResourceSet, TypeKind};
 
 /// Pointer identity of a set (only compared while an `Arc` to it is held).
 fn key(set: &Arc<ResourceSet>) -> usize {
@@ -63,22 +63,27 @@ fn in_use(set: &Arc<ResourceSet>) -> bool {
 struct DiffEntry {
     old: Weak<ResourceSet>,
     new: Weak<ResourceSet>,
-    names: Arc<[String]>,
+    names: Changed,
 }
 
-type DiffKey = (usize, usize, TypeKind);
+/// The names that differ between two sets, per type.
+pub(crate) type Changed = Arc<PerType<Box<[String]>>>;
 
-static DIFFS: LazyLock<Mutex<Memo<DiffKey, DiffEntry>>> = LazyLock::new(|| Mutex::new(Memo::new()));
+static DIFFS: LazyLock<Mutex<Memo<(usize, usize), DiffEntry>>> = LazyLock::new(|| Mutex::new(Memo::new()));
 
-/// `ResourceSet::changed_names`, memoised per (old set, new set, kind): every proxy making the same
-/// transition shares it.
-pub(crate) fn changed_names(old: &Arc<ResourceSet>, new: &Arc<ResourceSet>, kind: TypeKind) -> Arc<[String]> {
-    let k = (key(old), key(new), kind);
+/// `ResourceSet::changed_names` of every type, memoised per (old set, new set): every proxy making the
+/// same transition shares it.
+pub(crate) fn changed_names(old: &Arc<ResourceSet>, new: &Arc<ResourceSet>) -> Changed {
+    let k = (key(old), key(new));
     let mut memo = lock(&DIFFS);
     if let Some(e) = memo.entries.get(&k) {
         return e.names.clone();
     }
-    let names: Arc<[String]> = old.changed_names(new, kind).into();
+    let mut names = PerType::<Box<[String]>>::default();
+    for kind in TypeKind::ALL {
+        names[kind] = old.changed_names(new, kind).into();
+    }
+    let names = Arc::new(names);
     memo.insert(
         k,
         DiffEntry {
@@ -91,16 +96,41 @@ pub(crate) fn changed_names(old: &Arc<ResourceSet>, new: &Arc<ResourceSet>, kind
     names
 }
 
-/// The names of `kind` that may differ between two configs: those of sets that differ at the same
-/// position (memoised per set pair), and every name of a set only one config has at that position.
-/// Names elsewhere are in identical sets, so their resources are the same `Arc`s. Relies on names
-/// being unique across a config's sets.
-pub(crate) fn candidates(old: &[Arc<ResourceSet>], new: &ProxyConfig, kind: TypeKind) -> Vec<String> {
+/// The set transitions one stream looked up during a turn. Every type of a proxy makes the same
+/// transitions, so the shared memo (and its lock, which both cores' streams take) is visited once per
+/// differing set and turn rather than once per type. Keys are pointers: only valid while the caller
+/// holds both configs, i.e. within the turn.
+#[derive(Default)]
+pub(crate) struct Transitions(Vec<(usize, usize, Changed)>);
+
+impl Transitions {
+    fn get(&mut self, old: &Arc<ResourceSet>, new: &Arc<ResourceSet>) -> &Changed {
+        let (a, b) = (key(old), key(new));
+        match self.0.iter().position(|(x, y, _)| (*x, *y) == (a, b)) {
+            Some(i) => &self.0[i].2,
+            None => {
+                self.0.push((a, b, changed_names(old, new)));
+                &self.0.last().expect("just pushed").2
+            }
+        }
+    }
+}
+
+/// The names of `kind` that may differ between two configs' sets: those of sets that differ at the
+/// same position (memoised per set pair), and every name of a set only one config has at that
+/// position. Names elsewhere are in identical sets, so their resources are the same `Arc`s. Relies on
+/// names being unique across a config's sets.
+pub(crate) fn candidates(
+    old: &[Arc<ResourceSet>],
+    new: &[Arc<ResourceSet>],
+    kind: TypeKind,
+    seen: &mut Transitions,
+) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for i in 0..old.len().max(new.sets.len()) {
-        match (old.get(i), new.sets.get(i)) {
+    for i in 0..old.len().max(new.len()) {
+        match (old.get(i), new.get(i)) {
             (Some(a), Some(b)) if Arc::ptr_eq(a, b) => {}
-            (Some(a), Some(b)) => out.extend(changed_names(a, b, kind).iter().cloned()),
+            (Some(a), Some(b)) => out.extend(seen.get(a, b)[kind].iter().cloned()),
             (Some(s), None) | (None, Some(s)) => out.extend(s.of_kind(kind).keys().cloned()),
             (None, None) => unreachable!("i is below one of the lengths"),
         }
@@ -300,12 +330,12 @@ mod tests {
     fn changed_names_of_two_sets() {
         let old = set(&[cluster("a", "1"), cluster("b", "1"), cluster("c", "1")]);
         let new = set(&[cluster("a", "1"), cluster("b", "2"), cluster("d", "1")]);
-        assert_eq!(&*changed_names(&old, &new, TypeKind::Cluster), ["b", "c", "d"]);
-        assert!(changed_names(&old, &new, TypeKind::Endpoint).is_empty());
+        assert_eq!(&*changed_names(&old, &new)[TypeKind::Cluster], ["b", "c", "d"]);
+        assert!(changed_names(&old, &new)[TypeKind::Endpoint].is_empty());
         // Memoised: the same answer, the same allocation.
         assert!(Arc::ptr_eq(
-            &changed_names(&old, &new, TypeKind::Cluster),
-            &changed_names(&old, &new, TypeKind::Cluster)
+            &changed_names(&old, &new),
+            &changed_names(&old, &new)
         ));
     }
 
@@ -318,10 +348,15 @@ mod tests {
             set(&[cluster("a", "1")]),
             set(&[cluster("x", "1")]),
         ];
-        let new = ProxyConfig {
-            sets: vec![shared, set(&[cluster("a", "2")])],
-        };
-        assert_eq!(candidates(&old, &new, TypeKind::Cluster), ["a", "x"]);
+        let new = vec![shared, set(&[cluster("a", "2")])];
+        let mut seen = Transitions::default();
+        assert_eq!(candidates(&old, &new, TypeKind::Cluster, &mut seen), ["a", "x"]);
+        assert_eq!(seen.0.len(), 1, "one differing pair looked up");
+        assert_eq!(
+            candidates(&old, &new, TypeKind::Endpoint, &mut seen),
+            Vec::<String>::new()
+        );
+        assert_eq!(seen.0.len(), 1, "the other type reuses it");
     }
 
     /// A config's digest does not depend on how its resources are split into sets.
@@ -361,7 +396,7 @@ mod tests {
         for i in 1..10 {
             let next = set(&[cluster("a", &i.to_string())]);
             assert_eq!(
-                &*changed_names(&current, &next, TypeKind::Cluster),
+                &*changed_names(&current, &next)[TypeKind::Cluster],
                 ["a".to_string()]
             );
             current = next;

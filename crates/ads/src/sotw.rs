@@ -6,11 +6,11 @@
 //! per shared set (`sets::set_digest`), and recomputed only when the config's sets or the subscription
 //! changed: a plain ACK costs nothing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use osm_xds::{ProxyConfig, Resource, ResourceSet, TypeKind};
+use osm_xds::{PerType, ProxyConfig, Resource, ResourceSet, TypeKind};
 
 use crate::cache::AdsEvent;
 use crate::sets::{Digest, Names, intern_names, set_digest};
@@ -77,7 +77,7 @@ impl TypeState {
 
 pub struct SotwStream {
     proxy: String,
-    types: HashMap<TypeKind, TypeState>,
+    types: PerType<TypeState>,
     nonce: u64,
 }
 
@@ -100,7 +100,7 @@ impl SotwStream {
     pub fn new(proxy: impl Into<String>) -> Self {
         Self {
             proxy: proxy.into(),
-            types: HashMap::new(),
+            types: PerType::default(),
             nonce: 0,
         }
     }
@@ -138,7 +138,7 @@ impl SotwStream {
             names = req.resource_names.len(),
             "request"
         );
-        let state = self.types.entry(kind).or_default();
+        let state = &mut self.types[kind];
         if !req.response_nonce.is_empty() {
             if req.response_nonce != state.sent_nonce {
                 // A reply to a response we already superseded: the newer one is on its way.
@@ -197,7 +197,7 @@ impl SotwStream {
 
     fn respond_all(&mut self, config: &ProxyConfig, out: &mut Output<Encoded<DiscoveryResponse>>) {
         for kind in TypeKind::ALL {
-            if self.types.get(&kind).is_some_and(|s| s.subscribed) {
+            if self.types[kind].subscribed {
                 self.respond(kind, config, out);
             }
         }
@@ -209,10 +209,7 @@ impl SotwStream {
         config: &ProxyConfig,
         out: &mut Output<Encoded<DiscoveryResponse>>,
     ) {
-        let state = self
-            .types
-            .get_mut(&kind)
-            .expect("respond is only called for subscribed types");
+        let state = &mut self.types[kind];
         if state.computed.as_ref().is_some_and(|old| {
             old.len() == config.sets.len() && old.iter().zip(&config.sets).all(|(a, b)| Arc::ptr_eq(a, b))
         }) {

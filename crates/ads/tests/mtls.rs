@@ -407,7 +407,10 @@ async fn accepted_proxy_gets_config_acks_and_updates() {
         .await;
     let status = mesh.cache.status(&proxy).expect("a status");
     assert!(status.connected);
-    assert_eq!(status.acked.get(&TypeKind::Cluster), Some(&first.version_info));
+    assert_eq!(
+        status.acked[TypeKind::Cluster].as_ref(),
+        Some(&first.version_info)
+    );
     assert!(mesh.cache.in_sync(&proxy));
 
     assert!(mesh.cache.set(&proxy, config([cluster("a", "2")])));

@@ -17,4 +17,4 @@ pub mod sds;
 
 pub use describe::{describe, describe_resource};
 pub use generator::{Generator, GeneratorStats, identity_secrets};
-pub use resource::{ProxyConfig, RESOURCES_FIELD, Resource, ResourceSet, TypeKind};
+pub use resource::{PerType, ProxyConfig, RESOURCES_FIELD, Resource, ResourceSet, TypeKind};

@@ -273,7 +273,7 @@ impl Mesh {
             }
             if status
                 .as_ref()
-                .is_some_and(|s| s.connected && !s.acked.is_empty())
+                .is_some_and(|s| s.connected && s.acked.iter().any(|(_, v)| v.is_some()))
                 && self.cp.cache().in_sync(&key)
             {
                 return Ok(());
