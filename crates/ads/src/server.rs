@@ -161,6 +161,12 @@ async fn run_stream<P: Protocol, B>(
     };
     let mut node_checked = false;
     let mut ended: Option<Status> = None;
+    // Registered once: every stream waits on the same shutdown channel, and a `changed()` made anew
+    // on each turn locked and relinked its shared waiter list twice per turn, from both cores.
+    let mut stop = std::pin::pin!(async move {
+        // A dropped sender means the server is gone: stop as well.
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    });
     'stream: loop {
         let (out, generation) = tokio::select! {
             msg = requests.next() => match msg {
@@ -198,7 +204,7 @@ async fn run_stream<P: Protocol, B>(
                     None => continue,
                 }
             }
-            _ = shutdown.changed() => break,
+            () = &mut stop => break,
         };
         let latest = config_rx.borrow().as_ref().map(|v| v.generation);
         cache.record_turn(&proxy, &status, out.events, generation, latest);
