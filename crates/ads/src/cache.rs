@@ -3,6 +3,7 @@
 //! config really changed (same shared sets → no wake-up).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use osm_xds::{PerType, ProxyConfig, TypeKind};
@@ -65,6 +66,57 @@ pub struct ProxyStatus {
     /// NACKs over the proxy's lifetime in the cache, and the latest one's message.
     pub nacks: u64,
     pub last_nack: Option<String>,
+}
+
+/// Running totals of what the streams did, for metrics. Counted as each turn is recorded, so they
+/// are exact whether anyone listens to the events or not (a lagging event subscriber loses events).
+#[derive(Debug, Default)]
+struct Counters {
+    sent: PerType<AtomicU64>,
+    acked: PerType<AtomicU64>,
+    nacked: PerType<AtomicU64>,
+    refused: AtomicU64,
+}
+
+/// A copy of the running totals (`SnapshotCache::totals`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdsTotals {
+    /// Responses sent, per type.
+    pub sent: PerType<u64>,
+    /// Responses ACKed, per type.
+    pub acked: PerType<u64>,
+    /// Responses NACKed, per type.
+    pub nacked: PerType<u64>,
+    /// Streams refused (unauthenticated or mismatched proxy).
+    pub refused: u64,
+}
+
+impl Counters {
+    fn count(&self, event: &AdsEvent) {
+        let one = |c: &AtomicU64| {
+            c.fetch_add(1, Ordering::Relaxed);
+        };
+        match event {
+            AdsEvent::Sent { kind, .. } => one(&self.sent[*kind]),
+            AdsEvent::Acked { kind, .. } => one(&self.acked[*kind]),
+            AdsEvent::Nacked { kind, .. } => one(&self.nacked[*kind]),
+            AdsEvent::Refused { .. } => one(&self.refused),
+            AdsEvent::Connected { .. } | AdsEvent::Disconnected { .. } => {}
+        }
+    }
+
+    fn totals(&self) -> AdsTotals {
+        let mut t = AdsTotals {
+            refused: self.refused.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        for kind in TypeKind::ALL {
+            t.sent[kind] = self.sent[kind].load(Ordering::Relaxed);
+            t.acked[kind] = self.acked[kind].load(Ordering::Relaxed);
+            t.nacked[kind] = self.nacked[kind].load(Ordering::Relaxed);
+        }
+        t
+    }
 }
 
 /// A proxy's config with a per-proxy generation number that counts changes.
@@ -135,6 +187,7 @@ pub struct SnapshotCache {
     inner: Arc<Mutex<Inner>>,
     events: broadcast::Sender<AdsEvent>,
     synced: broadcast::Sender<Synced>,
+    counters: Arc<Counters>,
 }
 
 impl Default for SnapshotCache {
@@ -149,6 +202,7 @@ impl SnapshotCache {
             inner: Arc::default(),
             events: broadcast::channel(4096).0,
             synced: broadcast::channel(4096).0,
+            counters: Arc::default(),
         }
     }
 
@@ -242,6 +296,11 @@ impl SnapshotCache {
         self.events.subscribe()
     }
 
+    /// Responses sent, ACKed and NACKed per type, and streams refused, since the cache was made.
+    pub fn totals(&self) -> AdsTotals {
+        self.counters.totals()
+    }
+
     /// Proxies getting in sync with a generation of their config (see [`Synced`]).
     pub fn synced(&self) -> broadcast::Receiver<Synced> {
         self.synced.subscribe()
@@ -254,6 +313,7 @@ impl SnapshotCache {
     pub(crate) fn record(&self, event: AdsEvent) {
         // `OSM_LOG=osm_ads=debug` shows each stream's conversation.
         tracing::debug!(?event, "ads");
+        self.counters.count(&event);
         apply_event(&mut self.lock(), &event);
         // Nobody listening is fine.
         let _ = self.events.send(event);
@@ -279,6 +339,7 @@ impl SnapshotCache {
             let mut acked = false;
             for event in &events {
                 tracing::debug!(?event, "ads");
+                self.counters.count(event);
                 acked |= matches!(event, AdsEvent::Acked { .. });
                 apply_turn_event(&mut s, event);
             }
@@ -297,8 +358,12 @@ impl SnapshotCache {
                 _ => None,
             }
         };
-        for event in events {
-            let _ = self.events.send(event);
+        // Events are for whoever subscribed (tests, debugging); metrics read the counters. Without a
+        // subscriber, sending would only take the channel's lock once per event.
+        if self.events.receiver_count() > 0 {
+            for event in events {
+                let _ = self.events.send(event);
+            }
         }
         if let Some(generation) = synced {
             let _ = self.synced.send(Synced {
@@ -463,6 +528,22 @@ mod tests {
         assert_eq!(synced(), Vec::<u64>::new());
         cache.turn_for_test(PROXY, vec![acked("1")], None);
         assert_eq!(synced(), vec![2]);
+    }
+
+    /// The totals count every turn's events, with or without an event subscriber.
+    #[test]
+    fn totals_count_without_subscribers() {
+        let cache = SnapshotCache::new();
+        assert!(cache.set(PROXY, ProxyConfig::default()));
+        cache.record(connected());
+        cache.turn_for_test(PROXY, vec![sent("1"), sent("2")], Some(1));
+        cache.turn_for_test(PROXY, vec![acked("1")], None);
+        cache.record(AdsEvent::Refused { reason: "no".into() });
+        let t = cache.totals();
+        assert_eq!(t.sent[TypeKind::Cluster], 2);
+        assert_eq!(t.acked[TypeKind::Cluster], 1);
+        assert_eq!(t.sent[TypeKind::Endpoint], 0);
+        assert_eq!((t.nacked[TypeKind::Cluster], t.refused), (0, 1));
     }
 
     /// Republishing the same sets wakes nobody; other sets bump the generation.

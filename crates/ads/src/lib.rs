@@ -10,7 +10,7 @@ mod sets;
 pub mod sotw;
 pub mod wire;
 
-pub use cache::{AdsEvent, ProxyStatus, SnapshotCache, Synced};
+pub use cache::{AdsEvent, AdsTotals, ProxyStatus, SnapshotCache, Synced};
 pub use conn::serve;
 pub use server::{AdsService, ProxyRegistry};
 

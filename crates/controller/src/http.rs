@@ -1,15 +1,17 @@
 //! The control plane's HTTP port (upstream: 9091): `/health/alive`, `/health/ready`, `/version` and
-//! Prometheus `/metrics`. Metrics come from the ADS cache's events and the proxies' current state.
+//! Prometheus `/metrics`. Metrics come from the ADS cache's running totals and the proxies' current
+//! state, read at each scrape.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use osm_ads::AdsEvent;
+use osm_ads::AdsTotals;
+use osm_xds::TypeKind;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,7 +25,8 @@ struct TypeLabel {
     r#type: String,
 }
 
-/// Counters fed from ADS events. (prometheus-client appends `_total` to counter names.)
+/// Counters brought up to the cache's totals at each scrape. (prometheus-client appends `_total` to
+/// counter names.)
 struct Metrics {
     registry: Registry,
     responses: Family<TypeLabel, Counter>,
@@ -86,31 +89,36 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    fn record(&self, e: &AdsEvent) {
-        let label = |k: &osm_xds::TypeKind| TypeLabel {
-            r#type: k.short().to_string(),
+    /// Raises the counters to `totals` (they only ever grow). A series appears once its count is
+    /// above zero.
+    fn catch_up(&self, totals: &AdsTotals) {
+        let raise = |counter: &Counter, total: u64| {
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
         };
-        match e {
-            AdsEvent::Sent { kind, .. } => {
-                self.responses.get_or_create(&label(kind)).inc();
+        let by_type = |family: &Family<TypeLabel, Counter>, kind: TypeKind, total: u64| {
+            if total > 0 {
+                let label = TypeLabel {
+                    r#type: kind.short().to_string(),
+                };
+                raise(&family.get_or_create(&label), total);
             }
-            AdsEvent::Acked { kind, .. } => {
-                self.acks.get_or_create(&label(kind)).inc();
-            }
-            AdsEvent::Nacked { kind, .. } => {
-                self.nacks.get_or_create(&label(kind)).inc();
-            }
-            AdsEvent::Refused { .. } => {
-                self.refused.inc();
-            }
-            AdsEvent::Connected { .. } | AdsEvent::Disconnected { .. } => {}
+        };
+        for kind in TypeKind::ALL {
+            by_type(&self.responses, kind, totals.sent[kind]);
+            by_type(&self.acks, kind, totals.acked[kind]);
+            by_type(&self.nacks, kind, totals.nacked[kind]);
         }
+        raise(&self.refused, totals.refused);
     }
 }
 
 struct HttpState {
     cp: Arc<ControlPlane>,
-    metrics: Metrics,
+    /// Behind a lock so that two concurrent scrapes cannot both raise a counter by the same amount.
+    metrics: Mutex<Metrics>,
     ads_serving: Arc<AtomicBool>,
 }
 
@@ -123,21 +131,9 @@ pub async fn serve_http(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let state = Arc::new(HttpState {
-        metrics: Metrics::new(),
-        cp: cp.clone(),
+        metrics: Mutex::new(Metrics::new()),
+        cp,
         ads_serving,
-    });
-    let mut events = cp.cache().events();
-    let feeder = state.clone();
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(e) => feeder.metrics.record(&e),
-                // Metrics may miss events under extreme load; the gauges are recomputed per scrape.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
     });
     let app = Router::new()
         .route("/health/alive", get(|| async { "alive" }))
@@ -174,11 +170,15 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
         .filter(|p| s.cp.cache().status(p).is_some_and(|st| st.connected))
         .count();
     let in_sync = proxies.iter().filter(|p| s.cp.cache().in_sync(p)).count();
-    s.metrics.proxies.set(proxies.len() as i64);
-    s.metrics.connected.set(connected as i64);
-    s.metrics.in_sync.set(in_sync as i64);
+    let metrics = s.metrics.lock().unwrap_or_else(|e| e.into_inner());
+    metrics.catch_up(&s.cp.cache().totals());
+    metrics.proxies.set(proxies.len() as i64);
+    metrics.connected.set(connected as i64);
+    metrics.in_sync.set(in_sync as i64);
     let mut body = String::new();
-    if prometheus_client::encoding::text::encode(&mut body, &s.metrics.registry).is_err() {
+    let encoded = prometheus_client::encoding::text::encode(&mut body, &metrics.registry);
+    drop(metrics);
+    if encoded.is_err() {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain")],

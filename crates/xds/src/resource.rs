@@ -60,7 +60,7 @@ impl TypeKind {
 
 /// One `T` per xDS type, indexed by `TypeKind`: what a stream keeps per type, without hashing the
 /// kind on every turn (2000 streams × 5 types per change made those lookups a visible share).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PerType<T>([T; 5]);
 
 impl<T> PerType<T> {
