@@ -4,10 +4,10 @@
 //! wait until every affected proxy ACKed it.
 //!
 //! "In sync" is the ADS server's own view (`SnapshotCache::in_sync`): the proxy's stream handled its
-//! latest config and the proxy ACKed every type it was sent. Each stream announces it with a
-//! `Synced` event (`SnapshotCache::synced`) as it records the ACK that completes it; the waiter (a task on the ADS runtime)
-//! counts those, so the time of the last ACK is known to well under a millisecond. A slow rescan of
-//! `in_sync` covers events the waiter lost.
+//! latest config and the proxy ACKed every type it was sent. Each stream announces it with a `Synced`
+//! event (`SnapshotCache::synced`) as it records the ACK that completes it; the waiter (a task on the
+//! ADS runtime) counts those, so the time of the last ACK is known to well under a millisecond. A slow
+//! rescan of `in_sync` covers events the waiter lost.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
