@@ -115,8 +115,7 @@ fn real_envoys_converge_with_simulated_proxies() {
     let td = TrustDomain::default();
     let real_keys: Vec<String> = names.iter().map(|n| mesh.proxy_key(n)).collect();
 
-    // The simulated proxies dial the ADS server where the Envoys do, from a runtime whose threads
-    // live in the hub's network namespace.
+    // Each simulated proxy presents an xDS client certificate from the mesh CA, as a bootstrap gives.
     let ca = mesh.cp.ca().clone();
     let proxies: Vec<Arc<Proxy>> = simulated
         .iter()
