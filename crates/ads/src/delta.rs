@@ -133,12 +133,7 @@ impl DeltaStream {
     /// `config`'s sets as this stream's shared `Sets`: the ones it already holds when they are the same.
     fn sets_of(&mut self, config: &ProxyConfig) -> Sets {
         match &self.sets {
-            Some(held)
-                if held.len() == config.sets.len()
-                    && held.iter().zip(&config.sets).all(|(a, b)| Arc::ptr_eq(a, b)) =>
-            {
-                held.clone()
-            }
+            Some(held) if config.made_of(held) => held.clone(),
             _ => {
                 let sets: Sets = config.sets.as_slice().into();
                 self.sets = Some(sets.clone());
@@ -280,14 +275,10 @@ impl DeltaStream {
         let mut parts: Vec<Part<'_>> = Vec::new();
         let mut removed: Vec<String> = Vec::new();
         match &state.computed {
-            Some(old)
-                if Arc::ptr_eq(old, sets)
-                    || (old.len() == sets.len()
-                        && old.iter().zip(sets.iter()).all(|(a, b)| Arc::ptr_eq(a, b))) =>
-            {
-                // Nothing changed since `known` was brought up to date.
-                return;
-            }
+            // Nothing changed since `known` was brought up to date. Every subscribed type's `computed`
+            // is the stream's `sets` of the config last handled, and `sets_of` keeps that `Arc` while
+            // the config is made of the same sets: identity says it.
+            Some(old) if Arc::ptr_eq(old, sets) => return,
             Some(old) => {
                 // Only names from sets that differ can have changed.
                 for name in crate::sets::candidates(old, sets, kind, seen) {

@@ -210,9 +210,7 @@ impl SotwStream {
         out: &mut Output<Encoded<DiscoveryResponse>>,
     ) {
         let state = &mut self.types[kind];
-        if state.computed.as_ref().is_some_and(|old| {
-            old.len() == config.sets.len() && old.iter().zip(&config.sets).all(|(a, b)| Arc::ptr_eq(a, b))
-        }) {
+        if state.computed.as_ref().is_some_and(|old| config.made_of(old)) {
             return;
         }
         state.computed = Some(config.sets.clone());

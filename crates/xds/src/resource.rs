@@ -214,7 +214,12 @@ impl ProxyConfig {
 
     /// True when both configs are made of the very same sets (cheap change detection).
     pub fn same_sets(&self, other: &ProxyConfig) -> bool {
-        self.sets.len() == other.sets.len()
-            && self.sets.iter().zip(&other.sets).all(|(a, b)| Arc::ptr_eq(a, b))
+        self.made_of(&other.sets)
+    }
+
+    /// True when the config is made of exactly these sets, by identity (what a stream remembers of the
+    /// config it last handled).
+    pub fn made_of(&self, sets: &[Arc<ResourceSet>]) -> bool {
+        self.sets.len() == sets.len() && self.sets.iter().zip(sets).all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }
