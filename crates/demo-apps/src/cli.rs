@@ -41,6 +41,10 @@ pub enum App {
         /// Address to listen on.
         #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
         address: IpAddr,
+        /// Print `request: METHOD PATH` on stdout for every request, the path exactly as received (tests
+        /// assert which paths reached the app).
+        #[arg(long)]
+        record_requests: bool,
     },
     /// Echo every byte received on TCP.
     TcpEcho {
@@ -212,9 +216,14 @@ fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
 /// stop on SIGTERM/SIGINT (the loops also after `--duration-ms`) and keep their `--stats-file` current.
 pub async fn run(cli: Cli) -> std::io::Result<()> {
     match cli.command {
-        App::HttpServer { port, name, address } => {
+        App::HttpServer {
+            port,
+            name,
+            address,
+            record_requests,
+        } => {
             let listener = bind(address, port).await?;
-            http::serve(listener, name).await
+            http::serve(listener, name, record_requests).await
         }
         App::TcpEcho { port, address } => {
             let listener = bind(address, port).await?;

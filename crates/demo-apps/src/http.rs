@@ -16,17 +16,25 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::summary::Outcome;
 use crate::url::HttpUrl;
 
+/// What `http-server --record-requests` prints before each request's method and path.
+pub const RECORDED_REQUEST: &str = "request:";
+
 /// Response header naming the server that answered; the client tallies it in `served_by`.
 pub const SERVED_BY: &str = "x-served-by";
 
 /// Serves HTTP/1.1 on `listener` forever: every request gets `200`, body `name`, header
-/// `x-served-by: name`. Keep-alive is supported (Envoy pools upstream connections). Nothing is logged
-/// per request.
-pub async fn serve(listener: TcpListener, name: String) -> std::io::Result<()> {
+/// `x-served-by: name`. Keep-alive is supported (Envoy pools upstream connections). With `record`, each
+/// request is printed as [`RECORDED_REQUEST`]` METHOD PATH` (path and query exactly as received);
+/// otherwise nothing is logged per request.
+pub async fn serve(listener: TcpListener, name: String, record: bool) -> std::io::Result<()> {
     let name: Arc<str> = name.into();
     let value = header_value(&name)?;
     serve_with(listener, move |req: Request<Incoming>| {
         let (name, value) = (Arc::clone(&name), value.clone());
+        if record {
+            let path = req.uri().path_and_query().map_or("", |p| p.as_str());
+            println!("{RECORDED_REQUEST} {} {path}", req.method());
+        }
         async move {
             // Read the request body to its end so the connection can carry the next request.
             let _ = req.into_body().collect().await;

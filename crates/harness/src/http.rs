@@ -2,7 +2,7 @@
 //! namespace: one request per connection (`Connection: close`), `Content-Length`, chunked and
 //! read-to-close bodies.
 
-use std::io::{Read as _, Write as _};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -32,26 +32,52 @@ impl HttpResponse {
 
 /// Sends one request without a body to `addr` from the calling thread's network namespace (wrap it in
 /// [`crate::in_netns`] to send from a pod) and reads the whole response. `timeout` bounds connecting
-/// and each read/write.
+/// and each read/write. `path` is sent exactly as given (no normalisation), as `curl --path-as-is` would.
 pub fn http_request(addr: SocketAddr, method: &str, path: &str, timeout: Duration) -> Result<HttpResponse> {
     let err = |what: &str| {
         let what = format!("{method} http://{addr}{path}: {what}");
         move |e: std::io::Error| HarnessError::Http(format!("{what}: {e}"))
     };
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(err("connect"))?;
+    let stream = TcpStream::connect_timeout(&addr, timeout).map_err(err("connect"))?;
     stream
         .set_read_timeout(Some(timeout))
         .map_err(err("set timeout"))?;
     stream
         .set_write_timeout(Some(timeout))
         .map_err(err("set timeout"))?;
+    http_exchange(stream, &addr.to_string(), method, path)
+}
+
+/// One request without a body on an open connection (plain or TLS), `Host: host`, `path` sent as given;
+/// reads the response until the peer closes (an unclean close after data, as a TLS peer may do without
+/// `close_notify`, still ends the response).
+pub fn http_exchange(
+    mut stream: impl Read + Write,
+    host: &str,
+    method: &str,
+    path: &str,
+) -> Result<HttpResponse> {
+    let err = |what: &str| {
+        let what = format!("{method} {host}{path}: {what}");
+        move |e: std::io::Error| HarnessError::Http(format!("{what}: {e}"))
+    };
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\nUser-Agent: osm-harness\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\nUser-Agent: osm-harness\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).map_err(err("send"))?;
+    stream.flush().map_err(err("send"))?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(err("read"))?;
-    parse_response(&raw).map_err(|e| HarnessError::Http(format!("{method} http://{addr}{path}: {e}")))
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(err("read")(e)),
+        }
+    }
+    parse_response(&raw).map_err(|e| HarnessError::Http(format!("{method} {host}{path}: {e}")))
 }
 
 /// Parses a complete HTTP/1.1 response (the connection was read to its end).

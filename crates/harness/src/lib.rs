@@ -28,7 +28,7 @@ mod process;
 
 pub use bins::{demo_app_bin, workspace_bin};
 pub use envoy::{ENVOY_ADMIN_DEFAULT, EnvoyProcess};
-pub use http::{HttpResponse, http_request};
+pub use http::{HttpResponse, http_exchange, http_request};
 pub use hub::{Hub, cleanup_stale};
 pub use netns::in_netns;
 pub use pod::{Pod, PodSpec};

@@ -62,7 +62,6 @@ pub const ENVOY_UID: i64 = osm_init::PROXY_UID as i64;
 const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";
 const PROMETHEUS_PORT: &str = "prometheus.io/port";
 const PROMETHEUS_PATH: &str = "prometheus.io/path";
-const PROMETHEUS_SCRAPE_PATH: &str = "/stats/prometheus";
 const APP_NAME_LABEL: &str = "app.kubernetes.io/name";
 const APP_NAME_VALUE: &str = "openservicemesh.io";
 /// Namespaces never injected, whatever their labels (upstream: kube-system, kube-public and the
@@ -544,7 +543,7 @@ pub fn mutate(
             &[
                 (PROMETHEUS_SCRAPE, "true".into()),
                 (PROMETHEUS_PORT, names::PROMETHEUS_PORT.to_string()),
-                (PROMETHEUS_PATH, PROMETHEUS_SCRAPE_PATH.into()),
+                (PROMETHEUS_PATH, names::PROMETHEUS_SCRAPE_PATH.into()),
             ],
         );
     }

@@ -4,7 +4,9 @@
 
 use serde_json::{Value, json};
 
+use crate::common::path_normalization;
 use crate::names;
+use crate::rds::READ_ONLY_METHODS;
 
 /// Which ADS flavour Envoy uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,22 +137,130 @@ fn endpoint(cluster: &str, host: &str, port: u16) -> Value {
     })
 }
 
+/// A probe listener forwards exactly one request shape: `GET`/`HEAD` of [`Probe::kubelet_path`] with no
+/// query string (the `:path` header, query included, must equal it), sent to the app as exactly its own
+/// probe path. Anything else — another path, `/osm-liveness-probe/x`, a dot-segment or encoded-slash
+/// trick, another method — gets 404 (or 400) from Envoy and never reaches the app: these ports are
+/// exempt from the inbound redirect, so they bypass mTLS and SMI.
 fn probe_listener(p: &Probe, cluster: &str) -> Value {
+    let kubelet_path = p.kubelet_path();
+    let mut hcm = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": format!("health_probes_{}", p.name),
+        "route_config": {"name": "local_route", "virtual_hosts": [{
+            "name": "local_service", "domains": ["*"],
+            "routes": [{
+                "match": {
+                    "path": kubelet_path,
+                    "headers": [
+                        {"name": ":path", "string_match": {"exact": kubelet_path}},
+                        {"name": ":method", "string_match": {"safe_regex": {"regex": READ_ONLY_METHODS}}},
+                    ],
+                },
+                "route": {"cluster": cluster, "prefix_rewrite": p.path},
+            }],
+        }]},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+    });
+    if let (Some(hcm), Value::Object(fields)) = (hcm.as_object_mut(), path_normalization::json_fields()) {
+        hcm.extend(fields);
+    }
     json!({
         "name": format!("{}_listener", p.name),
         "address": {"socket_address": {"address": "0.0.0.0", "port_value": p.listener_port}},
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": format!("health_probes_{}", p.name),
-                "route_config": {"name": "local_route", "virtual_hosts": [{
-                    "name": "local_service", "domains": ["*"],
-                    "routes": [{"match": {"prefix": p.kubelet_path()}, "route": {"cluster": cluster, "prefix_rewrite": p.path}}],
-                }]},
-                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-            },
+            "typed_config": hcm,
         }]}],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(probes: &[Probe]) -> Value {
+        let text = render(&BootstrapConfig {
+            node_id: "uuid-1.sidecar.web.shop.cluster.local",
+            node_cluster: "web.shop",
+            ads_host: "10.0.0.1",
+            ads_port: names::ADS_PORT,
+            ads_server_name: "osm-controller.osm-system.svc",
+            api: AdsApi::StateOfTheWorld,
+            client_cert_pem: "CERT",
+            client_key_pem: "KEY",
+            ca_bundle_pem: "CA",
+            probes,
+        });
+        serde_json::from_str(&text).expect("the bootstrap is JSON")
+    }
+
+    fn liveness() -> Probe {
+        Probe {
+            name: "liveness",
+            listener_port: names::LIVENESS_PROBE_PORT,
+            path: "/healthz?verbose=1".into(),
+            app_port: 8080,
+        }
+    }
+
+    /// The admin interface listens on loopback only, and no static listener is bound to its port.
+    #[test]
+    fn path_security_admin_is_loopback_only() {
+        let b = rendered(&[liveness()]);
+        let admin = &b["admin"]["address"]["socket_address"];
+        assert_eq!(admin["address"], "127.0.0.1");
+        assert_eq!(admin["port_value"], names::ADMIN_PORT);
+        for l in b["static_resources"]["listeners"].as_array().unwrap() {
+            assert_ne!(
+                l["address"]["socket_address"]["port_value"],
+                names::ADMIN_PORT,
+                "{l}"
+            );
+        }
+    }
+
+    /// A probe listener matches exactly the kubelet path (no query), GET/HEAD only, and rewrites it to
+    /// exactly the app's probe path, after the mesh's path normalisation.
+    #[test]
+    fn path_security_probe_listener_forwards_one_exact_path() {
+        let b = rendered(&[liveness()]);
+        let listeners = b["static_resources"]["listeners"].as_array().unwrap();
+        assert_eq!(listeners.len(), 1);
+        let hcm = &listeners[0]["filter_chains"][0]["filters"][0]["typed_config"];
+        assert_eq!(hcm["normalize_path"], true);
+        assert_eq!(hcm["merge_slashes"], true);
+        assert_eq!(hcm["path_with_escaped_slashes_action"], "REJECT_REQUEST");
+        let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap();
+        assert_eq!(routes.len(), 1, "one route: anything else is 404");
+        let m = &routes[0]["match"];
+        assert_eq!(m["path"], "/osm-liveness-probe");
+        assert!(m.get("prefix").is_none(), "{m}");
+        assert_eq!(
+            m["headers"],
+            json!([
+                {"name": ":path", "string_match": {"exact": "/osm-liveness-probe"}},
+                {"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}},
+            ])
+        );
+        assert_eq!(routes[0]["route"]["prefix_rewrite"], "/healthz?verbose=1");
+        assert_eq!(routes[0]["route"]["cluster"], "liveness_cluster");
+    }
+
+    /// The JSON settings are the typed ones, field for field.
+    #[test]
+    fn path_security_bootstrap_and_xds_normalise_alike() {
+        use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+        let typed = path_normalization::apply(HttpConnectionManager::default());
+        let fields = path_normalization::json_fields();
+        assert_eq!(fields["normalize_path"], typed.normalize_path.unwrap().value);
+        assert_eq!(fields["merge_slashes"], typed.merge_slashes);
+        assert_eq!(
+            fields["path_with_escaped_slashes_action"],
+            typed.path_with_escaped_slashes_action().as_str_name()
+        );
+    }
 }

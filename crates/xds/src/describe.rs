@@ -304,6 +304,23 @@ fn hcm(h: &HttpConnectionManager) -> Value {
     }
     let filters: Vec<Value> = h.http_filters.iter().map(http_filter_summary).collect();
     m.insert("http_filters".into(), json!(filters));
+    let escaped_slashes =
+        http_connection_manager::PathWithEscapedSlashesAction::try_from(h.path_with_escaped_slashes_action)
+            .ok()
+            .filter(|a| {
+                *a != http_connection_manager::PathWithEscapedSlashesAction::ImplementationSpecificDefault
+            });
+    let normalize = h.normalize_path.as_ref().is_some_and(|b| b.value);
+    if normalize || h.merge_slashes || escaped_slashes.is_some() {
+        m.insert(
+            "path".into(),
+            json!({
+                "normalize": normalize,
+                "merge_slashes": h.merge_slashes,
+                "escaped_slashes": escaped_slashes.map(|a| a.as_str_name()).unwrap_or("default"),
+            }),
+        );
+    }
     Value::Object(m)
 }
 
@@ -651,6 +668,14 @@ fn header_summary(h: &HeaderMatcher) -> Value {
 }
 
 fn route_action_summary(a: &RouteAction) -> Value {
+    let mut v = route_target(a);
+    if !a.prefix_rewrite.is_empty() {
+        v["prefix_rewrite"] = json!(a.prefix_rewrite);
+    }
+    v
+}
+
+fn route_target(a: &RouteAction) -> Value {
     match &a.cluster_specifier {
         Some(route_action::ClusterSpecifier::Cluster(c)) => json!({ "cluster": c }),
         Some(route_action::ClusterSpecifier::WeightedClusters(w)) => {

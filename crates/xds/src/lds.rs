@@ -30,9 +30,9 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use osm_model::{AppProtocol, InboundAccess, InboundIntent, OutboundIntent, OutboundService};
 use prost::{Message, Name};
 
-use crate::common::{ads, inline, sds, socket_address, tls_transport_socket};
+use crate::common::{ads, inline, path_normalization, sds, socket_address, tls_transport_socket};
 use crate::names;
-use crate::rds::{HTTP_RBAC_FILTER, principals_policy};
+use crate::rds::{HTTP_RBAC_FILTER, principals_policy, read_only_methods};
 use crate::resource::{Resource, TypeKind, to_any};
 
 /// Filter chains by original destination (ClusterIP:port); unknown destinations go to
@@ -200,7 +200,10 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
     ))
 }
 
-/// `inbound-prometheus-listener`: `/stats/prometheus` on 15010, served from the admin endpoint.
+/// `inbound-prometheus-listener` on 15010, the only port outside the pod that reaches Envoy's admin
+/// interface: exactly `GET`/`HEAD /stats/prometheus` (any query string) is forwarded, as
+/// `/stats/prometheus`, to the admin endpoint; every other path or method gets 404 from Envoy. Paths are
+/// normalised first, so `/stats/prometheus/../../quitquitquit` is judged as `/quitquitquit`.
 pub fn prometheus() -> Arc<Resource> {
     let route_config = RouteConfiguration {
         name: "prometheus-route".to_string(),
@@ -209,15 +212,18 @@ pub fn prometheus() -> Arc<Resource> {
             domains: vec!["*".to_string()],
             routes: vec![Route {
                 r#match: Some(RouteMatch {
-                    path_specifier: Some(route_match::PathSpecifier::Prefix(
-                        "/stats/prometheus".to_string(),
+                    path_specifier: Some(route_match::PathSpecifier::Path(
+                        names::PROMETHEUS_SCRAPE_PATH.to_string(),
                     )),
+                    headers: vec![read_only_methods()],
                     ..Default::default()
                 }),
                 action: Some(route::Action::Route(RouteAction {
                     cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
                         names::METRICS_CLUSTER.to_string(),
                     )),
+                    // The admin endpoint sees this path, whatever reached the listener.
+                    prefix_rewrite: names::PROMETHEUS_SCRAPE_PATH.to_string(),
                     ..Default::default()
                 })),
                 ..Default::default()
@@ -226,12 +232,12 @@ pub fn prometheus() -> Arc<Resource> {
         }],
         ..Default::default()
     };
-    let hcm = HttpConnectionManager {
+    let hcm = path_normalization::apply(HttpConnectionManager {
         stat_prefix: "prometheus".to_string(),
         route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(route_config)),
         http_filters: vec![router_filter()],
         ..Default::default()
-    };
+    });
     let listener = Listener {
         name: names::PROMETHEUS_LISTENER.to_string(),
         address: Some(socket_address("0.0.0.0", names::PROMETHEUS_PORT)),
@@ -258,7 +264,7 @@ fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool) -> Filter {
         });
     }
     http_filters.push(router_filter());
-    let hcm = HttpConnectionManager {
+    let hcm = path_normalization::apply(HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
         access_log: vec![stdout_access_log()],
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
@@ -267,7 +273,7 @@ fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool) -> Filter {
         })),
         http_filters,
         ..Default::default()
-    };
+    });
     typed_filter("envoy.filters.network.http_connection_manager", &hcm)
 }
 

@@ -13,6 +13,9 @@ pub const ADS_CLUSTER: &str = "osm-controller";
 /// lets clusters be shared by all clients (ARCHITECTURE.md, "Secrets").
 pub const SERVICE_CERT: &str = "service-cert";
 pub const ALPN_OSM: &str = "osm";
+/// What Prometheus scrapes on [`PROMETHEUS_PORT`] (the pod annotation `prometheus.io/path`), and the
+/// only admin path reachable from outside the pod.
+pub const PROMETHEUS_SCRAPE_PATH: &str = "/stats/prometheus";
 
 pub const ADMIN_PORT: u16 = 15000;
 pub const OUTBOUND_PORT: u16 = 15001;

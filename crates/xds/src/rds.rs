@@ -20,6 +20,10 @@ use crate::names;
 use crate::resource::{Resource, TypeKind, to_any};
 
 pub const HTTP_RBAC_FILTER: &str = "envoy.filters.http.rbac";
+/// The last inbound route in SMI mode: whatever no allowed route matched, refused by RBAC (403).
+pub const UNMATCHED_ROUTE: &str = "unmatched-denied";
+/// The methods the metrics and probe listeners forward.
+pub const READ_ONLY_METHODS: &str = "GET|HEAD";
 
 /// `rds-outbound.<port>`: one virtual host per service reachable on this port.
 ///
@@ -91,8 +95,9 @@ fn cluster_specifier(s: &OutboundService) -> route_action::ClusterSpecifier {
 }
 
 /// `rds-inbound.<port>`: requests for the local app on `target_port`. Permissive: everything. SMI: one
-/// route per allowed HTTPRouteGroup match, each with an RBAC policy naming the allowed principals;
-/// requests matching no route get 404.
+/// route per allowed HTTPRouteGroup match, each with an RBAC policy naming the allowed principals, then
+/// [`UNMATCHED_ROUTE`], which refuses everyone: a request no TrafficTarget allows gets 403 from Envoy.
+/// Routes see the normalised path (see `common::path_normalization`).
 pub fn inbound(
     target_port: u16,
     local_cluster: &str,
@@ -125,6 +130,11 @@ pub fn inbound(
                     Some(allow_principals(p.allowed.iter(), trust_domain)),
                 )
             })
+            .chain(std::iter::once(to_local(
+                UNMATCHED_ROUTE.to_string(),
+                prefix_match("/"),
+                Some(allow_principals(std::iter::empty(), trust_domain)),
+            )))
             .collect(),
     };
     let name = names::rds_inbound(target_port);
@@ -154,6 +164,11 @@ fn regex(r: &str) -> RegexMatcher {
         regex: r.to_string(),
         ..Default::default()
     }
+}
+
+/// `:method` is `GET` or `HEAD`.
+pub(crate) fn read_only_methods() -> HeaderMatcher {
+    header_regex(":method", READ_ONLY_METHODS)
 }
 
 fn header_regex(name: &str, r: &str) -> HeaderMatcher {

@@ -90,3 +90,51 @@ fn permissive_bookbuyer() {
     let m = mesh(true, None);
     insta::assert_yaml_snapshot!(described(&m, "bookbuyer"));
 }
+
+/// Every HTTP connection manager in every proxy's config, visited with its JSON description.
+fn each_hcm(v: &serde_json::Value, visit: &mut impl FnMut(&serde_json::Value)) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.get("name").and_then(|n| n.as_str()) == Some("envoy.filters.network.http_connection_manager")
+            {
+                visit(v);
+            }
+            m.values().for_each(|x| each_hcm(x, visit));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| each_hcm(x, visit)),
+        _ => {}
+    }
+}
+
+/// Inbound, outbound and metrics connection managers all normalise the path before routing and RBAC,
+/// and refuse escaped slashes; the metrics route forwards exactly `GET|HEAD /stats/prometheus`.
+#[test]
+fn path_security_every_hcm_normalises() {
+    for permissive in [false, true] {
+        let m = mesh(permissive, Some((50, 50)));
+        for proxy in PODS {
+            let v = described(&m, proxy);
+            let mut seen = 0;
+            each_hcm(&v, &mut |hcm| {
+                seen += 1;
+                assert_eq!(
+                    hcm["path"],
+                    serde_json::json!({"normalize": true, "merge_slashes": true, "escaped_slashes": "REJECT_REQUEST"}),
+                    "{proxy}: {hcm}"
+                );
+            });
+            assert!(seen >= 1, "{proxy}: no connection manager");
+            let metrics =
+                &v["listeners"]["inbound-prometheus-listener"]["filter_chains"]["(unnamed 1)"]["filters"][0];
+            let routes = &metrics["route_config"]["virtual_hosts"]["prometheus"]["routes"];
+            assert_eq!(
+                routes,
+                &serde_json::json!([{
+                    "action": {"cluster": "envoy-metrics-cluster", "prefix_rewrite": "/stats/prometheus"},
+                    "match": {"path": "/stats/prometheus", "headers": [{"name": ":method", "regex": "GET|HEAD"}]},
+                }]),
+                "{proxy}: {metrics}"
+            );
+        }
+    }
+}

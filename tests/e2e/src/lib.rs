@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod kubelet;
+pub mod mesh_tls;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};

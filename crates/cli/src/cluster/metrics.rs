@@ -18,8 +18,8 @@ const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";
 const PROMETHEUS_PORT: &str = "prometheus.io/port";
 const PROMETHEUS_PATH: &str = "prometheus.io/path";
 /// Envoy's Prometheus listener (`inbound-prometheus-listener`) and its path.
-const ENVOY_PROMETHEUS_PORT: u16 = 15010;
-const ENVOY_PROMETHEUS_PATH: &str = "/stats/prometheus";
+const ENVOY_PROMETHEUS_PORT: u16 = osm_xds::names::PROMETHEUS_PORT;
+const ENVOY_PROMETHEUS_PATH: &str = osm_xds::names::PROMETHEUS_SCRAPE_PATH;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum MetricsCommand {
