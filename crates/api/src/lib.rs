@@ -8,12 +8,14 @@
 //! schema the way the apiserver does it ([`schema`]), and [`MeshObject`], one enum over every kind.
 
 pub mod config;
+pub mod contract;
 pub mod crds;
 pub mod duration;
 mod object;
 pub mod policy;
 pub mod schema;
 pub mod smi;
+pub mod unsupported;
 pub mod validate;
 
 pub use object::{MeshObject, MeshObjectError};

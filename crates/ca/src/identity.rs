@@ -110,9 +110,11 @@ impl XdsClientIdentity {
     /// `<uuid>.sidecar.<sa>.<ns>.<trustDomain>`: the CN of the proxy's xDS client certificate and its
     /// Envoy node id.
     pub fn common_name(&self) -> String {
-        format!(
-            "{}.sidecar.{}.{}",
-            self.proxy_uuid, self.identity, self.trust_domain
+        osm_api::contract::proxy_key(
+            &self.proxy_uuid,
+            &self.identity.service_account,
+            &self.identity.namespace,
+            self.trust_domain.as_str(),
         )
     }
 
@@ -137,7 +139,7 @@ impl XdsClientIdentity {
         if uuid.is_empty() || !uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(refuse("proxy uuid must be non-empty letters, digits and '-'"));
         }
-        if kind != "sidecar" {
+        if kind != osm_api::contract::PROXY_KIND_SIDECAR {
             return Err(refuse("second label must be \"sidecar\""));
         }
         if !is_dns_label(sa) {

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::ArgAction;
 use indicatif::{ProgressBar, ProgressStyle};
 use osm_api::duration::GoDuration;
-use osm_install::render::{BOOTSTRAP, CONTROLLER, INJECTOR};
+use osm_api::contract::{BOOTSTRAP, CONTROLLER, INJECTOR};
 use osm_install::{
     ApplyOutcome, ApplyReport, FIELD_MANAGER, InstallOptions, MeshInfo, UninstallOptions, Values,
 };
@@ -120,10 +120,15 @@ fn install_options(
         values.osm.enforce_single_mesh = enforce;
     }
     values.validate()?;
-    Ok(InstallOptions {
+    let opts = InstallOptions {
         values,
         set: set.to_vec(),
-    })
+    };
+    // On stderr, so `--dry-run > manifest.yaml` stays clean.
+    for warning in opts.unsupported_warnings() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(opts)
 }
 
 pub fn install(global: &Global, args: InstallArgs) -> Result<ExitCode> {

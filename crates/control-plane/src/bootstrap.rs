@@ -124,8 +124,8 @@ pub async fn apply_crds(client: &Client) -> Result<()> {
 /// Creates `osm-mesh-config` from the preset when it does not exist.
 async fn ensure_mesh_config(client: &Client, ns: &str) -> Result<()> {
     let configs: Api<MeshConfig> = Api::namespaced(client.clone(), ns);
-    if configs.get_opt(osm_k8s::MESH_CONFIG_NAME).await?.is_some() {
-        tracing::info!("MeshConfig {ns}/{} exists; left as is", osm_k8s::MESH_CONFIG_NAME);
+    if configs.get_opt(osm_api::contract::MESH_CONFIG_NAME).await?.is_some() {
+        tracing::info!("MeshConfig {ns}/{} exists; left as is", osm_api::contract::MESH_CONFIG_NAME);
         return Ok(());
     }
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
@@ -142,9 +142,9 @@ async fn ensure_mesh_config(client: &Client, ns: &str) -> Result<()> {
             MeshConfigSpec::default()
         }
     };
-    let config = MeshConfig::new(osm_k8s::MESH_CONFIG_NAME, spec);
+    let config = MeshConfig::new(osm_api::contract::MESH_CONFIG_NAME, spec);
     match configs.create(&PostParams::default(), &config).await {
-        Ok(_) => tracing::info!("created MeshConfig {ns}/{}", osm_k8s::MESH_CONFIG_NAME),
+        Ok(_) => tracing::info!("created MeshConfig {ns}/{}", osm_api::contract::MESH_CONFIG_NAME),
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => return Err(e).context("creating MeshConfig"),
     }

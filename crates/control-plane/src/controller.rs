@@ -1,6 +1,7 @@
 //! `osm-control-plane controller`: the Kubernetes source feeding the same model → xDS → ADS pipeline as
 //! local mode.
 
+use osm_api::contract::{VALIDATOR_SERVICE};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -22,8 +23,6 @@ pub struct ControllerArgs {
     validator_addr: String,
 }
 
-/// The Service the apiserver calls the validating webhook through.
-const VALIDATOR_SERVICE: &str = "osm-validator";
 
 pub fn run(a: ControllerArgs) -> Result<()> {
     let rt = common::runtime()?;

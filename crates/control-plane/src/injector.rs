@@ -2,6 +2,7 @@
 //! (`/mutate-pod-creation`), serving a certificate for `osm-injector.<ns>.svc` from the mesh CA
 //! (whose root the bootstrap component puts in the webhook configuration's CA bundle).
 
+use osm_api::contract::{INJECTOR};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +17,6 @@ use tokio::sync::watch;
 
 use crate::common::{self, CommonArgs};
 
-/// The Service the apiserver calls the injector through.
-const INJECTOR_SERVICE: &str = "osm-injector";
 
 #[derive(clap::Args, Debug)]
 pub struct InjectorArgs {
@@ -55,7 +54,7 @@ async fn run_async(a: InjectorArgs) -> Result<()> {
     let (config_tx, config_rx) = watch::channel(config);
     tokio::spawn(follow_mesh_config(client.clone(), ns.clone(), config_tx));
 
-    let tls = service_tls_config(&ca, INJECTOR_SERVICE, &ns, Duration::from_secs(365 * 24 * 3600))
+    let tls = service_tls_config(&ca, INJECTOR, &ns, Duration::from_secs(365 * 24 * 3600))
         .context("the injector's serving certificate")?;
     let router = injector_router(Injector::new(client, ca, config_rx));
     let mut stop = shutdown.clone();
@@ -75,7 +74,7 @@ async fn run_async(a: InjectorArgs) -> Result<()> {
 /// MeshConfig keeps the last one seen.
 async fn follow_mesh_config(client: kube::Client, ns: String, tx: watch::Sender<InjectConfig>) {
     let api: Api<MeshConfig> = Api::namespaced(client, &ns);
-    let config = watcher::Config::default().fields(&format!("metadata.name={}", osm_k8s::MESH_CONFIG_NAME));
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", osm_api::contract::MESH_CONFIG_NAME));
     let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff().applied_objects());
     while let Some(event) = events.next().await {
         match event {
@@ -83,10 +82,10 @@ async fn follow_mesh_config(client: kube::Client, ns: String, tx: watch::Sender<
                 tx.send_modify(|c| c.mesh_config = mesh_config.spec.clone());
                 tracing::info!(
                     "MeshConfig {ns}/{} applied to injection",
-                    osm_k8s::MESH_CONFIG_NAME
+                    osm_api::contract::MESH_CONFIG_NAME
                 );
             }
-            Err(e) => tracing::warn!(error = %e, "watching MeshConfig {ns}/{}", osm_k8s::MESH_CONFIG_NAME),
+            Err(e) => tracing::warn!(error = %e, "watching MeshConfig {ns}/{}", osm_api::contract::MESH_CONFIG_NAME),
         }
     }
 }

@@ -423,10 +423,7 @@ pub fn render_bootstrap(
 
 /// The ADS cache key of a proxy: its xDS certificate CN (also its Envoy node id).
 pub fn proxy_key(uuid: &str, identity: &ServiceIdentity, td: &TrustDomain) -> String {
-    format!(
-        "{uuid}.sidecar.{}.{}.{td}",
-        identity.service_account, identity.namespace
-    )
+    osm_api::contract::proxy_key(uuid, &identity.service_account, &identity.namespace, td.as_str())
 }
 
 /// A change that reaches every proxy.

@@ -5,9 +5,10 @@
 //! by leaf from [`PRESET_KEYS`]. `cargo run -p osm-install --example write-chart` rewrites the chart;
 //! a test fails when the committed chart differs from this generator.
 
+use osm_api::contract::{PRESET_CONFIG_MAP, PRESET_KEY};
 use serde_json::Value;
 
-use crate::render::{PRESET_CONFIG_MAP, PRESET_KEY};
+
 use crate::values::{VERSION, Values};
 use crate::{InstallOptions, render};
 
@@ -22,6 +23,15 @@ pub enum Source {
     Json(&'static str),
     /// A helper template: `{{ include "<name>" . | quote }}`.
     Include(&'static str),
+}
+
+impl Source {
+    /// The values key (`osm.tracing.enable`), or the helper's name for [`Source::Include`].
+    pub fn values_key(&self) -> &'static str {
+        match self {
+            Source::Raw(k) | Source::Quote(k) | Source::Json(k) | Source::Include(k) => k,
+        }
+    }
 }
 
 /// The preset MeshConfig spec leaves set from values: (JSON path in the spec, source).

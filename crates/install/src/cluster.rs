@@ -1,6 +1,7 @@
 //! Talking to the cluster: server-side apply of a rendering (with a per-object created / configured /
 //! unchanged report), waiting for CRDs and Deployments, uninstall, and listing installed meshes.
 
+use osm_api::contract::{APP_NAME_LABEL, APP_NAME_VALUE, CONTROLLER, MESH_CONFIG_NAME, MONITORED_BY_LABEL, PRESET_CONFIG_MAP};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -18,10 +19,7 @@ use kube::{Client, ResourceExt as _};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::render::{
-    CONTROLLER, INSTANCE_LABEL, MESH_CONFIG_NAME, MONITORED_BY_LABEL, NAME_LABEL, NAME_VALUE,
-    PRESET_CONFIG_MAP, SET_ANNOTATION, VERSION_LABEL, describe,
-};
+use crate::render::{INSTANCE_LABEL, SET_ANNOTATION, VERSION_LABEL, describe};
 
 /// Field manager of `osm install` / `osm mesh upgrade`.
 pub const FIELD_MANAGER: &str = "osm-cli";
@@ -478,7 +476,7 @@ async fn delete_labelled(
     } else {
         Api::<DynamicObject>::all_with(client.clone(), &resource)
     };
-    let selector = format!("{NAME_LABEL}={NAME_VALUE},{INSTANCE_LABEL}={mesh}");
+    let selector = format!("{APP_NAME_LABEL}={APP_NAME_VALUE},{INSTANCE_LABEL}={mesh}");
     let found = api
         .list(&ListParams::default().labels(&selector))
         .await

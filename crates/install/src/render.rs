@@ -4,6 +4,7 @@
 //! Deterministic: no timestamps, no random names, maps ordered, so a re-render is byte-identical and
 //! a re-apply of an unchanged install is a no-op on the apiserver.
 
+use osm_api::contract::{ADS_PORT, APP_NAME_LABEL, APP_NAME_VALUE, BOOTSTRAP, CONTROLLER, DEBUG_PORT, HTTP_PORT, IGNORE_LABEL, INJECTOR, INJECTOR_PATH, INJECTOR_PORT, MONITORED_BY_LABEL, PRESET_CONFIG_MAP, PRESET_KEY, VALIDATOR_PATH, VALIDATOR_PORT, VALIDATOR_SERVICE};
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::{
@@ -27,57 +28,21 @@ use serde_json::Value;
 
 use crate::values::{VERSION, Values};
 
-/// Label every object of an install carries: `app.kubernetes.io/name: openservicemesh.io`.
-pub const NAME_LABEL: &str = "app.kubernetes.io/name";
-/// Its value.
-pub const NAME_VALUE: &str = "openservicemesh.io";
 /// The mesh an object belongs to.
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 /// The version that rendered it.
 pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
-/// Namespaces the mesh never injects or validates.
-pub const IGNORE_LABEL: &str = "openservicemesh.io/ignore";
-/// Namespaces that belong to a mesh.
-pub const MONITORED_BY_LABEL: &str = "openservicemesh.io/monitored-by";
 /// The `--set` arguments of the install, kept on the preset ConfigMap so `osm mesh upgrade` can
 /// reapply them.
 pub const SET_ANNOTATION: &str = "openservicemesh.io/install-set";
 
-/// The preset MeshConfig ConfigMap (read by osm-bootstrap to create `osm-mesh-config`).
-pub const PRESET_CONFIG_MAP: &str = "preset-mesh-config";
-/// Its data key.
-pub const PRESET_KEY: &str = "preset-mesh-config.json";
-/// The MeshConfig bootstrap creates from the preset.
-pub const MESH_CONFIG_NAME: &str = "osm-mesh-config";
 
-/// The three control-plane components: Deployment, ServiceAccount and subcommand names.
-pub const CONTROLLER: &str = "osm-controller";
-/// The sidecar injector.
-pub const INJECTOR: &str = "osm-injector";
-/// CRDs, MeshConfig, CA and webhook CA bundles.
-pub const BOOTSTRAP: &str = "osm-bootstrap";
-/// The Service in front of the controller's validating webhook.
-pub const VALIDATOR_SERVICE: &str = "osm-validator";
 
-/// Upstream ports.
-pub const ADS_PORT: i32 = 15128;
-/// Health, version and metrics.
-pub const HTTP_PORT: i32 = 9091;
-/// The injector's mutating webhook.
-pub const INJECTOR_PORT: i32 = 9090;
-/// The controller's validating webhook.
-pub const VALIDATOR_PORT: i32 = 9093;
-/// The controller's debug server.
-pub const DEBUG_PORT: i32 = 9092;
 
 /// Mutating webhook name, path.
 pub const INJECTOR_WEBHOOK: &str = "osm-inject.k8s.io";
-/// Path of the injector's webhook.
-pub const INJECTOR_PATH: &str = "/mutate-pod-creation";
 /// Validating webhook name.
 pub const VALIDATOR_WEBHOOK: &str = "osm-validator.k8s.io";
-/// Path of the validating webhook.
-pub const VALIDATOR_PATH: &str = "/validate";
 
 /// What to render: the values (mesh name, namespace and the rest) and the `--set` arguments that
 /// produced them (recorded for upgrades).
@@ -138,6 +103,32 @@ impl InstallOptions {
         format!("{}/osm-control-plane:{}", i.registry, i.tag)
     }
 
+    /// One warning per `--set` value that asks for something the control plane does not do yet
+    /// ([`osm_api::unsupported`]), e.g. `--set osm.tracing.enable=true: spec.observability.tracing.enable:
+    /// not supported yet, accepted and ignored: no traces are sent`. Values left at their defaults
+    /// are not reported: the validating webhook reports the MeshConfig as a whole.
+    pub fn unsupported_warnings(&self) -> Vec<String> {
+        let spec = self.mesh_config_spec();
+        osm_api::unsupported::mesh_config_fields(&spec)
+            .into_iter()
+            .filter_map(|(path, effect)| {
+                let spec_key = path.strip_prefix("spec.")?;
+                let values_key = crate::chart::PRESET_KEYS
+                    .iter()
+                    .find(|(k, _)| *k == spec_key)
+                    .map(|(_, source)| source.values_key())?;
+                let arg = self
+                    .set
+                    .iter()
+                    .rev()
+                    .find(|a| a.split_once('=').is_some_and(|(k, _)| k == values_key))?;
+                Some(format!(
+                    "--set {arg}: {path}: not supported yet, accepted and ignored: {effect}"
+                ))
+            })
+            .collect()
+    }
+
     /// The preset MeshConfig spec: upstream defaults overridden by the values.
     pub fn mesh_config_spec(&self) -> MeshConfigSpec {
         let v = &self.values.osm;
@@ -184,7 +175,7 @@ impl InstallOptions {
 
     fn labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
-            (NAME_LABEL.to_string(), NAME_VALUE.to_string()),
+            (APP_NAME_LABEL.to_string(), APP_NAME_VALUE.to_string()),
             (INSTANCE_LABEL.to_string(), self.mesh_name().to_string()),
             (VERSION_LABEL.to_string(), VERSION.to_string()),
         ])
@@ -436,11 +427,11 @@ fn preset_config_map(opts: &InstallOptions) -> ConfigMap {
     }
 }
 
-fn port(name: &str, port: i32, target: i32) -> ServicePort {
+fn port(name: &str, port: u16, target: u16) -> ServicePort {
     ServicePort {
         name: Some(name.into()),
-        port,
-        target_port: Some(IntOrString::Int(target)),
+        port: port.into(),
+        target_port: Some(IntOrString::Int(target.into())),
         protocol: Some("TCP".into()),
         ..ServicePort::default()
     }
@@ -480,10 +471,10 @@ fn services(opts: &InstallOptions) -> Vec<Service> {
     ]
 }
 
-fn container_port(name: &str, port: i32) -> ContainerPort {
+fn container_port(name: &str, port: u16) -> ContainerPort {
     ContainerPort {
         name: Some(name.into()),
-        container_port: port,
+        container_port: port.into(),
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     }
@@ -493,7 +484,7 @@ fn probe(path: &str) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::Int(HTTP_PORT),
+            port: IntOrString::Int(HTTP_PORT.into()),
             scheme: Some("HTTP".into()),
             ..HTTPGetAction::default()
         }),
@@ -559,7 +550,7 @@ fn deployments(opts: &InstallOptions) -> Vec<Deployment> {
         let pod_labels = BTreeMap::from([
             ("app".to_string(), name.to_string()),
             ("meshName".to_string(), mesh.to_string()),
-            (NAME_LABEL.to_string(), NAME_VALUE.to_string()),
+            (APP_NAME_LABEL.to_string(), APP_NAME_VALUE.to_string()),
             (INSTANCE_LABEL.to_string(), mesh.to_string()),
             (VERSION_LABEL.to_string(), VERSION.to_string()),
         ]);
@@ -679,14 +670,14 @@ fn mesh_namespace_selector(opts: &InstallOptions) -> LabelSelector {
     }
 }
 
-fn client_config(opts: &InstallOptions, service: &str, path: &str, port: i32) -> WebhookClientConfig {
+fn client_config(opts: &InstallOptions, service: &str, path: &str, port: u16) -> WebhookClientConfig {
     // No caBundle: osm-bootstrap fills it in (and a re-apply does not own, so does not clear, it).
     WebhookClientConfig {
         service: Some(ServiceReference {
             name: service.into(),
             namespace: opts.namespace().into(),
             path: Some(path.into()),
-            port: Some(port),
+            port: Some(port.into()),
         }),
         ..WebhookClientConfig::default()
     }

@@ -2,10 +2,12 @@
 //! way.
 //!
 //! Only objects of monitored namespaces count: a namespace is monitored iff it is labelled
-//! `openservicemesh.io/monitored-by=<mesh name>` and not `openservicemesh.io/ignore` (any value but
-//! `false`). Unlike local mode, the label is required. Invalid objects are logged with kind,
+//! `openservicemesh.io/monitored-by=<mesh name>` and has no `openservicemesh.io/ignore` label (any
+//! value, as upstream's injector reads it: [`osm_api::contract`]). Unlike local mode, the label is
+//! required. Invalid objects are logged with kind,
 //! namespace, name and field and skipped; nothing here fails.
 
+use osm_api::contract::{self, MESH_CONFIG_NAME, Membership, PROXY_UUID_LABEL};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,14 +23,6 @@ use osm_api::smi::split::TrafficSplit;
 use osm_api::validate::Validate;
 use osm_model::{AppProtocol, Endpoint, MeshInput, ObjectRef, Pod, Service, ServicePort};
 
-/// Namespace label naming the mesh that monitors the namespace.
-pub const MONITORED_BY_LABEL: &str = "openservicemesh.io/monitored-by";
-/// Namespace label excluding the namespace from every mesh.
-pub const IGNORE_LABEL: &str = "openservicemesh.io/ignore";
-/// Pod label carrying the sidecar's proxy uuid (set by the injector).
-pub const PROXY_UUID_LABEL: &str = "osm-proxy-uuid";
-/// The name of the MeshConfig that configures the mesh.
-pub const MESH_CONFIG_NAME: &str = "osm-mesh-config";
 
 /// The pod an endpoint's `targetRef` names (its namespace defaults to the Service's).
 fn pod_of(
@@ -66,9 +60,7 @@ pub struct Snapshot {
 
 /// True when `ns` belongs to the mesh `mesh_name`.
 pub fn is_monitored(ns: &Namespace, mesh_name: &str) -> bool {
-    let labels = ns.labels();
-    let ignored = labels.get(IGNORE_LABEL).is_some_and(|v| v != "false");
-    !ignored && labels.get(MONITORED_BY_LABEL).map(String::as_str) == Some(mesh_name)
+    contract::membership(ns.metadata.labels.as_ref(), mesh_name) == Membership::Monitored
 }
 
 fn id_of<K: kube::Resource>(o: &K) -> ObjectRef {
@@ -424,6 +416,7 @@ mod tests {
     //! Assembly without a server: objects built from JSON, one scenario per test.
 
     use super::*;
+    use osm_api::contract::{IGNORE_LABEL, MONITORED_BY_LABEL};
     use serde_json::{Value, json};
 
     fn obj<K: serde::de::DeserializeOwned>(v: Value) -> Arc<K> {
@@ -467,7 +460,8 @@ mod tests {
         assemble(snap, "osm", "cluster.local", &MeshConfigSpec::default())
     }
 
-    /// Only namespaces labelled for this mesh count; `ignore` (unless "false") wins over the label.
+    /// Only namespaces labelled for this mesh count; `ignore` wins over the label whatever its value
+    /// (upstream's injector selects `DoesNotExist`), "false" included.
     #[test]
     fn monitored_namespaces_need_the_label_and_no_ignore() {
         let snap = Snapshot {
@@ -479,7 +473,7 @@ mod tests {
                     json!({MONITORED_BY_LABEL: "osm", IGNORE_LABEL: "true"}),
                 ),
                 namespace(
-                    "not-ignored",
+                    "ignored-false",
                     json!({MONITORED_BY_LABEL: "osm", IGNORE_LABEL: "false"}),
                 ),
                 namespace("plain", json!({})),
@@ -488,7 +482,7 @@ mod tests {
                 "mine",
                 "other-mesh",
                 "ignored",
-                "not-ignored",
+                "ignored-false",
                 "plain",
                 "no-namespace-object",
             ]
@@ -503,7 +497,7 @@ mod tests {
             .keys()
             .map(|id| id.namespace.clone())
             .collect();
-        assert_eq!(got, ["mine", "not-ignored"]);
+        assert_eq!(got, ["mine"]);
     }
 
     /// Pods: proxy uuid from the label only, `default` service account, terminal pods left out;

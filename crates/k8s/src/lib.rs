@@ -38,15 +38,14 @@ use kube::{Api, Client, Resource};
 use osm_api::config::{MeshConfig, MeshConfigSpec};
 use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
+use osm_api::contract::MESH_CONFIG_NAME;
 use osm_api::smi::split::TrafficSplit;
 use osm_model::MeshInput;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-pub use assemble::{
-    Assembled, IGNORE_LABEL, MESH_CONFIG_NAME, MONITORED_BY_LABEL, PROXY_UUID_LABEL, Problem, Snapshot,
-};
+pub use assemble::{Assembled, Problem, Snapshot};
 
 /// True when the server lists `resource` in API group version `group_version` (discovery). An
 /// unanswered discovery counts as "not served": the fallback always exists.
@@ -341,7 +340,7 @@ mod tests {
         let snapshot = Arc::new(Mutex::new(Snapshot {
             namespaces: vec![Arc::new(
                 serde_json::from_value::<Namespace>(
-                    json!({"metadata": {"name": "shop", "labels": {MONITORED_BY_LABEL: "osm"}}}),
+                    json!({"metadata": {"name": "shop", "labels": {osm_api::contract::MONITORED_BY_LABEL: "osm"}}}),
                 )
                 .expect("namespace decodes"),
             )],

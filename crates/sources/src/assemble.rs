@@ -11,15 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use osm_api::MeshObject;
+use osm_api::contract::{self, InjectionRequest, MESH_CONFIG_NAME, Membership, PROXY_UUID_LABEL};
 use osm_model::{AppProtocol, MeshInput, ObjectRef, Pod, Service, ServicePort};
 
 use crate::document::{
-    Document, LocalPod, LocalService, NamespaceInfo, Object, PROXY_UUID_LABEL, TargetPort,
+    Document, LocalPod, LocalService, NamespaceInfo, Object, TargetPort,
 };
 use crate::error::SourceError;
 
-/// The name of the MeshConfig that configures the mesh.
-pub const MESH_CONFIG_NAME: &str = "osm-mesh-config";
 
 /// Everything read from a manifest directory.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,6 +29,10 @@ pub struct LoadResult {
     /// other than `osm-mesh-config`, and Egress, IngressBackend, Retry and UpstreamTrafficSetting
     /// policies of monitored namespaces. In file order.
     pub extra: Vec<MeshObject>,
+    /// What the objects ask for that the control plane does not do yet
+    /// ([`osm_api::unsupported`]): each located like an error (file, document, object, field), but
+    /// the object is served. In file order.
+    pub warnings: Vec<SourceError>,
 }
 
 /// Mesh-wide settings of a load.
@@ -108,8 +111,15 @@ impl Claims {
     }
 }
 
+/// Upstream's membership rule, with one local-mode default: a namespace without a Namespace object
+/// or without a `monitored-by` label is meshed (no `osm namespace add` runs on a plain host).
 fn is_monitored(info: Option<&NamespaceInfo>, mesh_name: &str) -> bool {
-    info.is_none_or(|ns| !ns.ignored && ns.monitored_by.as_deref().is_none_or(|m| m == mesh_name))
+    info.is_none_or(|ns| {
+        matches!(
+            contract::membership(ns.labels.as_ref(), mesh_name),
+            Membership::Monitored | Membership::Unlabelled
+        )
+    })
 }
 
 /// Builds the input from every file's documents (in path order). Errors come with the index of the
@@ -189,6 +199,7 @@ pub(crate) fn assemble(
     let monitored = |ns: &str| is_monitored(namespaces.get(ns).copied(), &settings.mesh_name);
     let mut input = MeshInput::new(settings.trust_domain.as_str());
     let mut extra = Vec::new();
+    let mut warnings = Vec::new();
 
     // Pods of monitored namespaces, with their sidecar decision.
     let mut local_pods: BTreeMap<&str, Vec<&LocalPod>> = BTreeMap::new();
@@ -198,14 +209,15 @@ pub(crate) fn assemble(
         };
         for pod in pods.iter().filter(|p| monitored(&p.id.namespace)) {
             local_pods.entry(&pod.id.namespace).or_default().push(pod);
-            let injected = pod
-                .injection
-                .or_else(|| {
-                    namespaces
-                        .get(pod.id.namespace.as_str())
-                        .and_then(|ns| ns.injection)
-                })
-                .unwrap_or(true);
+            let on_namespace = namespaces
+                .get(pod.id.namespace.as_str())
+                .and_then(|ns| ns.injection);
+            // Upstream's rule; unlike upstream, a pod nobody annotated gets a sidecar (local mode
+            // has no `osm namespace add` to annotate its namespace).
+            let injected = match contract::injection_request(pod.injection, on_namespace) {
+                InjectionRequest::Inject | InjectionRequest::NotRequested => true,
+                InjectionRequest::DisabledOnPod | InjectionRequest::DisabledOnNamespace => false,
+            };
             let mut labels = pod.labels.clone();
             let proxy_uuid = injected.then(|| {
                 labels
@@ -258,14 +270,35 @@ pub(crate) fn assemble(
                     })),
                 }
             }
-            Object::Mesh(object) => mesh_object(object, &monitored, &mut input, &mut extra),
+            Object::Mesh(object) => {
+                mesh_object(object, &monitored, &mut input, &mut extra);
+                warnings.extend(osm_api::unsupported::warnings(object).into_iter().map(|w| {
+                    SourceError {
+                        file: files[at.0].file.to_path_buf(),
+                        document: doc.index,
+                        object: Some(doc.label.clone()),
+                        field: w.field.map(str::to_owned),
+                        message: match w.field {
+                            Some(_) => format!("not supported yet, accepted and ignored: {}", w.effect),
+                            None => format!("kind not supported yet, accepted and ignored: {}", w.effect),
+                        },
+                    }
+                }));
+            }
             _ => {}
         }
     }
 
     claims.check(files, &mut errors);
     errors.sort_by(|a, b| a.1.cmp(&b.1));
-    (LoadResult { input, extra }, errors)
+    (
+        LoadResult {
+            input,
+            extra,
+            warnings,
+        },
+        errors,
+    )
 }
 
 /// A Service for the model, its named target ports resolved against the pods it selects.

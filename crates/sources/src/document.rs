@@ -5,6 +5,7 @@
 //! name rules of the core kinds. A Deployment is expanded into its pods here too. What needs other
 //! documents (namespaces, named target ports, duplicates) is left to [`crate::assemble`].
 
+use osm_api::contract::{self, PROXY_UUID_LABEL, SIDECAR_INJECTION_ANNOTATION};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
@@ -22,16 +23,8 @@ use serde_json::{Map, Value};
 use crate::error::{Problem, Problems, SourceError};
 use crate::names;
 
-/// Namespace label naming the mesh that monitors the namespace.
-pub const MONITORED_BY_LABEL: &str = "openservicemesh.io/monitored-by";
-/// Namespace label excluding the namespace from every mesh.
-pub const IGNORE_LABEL: &str = "openservicemesh.io/ignore";
-/// Namespace or pod annotation `enabled` / `disabled`.
-pub const SIDECAR_INJECTION_ANNOTATION: &str = "openservicemesh.io/sidecar-injection";
 /// Pod (or pod template) annotation giving the workload's address(es) on a host without Kubernetes.
 pub const WORKLOAD_IP_ANNOTATION: &str = "openservicemesh.io/workload-ip";
-/// Pod label carrying the sidecar's proxy uuid.
-pub const PROXY_UUID_LABEL: &str = "osm-proxy-uuid";
 /// Most replicas a Deployment may ask for in a manifest directory (each becomes a pod in the input).
 pub const MAX_REPLICAS: i32 = 1000;
 
@@ -62,8 +55,8 @@ pub(crate) enum Object {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct NamespaceInfo {
     pub name: String,
-    pub monitored_by: Option<String>,
-    pub ignored: bool,
+    /// The Namespace's labels: [`osm_api::contract::membership`] reads them.
+    pub labels: Option<contract::Map>,
     pub injection: Option<bool>,
 }
 
@@ -348,32 +341,23 @@ fn object_ref(meta: &ObjectMeta) -> ObjectRef {
     )
 }
 
-/// `enabled` / `disabled` (upstream also accepts yes/no, true/false).
+/// The sidecar-injection annotation, by upstream's rule ([`contract::injection_annotation`]).
 fn injection_annotation(meta: &ObjectMeta, prefix: &str, problems: &mut Problems) -> Option<bool> {
-    let value = meta.annotations.as_ref()?.get(SIDECAR_INJECTION_ANNOTATION)?;
-    match value.to_ascii_lowercase().as_str() {
-        "enabled" | "yes" | "true" => Some(true),
-        "disabled" | "no" | "false" => Some(false),
-        _ => {
-            problems.add(
-                format!("{prefix}metadata.annotations[{SIDECAR_INJECTION_ANNOTATION}]"),
-                format!("Unsupported value: {value:?}: supported values: \"enabled\", \"disabled\""),
-            );
-            None
-        }
-    }
+    contract::injection_annotation(meta.annotations.as_ref()).unwrap_or_else(|e| {
+        problems.add(
+            format!("{prefix}metadata.annotations[{SIDECAR_INJECTION_ANNOTATION}]"),
+            e.to_string(),
+        );
+        None
+    })
 }
 
 fn namespace(ns: Namespace, problems: &mut Problems) -> Option<Object> {
     object_meta(&ns.metadata, names::dns1123_label, problems);
-    let labels = ns.metadata.labels.clone().unwrap_or_default();
     let injection = injection_annotation(&ns.metadata, "", problems);
     let info = NamespaceInfo {
         name: ns.metadata.name.unwrap_or_default(),
-        monitored_by: labels.get(MONITORED_BY_LABEL).cloned(),
-        ignored: labels
-            .get(IGNORE_LABEL)
-            .is_some_and(|v| !v.eq_ignore_ascii_case("false")),
+        labels: ns.metadata.labels,
         injection,
     };
     problems.is_empty().then_some(Object::Namespace(info))

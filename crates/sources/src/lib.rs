@@ -12,7 +12,7 @@
 //!   fields, ranges and name rules. Each problem is a [`SourceError`] naming file, document, object
 //!   and field.
 //! - Monitored namespaces: every namespace is part of the mesh unless its Namespace object has the
-//!   label `openservicemesh.io/ignore` (any value but `false`) or an
+//!   label `openservicemesh.io/ignore` (any value, as upstream: `osm_api::contract`) or an
 //!   `openservicemesh.io/monitored-by` label naming another mesh. A namespace without a Namespace
 //!   object is monitored. Objects of other namespaces are left out.
 //! - Sidecars: a pod of a monitored namespace has one unless `openservicemesh.io/sidecar-injection:
@@ -36,11 +36,8 @@ mod watch;
 #[cfg(test)]
 mod no_panic;
 
-pub use assemble::{LoadResult, MESH_CONFIG_NAME, derived_proxy_uuid};
-pub use document::{
-    IGNORE_LABEL, MAX_REPLICAS, MONITORED_BY_LABEL, PROXY_UUID_LABEL, SIDECAR_INJECTION_ANNOTATION,
-    WORKLOAD_IP_ANNOTATION,
-};
+pub use assemble::{LoadResult, derived_proxy_uuid};
+pub use document::{MAX_REPLICAS, WORKLOAD_IP_ANNOTATION};
 pub use error::SourceError;
 pub use source::{MAX_DEPTH, MAX_FILE_BYTES, ManifestDir, ManifestSource, Reload};
 pub use watch::{WatchOptions, watch};

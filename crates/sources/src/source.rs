@@ -139,6 +139,7 @@ impl ManifestSource {
         let served = LoadResult {
             input: MeshInput::new(dir.settings.trust_domain.as_str()),
             extra: Vec::new(),
+            warnings: Vec::new(),
         };
         Self {
             dir,
@@ -312,6 +313,10 @@ impl ManifestSource {
             // A deletion that was applied is forgotten.
             self.files
                 .retain(|_, e| e.present || e.good.as_ref().is_some_and(|d| !d.is_empty()));
+            // Each warning is logged when it appears, not on every reload.
+            for w in result.warnings.iter().filter(|w| !self.served.warnings.contains(w)) {
+                tracing::warn!(warning = %w, "accepted, not supported yet");
+            }
             self.served = result;
         }
         errors.sort();

@@ -7,6 +7,7 @@
 //! `/osm-startup-probe`), Prometheus annotations when the namespace has `openservicemesh.io/metrics`.
 //! Nothing here does I/O; the server module reads the Namespace and writes the Secret.
 
+use osm_api::contract::{self, InjectionRequest, Membership, APP_NAME_LABEL, APP_NAME_VALUE, ENVOY_CONTAINER_NAME, IGNORE_LABEL, INBOUND_PORT_EXCLUSION_ANNOTATION, INIT_CONTAINER_NAME, METRICS_ANNOTATION, MONITORED_BY_LABEL, OUTBOUND_IP_RANGE_EXCLUSION_ANNOTATION, OUTBOUND_IP_RANGE_INCLUSION_ANNOTATION, OUTBOUND_PORT_EXCLUSION_ANNOTATION, PROMETHEUS_PATH_ANNOTATION, PROMETHEUS_PORT_ANNOTATION, PROMETHEUS_SCRAPE_ANNOTATION, PROXY_UUID_LABEL, SIDECAR_INJECTION_ANNOTATION};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -25,31 +26,7 @@ use osm_xds::bootstrap::{AdsApi, Probe};
 use osm_xds::names;
 use serde_json::{Value, json};
 
-/// Namespace label naming the mesh that monitors it.
-pub const MONITORED_BY_LABEL: &str = "openservicemesh.io/monitored-by";
-/// Namespace label excluding it from every mesh.
-pub const IGNORE_LABEL: &str = "openservicemesh.io/ignore";
-/// Pod or namespace annotation: `enabled` / `disabled` (also yes/no, true/false).
-pub const SIDECAR_INJECTION_ANNOTATION: &str = "openservicemesh.io/sidecar-injection";
-/// Namespace annotation: `enabled` adds the Prometheus scrape annotations to injected pods.
-pub const METRICS_ANNOTATION: &str = "openservicemesh.io/metrics";
-/// Pod label carrying the proxy's uuid (the uuid in its xDS certificate CN).
-pub const PROXY_UUID_LABEL: &str = "osm-proxy-uuid";
-/// Pod annotation: outbound CIDRs that bypass the sidecar.
-pub const OUTBOUND_IP_RANGE_EXCLUSION_ANNOTATION: &str =
-    "openservicemesh.io/outbound-ip-range-exclusion-list";
-/// Pod annotation: if set, only outbound connections to these CIDRs go through the sidecar.
-pub const OUTBOUND_IP_RANGE_INCLUSION_ANNOTATION: &str =
-    "openservicemesh.io/outbound-ip-range-inclusion-list";
-/// Pod annotation: outbound ports that bypass the sidecar.
-pub const OUTBOUND_PORT_EXCLUSION_ANNOTATION: &str = "openservicemesh.io/outbound-port-exclusion-list";
-/// Pod annotation: inbound ports that bypass the sidecar.
-pub const INBOUND_PORT_EXCLUSION_ANNOTATION: &str = "openservicemesh.io/inbound-port-exclusion-list";
 
-/// The init container that installs the interception rules.
-pub const INIT_CONTAINER_NAME: &str = "osm-init";
-/// The sidecar container.
-pub const ENVOY_CONTAINER_NAME: &str = "envoy";
 /// The pod volume holding the bootstrap Secret.
 pub const BOOTSTRAP_VOLUME_NAME: &str = "envoy-bootstrap-config-volume";
 /// Where the bootstrap Secret is mounted in the sidecar.
@@ -59,11 +36,6 @@ pub const BOOTSTRAP_KEY: &str = "bootstrap.yaml";
 /// Envoy's UID (upstream `constants.EnvoyUID`); `osm-init` leaves its traffic alone.
 pub const ENVOY_UID: i64 = osm_init::PROXY_UID as i64;
 
-const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";
-const PROMETHEUS_PORT: &str = "prometheus.io/port";
-const PROMETHEUS_PATH: &str = "prometheus.io/path";
-const APP_NAME_LABEL: &str = "app.kubernetes.io/name";
-const APP_NAME_VALUE: &str = "openservicemesh.io";
 /// Namespaces never injected, whatever their labels (upstream: kube-system, kube-public and the
 /// control plane's own namespace).
 const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-public"];
@@ -308,6 +280,19 @@ fn switch(
     }
 }
 
+/// Reads the sidecar-injection annotation by upstream's rule ([`contract::injection_annotation`]).
+fn injection_switch(
+    annotations: Option<&BTreeMap<String, String>>,
+    object: impl FnOnce() -> String,
+) -> Result<Option<bool>, InjectError> {
+    contract::injection_annotation(annotations).map_err(|e| InjectError::InvalidAnnotation {
+        object: object(),
+        key: SIDECAR_INJECTION_ANNOTATION,
+        value: e.value,
+        expected: "enabled or disabled",
+    })
+}
+
 /// Whether `pod`, being created in `namespace`, gets a sidecar.
 ///
 /// In order: host-network pods, protected namespaces (kube-system, kube-public, the control plane's),
@@ -327,35 +312,33 @@ pub fn decide(
     if ns == config.osm_namespace || SYSTEM_NAMESPACES.contains(&ns) {
         return skip(SkipReason::ProtectedNamespace(ns.into()));
     }
-    let labels = namespace.metadata.labels.as_ref();
-    if labels.is_some_and(|l| l.contains_key(IGNORE_LABEL)) {
-        return skip(SkipReason::IgnoredNamespace(ns.into()));
-    }
-    let monitored_by = labels.and_then(|l| l.get(MONITORED_BY_LABEL));
-    if monitored_by != Some(&config.mesh_name) {
-        return skip(SkipReason::NotMonitored {
-            namespace: ns.into(),
-            monitored_by: monitored_by.cloned(),
-        });
+    match contract::membership(namespace.metadata.labels.as_ref(), &config.mesh_name) {
+        Membership::Monitored => {}
+        Membership::Ignored => return skip(SkipReason::IgnoredNamespace(ns.into())),
+        Membership::OtherMesh(_) | Membership::Unlabelled => {
+            return skip(SkipReason::NotMonitored {
+                namespace: ns.into(),
+                monitored_by: namespace
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(MONITORED_BY_LABEL))
+                    .cloned(),
+            });
+        }
     }
     if already_injected(pod) {
         return skip(SkipReason::AlreadyInjected);
     }
-    let on_pod = switch(
-        pod.metadata.annotations.as_ref(),
-        SIDECAR_INJECTION_ANNOTATION,
-        || pod_label(pod, ns),
-    )?;
-    let on_namespace = switch(
-        namespace.metadata.annotations.as_ref(),
-        SIDECAR_INJECTION_ANNOTATION,
-        || format!("namespace {ns}"),
-    )?;
-    match (on_pod, on_namespace) {
-        (Some(true), _) | (None, Some(true)) => Ok(InjectDecision::Inject),
-        (Some(false), _) => skip(SkipReason::DisabledOnPod),
-        (None, Some(false)) => skip(SkipReason::DisabledOnNamespace),
-        (None, None) => skip(SkipReason::NotRequested),
+    let on_pod = injection_switch(pod.metadata.annotations.as_ref(), || pod_label(pod, ns))?;
+    let on_namespace = injection_switch(namespace.metadata.annotations.as_ref(), || {
+        format!("namespace {ns}")
+    })?;
+    match contract::injection_request(on_pod, on_namespace) {
+        InjectionRequest::Inject => Ok(InjectDecision::Inject),
+        InjectionRequest::DisabledOnPod => skip(SkipReason::DisabledOnPod),
+        InjectionRequest::DisabledOnNamespace => skip(SkipReason::DisabledOnNamespace),
+        InjectionRequest::NotRequested => skip(SkipReason::NotRequested),
     }
 }
 
@@ -541,9 +524,9 @@ pub fn mutate(
             &["metadata", "annotations"],
             pod.metadata.annotations.is_some(),
             &[
-                (PROMETHEUS_SCRAPE, "true".into()),
-                (PROMETHEUS_PORT, names::PROMETHEUS_PORT.to_string()),
-                (PROMETHEUS_PATH, names::PROMETHEUS_SCRAPE_PATH.into()),
+                (PROMETHEUS_SCRAPE_ANNOTATION, "true".into()),
+                (PROMETHEUS_PORT_ANNOTATION, names::PROMETHEUS_PORT.to_string()),
+                (PROMETHEUS_PATH_ANNOTATION, names::PROMETHEUS_SCRAPE_PATH.into()),
             ],
         );
     }

@@ -19,4 +19,4 @@ pub use inject::{
     InjectConfig, InjectDecision, InjectError, Injection, SkipReason, bootstrap_secret, decide, mutate,
 };
 pub use server::{Injector, Validator, WebhookError, injector_router, serve, tls_config, validator_router};
-pub use validate::validate_object;
+pub use validate::{admission_warnings, validate_object};

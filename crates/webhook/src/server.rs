@@ -5,6 +5,7 @@
 //! A failure is an AdmissionResponse denial with a message naming what failed (never a panic, never
 //! key material); the HTTP status is 200 whenever a review could be answered.
 
+use osm_api::contract::{INJECTOR_PATH, VALIDATOR_PATH};
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -25,20 +26,8 @@ use tokio::sync::watch;
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::inject::{self, InjectConfig, InjectDecision};
-use crate::validate::{error_chain, validate_object};
+use crate::validate::{admission_warnings, error_chain, validate_object};
 
-/// The injector's path (upstream `webhookCreatePod`).
-pub const INJECTOR_PATH: &str = "/mutate-pod-creation";
-/// The validator's path.
-pub const VALIDATOR_PATH: &str = "/validate";
-/// The injector's port (upstream `constants.InjectorWebhookPort`).
-pub const INJECTOR_PORT: u16 = 9090;
-/// The validator's port (upstream `constants.ValidatorWebhookPort`).
-pub const VALIDATOR_PORT: u16 = 9093;
-/// The injector's Service name.
-pub const INJECTOR_SERVICE: &str = "osm-injector";
-/// The validator's Service name.
-pub const VALIDATOR_SERVICE: &str = "osm-validator";
 
 /// Why a webhook server could not be set up or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -239,7 +228,18 @@ impl Validator {
             meta["namespace"] = serde_json::Value::String(ns.clone());
         }
         match validate_object(&value) {
-            Ok(()) => allow,
+            Ok(()) => {
+                let warnings = admission_warnings(&value);
+                if warnings.is_empty() {
+                    return allow;
+                }
+                for warning in &warnings {
+                    warn!(kind = %request.kind.kind, name = %request.name, %warning, "accepted, not supported yet");
+                }
+                let mut allow = allow;
+                allow.warnings = Some(warnings);
+                allow
+            }
             Err(message) => {
                 info!(kind = %request.kind.kind, name = %request.name, %message, "object refused");
                 allow.deny(message)

@@ -24,6 +24,18 @@ pub fn validate_object(object: &Value) -> Result<(), String> {
     })
 }
 
+/// What an acceptable `object` asks for that the control plane will not do
+/// ([`osm_api::unsupported`]), one admission warning each. Empty for kinds that are not ours.
+pub fn admission_warnings(object: &Value) -> Vec<String> {
+    match MeshObject::from_value(object.clone()) {
+        Ok(Some(decoded)) => osm_api::unsupported::warnings(&decoded)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// An error and its sources, `outer: inner: innermost`.
 pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+use osm_api::contract::{INJECTOR, INJECTOR_PATH, INJECTOR_PORT, VALIDATOR_PATH, VALIDATOR_PORT, VALIDATOR_SERVICE};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,10 +25,13 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt as _};
 use osm_ca::{CertificateAuthority, TrustDomain};
 use osm_envtest::{ApiServer, require_or_skip};
-use osm_webhook::server::{self, INJECTOR_PATH, INJECTOR_PORT, VALIDATOR_PATH, VALIDATOR_PORT};
+use osm_webhook::server::{self};
 use osm_webhook::{InjectConfig, Injector, Validator, injector_router, validator_router};
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
+
+#[path = "support/unsupported_samples.rs"]
+mod samples;
 
 const OSM_NAMESPACE: &str = "osm-system";
 const WAIT: Duration = Duration::from_secs(30);
@@ -154,7 +158,7 @@ async fn injector_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
     let client = apiserver.client();
     let ca = ca();
     create_namespace(&client, OSM_NAMESPACE, &[], &[]).await?;
-    let listener = service_listener(&client, server::INJECTOR_SERVICE, INJECTOR_PORT).await?;
+    let listener = service_listener(&client, INJECTOR, INJECTOR_PORT).await?;
     eprintln!(
         "injector listening on {} (service CIDR {})",
         listener.local_addr()?,
@@ -162,7 +166,7 @@ async fn injector_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
     );
     let tls = server::service_tls_config(
         &ca,
-        server::INJECTOR_SERVICE,
+        INJECTOR,
         OSM_NAMESPACE,
         Duration::from_secs(3600),
     )?;
@@ -184,7 +188,7 @@ async fn injector_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
             name: "osm-inject.k8s.io".into(),
             client_config: WebhookClientConfig {
                 ca_bundle: Some(ByteString(ca.root_cert_pem().as_bytes().to_vec())),
-                ..service_ref(server::INJECTOR_SERVICE, INJECTOR_PATH, INJECTOR_PORT)
+                ..service_ref(INJECTOR, INJECTOR_PATH, INJECTOR_PORT)
             },
             rules: Some(vec![RuleWithOperations {
                 api_groups: Some(vec![String::new()]),
@@ -384,19 +388,20 @@ async fn validator_is_called_by_the_apiserver() -> anyhow::Result<()> {
     result
 }
 
-async fn validator_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
+/// CRDs, the validator's Service and TLS server, and a ValidatingWebhookConfiguration for our groups.
+async fn start_validator(apiserver: &ApiServer) -> anyhow::Result<(Client, Running)> {
     let client = apiserver.client();
     let ca = ca();
     osm_envtest::apply_crds(&client, &osm_api::crds::all()).await?;
     create_namespace(&client, OSM_NAMESPACE, &[], &[]).await?;
-    let listener = service_listener(&client, server::VALIDATOR_SERVICE, VALIDATOR_PORT).await?;
+    let listener = service_listener(&client, VALIDATOR_SERVICE, VALIDATOR_PORT).await?;
     let tls = server::service_tls_config(
         &ca,
-        server::VALIDATOR_SERVICE,
+        VALIDATOR_SERVICE,
         OSM_NAMESPACE,
         Duration::from_secs(3600),
     )?;
-    let _server = start_server(listener, tls, validator_router(Validator));
+    let server = start_server(listener, tls, validator_router(Validator));
 
     let groups = [
         "access.smi-spec.io",
@@ -411,7 +416,7 @@ async fn validator_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
             name: "osm-validator.k8s.io".into(),
             client_config: WebhookClientConfig {
                 ca_bundle: Some(ByteString(ca.root_cert_pem().as_bytes().to_vec())),
-                ..service_ref(server::VALIDATOR_SERVICE, VALIDATOR_PATH, VALIDATOR_PORT)
+                ..service_ref(VALIDATOR_SERVICE, VALIDATOR_PATH, VALIDATOR_PORT)
             },
             rules: Some(vec![RuleWithOperations {
                 api_groups: Some(groups.iter().map(|g| (*g).to_owned()).collect()),
@@ -431,6 +436,11 @@ async fn validator_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
         .create(&PostParams::default(), &vwc)
         .await
         .context("creating the ValidatingWebhookConfiguration")?;
+    Ok((client, server))
+}
+
+async fn validator_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
+    let (client, _server) = start_validator(apiserver).await?;
 
     let ns = format!("bookbuyer-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     create_namespace(&client, &ns, &[], &[]).await?;
@@ -471,5 +481,96 @@ async fn validator_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
         .create(&PostParams::default(), &good)
         .await
         .context("a correct TrafficTarget must be accepted")?;
+    Ok(())
+}
+
+/// Nothing accepted and ignored, on Kubernetes: each entry of `osm_api::unsupported::UNSUPPORTED`,
+/// created through the real kube-apiserver, is stored and answered with the admission warning that
+/// kubectl prints (`Warning: ...`, the HTTP `Warning: 299 - "..."` header), naming object and field.
+#[tokio::test]
+async fn unsupported_warns_as_admission_warnings() -> anyhow::Result<()> {
+    let Some(assets) = require_or_skip("unsupported_warns_as_admission_warnings") else {
+        return Ok(());
+    };
+    let apiserver = ApiServer::start_with(&assets).await?;
+    let result = unsupported_scenario(&apiserver).await;
+    if result.is_err() {
+        eprintln!("{}", apiserver.log_tails(40));
+    }
+    result
+}
+
+/// Creates `object` with a raw request, as kubectl does, and returns the warnings the apiserver
+/// relayed (the `Warning` headers' texts).
+async fn create_collecting_warnings(client: &Client, object: &Value) -> anyhow::Result<(u16, Vec<String>)> {
+    let api_version = object["apiVersion"].as_str().context("apiVersion")?;
+    let kind = object["kind"].as_str().context("kind")?;
+    let ns = object["metadata"]["namespace"].as_str().context("namespace")?;
+    let (group, version) = api_version.split_once('/').context("group/version")?;
+    let plural = match kind {
+        "Egress" => "egresses",
+        "Retry" => "retries",
+        "IngressBackend" => "ingressbackends",
+        "UpstreamTrafficSetting" => "upstreamtrafficsettings",
+        "MeshConfig" => "meshconfigs",
+        "MeshRootCertificate" => "meshrootcertificates",
+        other => bail!("no resource name known for {other}"),
+    };
+    let request = http::Request::post(format!("/apis/{group}/{version}/namespaces/{ns}/{plural}"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(object)?)?;
+    let response = client.send(request.map(kube::client::Body::from)).await?;
+    let status = response.status().as_u16();
+    let warnings = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        // `299 - "text"`: the text, unquoted.
+        .map(|v| v.trim_start_matches("299 - ").trim_matches('"').replace("\\\"", "\""))
+        .collect();
+    Ok((status, warnings))
+}
+
+async fn unsupported_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
+    let (client, _server) = start_validator(apiserver).await?;
+    let ns = format!("unsupported-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    create_namespace(&client, &ns, &[], &[]).await?;
+
+    // The webhook configuration takes effect asynchronously: wait until a dry run of the first
+    // sample comes back with its warning.
+    let all = samples::all(&ns);
+    let (_, _, first) = &all[0];
+    let mut dry_run = first.clone();
+    dry_run["metadata"]["name"] = json!("probe");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let request = http::Request::post(format!(
+            "/apis/policy.openservicemesh.io/v1alpha1/namespaces/{ns}/egresses?dryRun=All"
+        ))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&dry_run)?)?;
+        let response = client.send(request.map(kube::client::Body::from)).await?;
+        if response.headers().contains_key("warning") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the validator gave no warning within {WAIT:?}");
+        tokio::time::sleep(POLL).await;
+    }
+
+    let mut missing = Vec::new();
+    for (entry, name, object) in &all {
+        let (status, warnings) = create_collecting_warnings(&client, object).await?;
+        ensure!(status == 201, "{entry:?}: creating {name} answered {status}: the object must be accepted");
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let want = match samples::field(entry) {
+            Some(field) => format!("{kind} {ns}/{name}: {field}: not supported yet, accepted and ignored: {}", entry.effect),
+            None => format!("{kind} {ns}/{name}: this kind is not supported yet, accepted and ignored: {}", entry.effect),
+        };
+        if !warnings.iter().any(|w| *w == want) {
+            missing.push(format!("{entry:?}: want {want:?}, got {warnings:?}"));
+        }
+    }
+    ensure!(missing.is_empty(), "admission warnings missing:\n{}", missing.join("\n"));
     Ok(())
 }

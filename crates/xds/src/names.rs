@@ -13,19 +13,12 @@ pub const ADS_CLUSTER: &str = "osm-controller";
 /// lets clusters be shared by all clients (ARCHITECTURE.md, "Secrets").
 pub const SERVICE_CERT: &str = "service-cert";
 pub const ALPN_OSM: &str = "osm";
-/// What Prometheus scrapes on [`PROMETHEUS_PORT`] (the pod annotation `prometheus.io/path`), and the
-/// only admin path reachable from outside the pod.
-pub const PROMETHEUS_SCRAPE_PATH: &str = "/stats/prometheus";
-
-pub const ADMIN_PORT: u16 = 15000;
-pub const OUTBOUND_PORT: u16 = 15001;
-pub const INBOUND_PORT: u16 = 15003;
-pub const PROMETHEUS_PORT: u16 = 15010;
-pub const ADS_PORT: u16 = 15128;
-pub const LIVENESS_PROBE_PORT: u16 = 15901;
-pub const READINESS_PROBE_PORT: u16 = 15902;
-pub const STARTUP_PROBE_PORT: u16 = 15903;
-pub const HEALTHCHECK_PORT: u16 = 15904;
+// Ports and the scrape path belong to the upstream contract (osm_api::contract); here for the
+// xDS builders' convenience.
+pub use osm_api::contract::{
+    ADMIN_PORT, ADS_PORT, HEALTHCHECK_PORT, INBOUND_PORT, LIVENESS_PROBE_PORT, OUTBOUND_PORT,
+    PROMETHEUS_PORT, PROMETHEUS_SCRAPE_PATH, READINESS_PROBE_PORT, STARTUP_PROBE_PORT,
+};
 
 pub fn outbound_filter_chain(svc: &ServiceRef, port: u16, protocol: AppProtocol) -> String {
     format!("outbound_{svc}_{port}_{}", protocol.as_str())

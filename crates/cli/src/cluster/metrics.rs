@@ -3,23 +3,16 @@
 //! and, as upstream does, the `prometheus.io/scrape|port|path` annotations of the namespace's
 //! existing injected pods (those labelled `osm-proxy-uuid`). Only namespaces in a mesh are accepted.
 
+use osm_api::contract::{PROMETHEUS_PATH_ANNOTATION, PROMETHEUS_PORT, PROMETHEUS_PORT_ANNOTATION, PROMETHEUS_SCRAPE_ANNOTATION, PROMETHEUS_SCRAPE_PATH};
 use anyhow::{Result, anyhow, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::{
-    METRICS_ANNOTATION, MONITORED_BY_LABEL, PROXY_UUID_LABEL, api_error, get_namespace, monitored_by,
-};
+use super::{api_error, get_namespace, monitored_by};
+use osm_api::contract::{METRICS_ANNOTATION, MONITORED_BY_LABEL, PROXY_UUID_LABEL};
 
-/// Pod annotations Prometheus discovers scrape targets by.
-const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";
-const PROMETHEUS_PORT: &str = "prometheus.io/port";
-const PROMETHEUS_PATH: &str = "prometheus.io/path";
-/// Envoy's Prometheus listener (`inbound-prometheus-listener`) and its path.
-const ENVOY_PROMETHEUS_PORT: u16 = osm_xds::names::PROMETHEUS_PORT;
-const ENVOY_PROMETHEUS_PATH: &str = osm_xds::names::PROMETHEUS_SCRAPE_PATH;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum MetricsCommand {
@@ -80,9 +73,9 @@ async fn set(client: &kube::Client, ns: &str, enable: bool) -> Result<usize> {
         .await
         .map_err(|e| api_error(e).context(format!("listing the injected pods of namespace {ns}")))?;
     let patch = json!({"metadata": {"annotations": {
-        PROMETHEUS_SCRAPE: value(json!("true")),
-        PROMETHEUS_PORT: value(json!(ENVOY_PROMETHEUS_PORT.to_string())),
-        PROMETHEUS_PATH: value(json!(ENVOY_PROMETHEUS_PATH)),
+        PROMETHEUS_SCRAPE_ANNOTATION: value(json!("true")),
+        PROMETHEUS_PORT_ANNOTATION: value(json!(PROMETHEUS_PORT.to_string())),
+        PROMETHEUS_PATH_ANNOTATION: value(json!(PROMETHEUS_SCRAPE_PATH)),
     }}});
     for pod in &injected.items {
         let name = pod.metadata.name.as_deref().unwrap_or_default();

@@ -3,6 +3,7 @@
 //! parsing, one-line API errors, and reading a sidecar's Envoy admin through the API server's pod
 //! proxy subresource.
 
+use osm_api::contract::{self, ADMIN_PORT, ENVOY_CONTAINER_NAME, MONITORED_BY_LABEL, PROXY_UUID_LABEL};
 pub mod metrics;
 pub mod namespace;
 pub mod policy;
@@ -16,18 +17,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 
-pub use osm_k8s::{IGNORE_LABEL, MESH_CONFIG_NAME, MONITORED_BY_LABEL, PROXY_UUID_LABEL};
 
-/// Namespace (or pod) annotation turning automatic sidecar injection on or off.
-pub const SIDECAR_INJECTION_ANNOTATION: &str = "openservicemesh.io/sidecar-injection";
-/// Namespace annotation enabling Prometheus scraping of the sidecars.
-pub const METRICS_ANNOTATION: &str = "openservicemesh.io/metrics";
-/// The sidecar container's name.
-pub const ENVOY_CONTAINER: &str = "envoy";
-/// Envoy's admin port (127.0.0.1 inside the pod).
-pub const ENVOY_ADMIN_PORT: u16 = 15000;
-/// The mesh name every verb defaults to.
-pub const DEFAULT_MESH_NAME: &str = "osm";
 /// How long one request through the API server's pod/service proxy may take.
 pub const PROXY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -95,11 +85,11 @@ pub async fn get_pod(client: &kube::Client, namespace: &str, name: &str) -> Resu
 
 /// The mesh monitoring `ns` (its `openservicemesh.io/monitored-by` label), unless it is ignored.
 pub fn monitored_by(ns: &Namespace) -> Option<&str> {
-    let labels = ns.metadata.labels.as_ref()?;
-    if labels.get(IGNORE_LABEL).is_some_and(|v| v != "false") {
+    let labels = ns.metadata.labels.as_ref();
+    if contract::is_ignored(labels) {
         return None;
     }
-    labels
+    labels?
         .get(MONITORED_BY_LABEL)
         .map(String::as_str)
         .filter(|m| !m.is_empty())
@@ -109,7 +99,7 @@ pub fn monitored_by(ns: &Namespace) -> Option<&str> {
 pub fn has_envoy(pod: &Pod) -> bool {
     pod.spec
         .as_ref()
-        .is_some_and(|s| s.containers.iter().any(|c| c.name == ENVOY_CONTAINER))
+        .is_some_and(|s| s.containers.iter().any(|c| c.name == ENVOY_CONTAINER_NAME))
 }
 
 /// The pod's `osm-proxy-uuid` label (set by the injector).
@@ -138,7 +128,7 @@ pub async fn proxy_get(client: &kube::Client, path: &str) -> Result<String> {
 /// through the pod proxy subresource.
 pub fn envoy_admin_path(namespace: &str, pod: &str, query: &str) -> String {
     format!(
-        "/api/v1/namespaces/{namespace}/pods/{pod}:{ENVOY_ADMIN_PORT}/proxy/{}",
+        "/api/v1/namespaces/{namespace}/pods/{pod}:{ADMIN_PORT}/proxy/{}",
         query.trim_start_matches('/')
     )
 }

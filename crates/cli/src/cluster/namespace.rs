@@ -11,10 +11,8 @@ use kube::api::{ListParams, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{
-    DEFAULT_MESH_NAME, IGNORE_LABEL, MONITORED_BY_LABEL, SIDECAR_INJECTION_ANNOTATION, api_error,
-    get_namespace, with_client,
-};
+use super::{api_error, get_namespace, with_client};
+use osm_api::contract::{DEFAULT_MESH_NAME, IGNORE_LABEL, MONITORED_BY_LABEL, SIDECAR_INJECTION_ANNOTATION};
 use crate::output::{OutputFormat, print_structured};
 
 #[derive(clap::Subcommand, Debug)]
@@ -174,7 +172,7 @@ impl Ctx<'_> {
         if disable_injection {
             done.push_str(" (sidecar injection disabled)");
         }
-        if labels.get(IGNORE_LABEL).is_some_and(|v| v != "false") {
+        if labels.contains_key(IGNORE_LABEL) {
             done.push_str(&format!(
                 "; note: it is labelled {IGNORE_LABEL}, so the mesh still ignores it"
             ));

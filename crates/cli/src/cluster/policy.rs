@@ -18,7 +18,8 @@ use osm_model::explain::{Explanation, explain};
 use osm_model::{MeshInput, ObjectRef, Pod, PodRef};
 use serde::de::DeserializeOwned;
 
-use super::{MESH_CONFIG_NAME, api_error, get_pod, is_not_found, parse_namespaced, proxy_uuid, with_client};
+use super::{api_error, get_pod, is_not_found, parse_namespaced, proxy_uuid, with_client};
+use osm_api::contract::{MESH_CONFIG_NAME};
 use crate::output::{OutputFormat, print_structured};
 
 #[derive(clap::Subcommand, Debug)]
@@ -66,7 +67,7 @@ async fn meshed_pod(client: &kube::Client, ns: &str, name: &str) -> Result<KubeP
     if proxy_uuid(&pod).is_none() {
         bail!(
             "pod {ns}/{name} is not part of a mesh (no {} label: no sidecar was injected)",
-            super::PROXY_UUID_LABEL
+            osm_api::contract::PROXY_UUID_LABEL
         );
     }
     Ok(pod)
@@ -83,7 +84,7 @@ pub fn model_pod(pod: &KubePod) -> Pod {
             .and_then(|s| s.service_account_name.clone())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "default".into()),
-        proxy_uuid: labels.get(super::PROXY_UUID_LABEL).cloned(),
+        proxy_uuid: labels.get(osm_api::contract::PROXY_UUID_LABEL).cloned(),
         ip: pod
             .status
             .as_ref()

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{ENVOY_CONTAINER, envoy_admin, get_pod, has_envoy, with_client};
+use super::{envoy_admin, get_pod, has_envoy, with_client};
+use osm_api::contract::{ENVOY_CONTAINER_NAME};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ProxyCommand {
@@ -38,7 +39,7 @@ pub fn run(global: &crate::Global, command: ProxyCommand) -> Result<std::process
         let p = get_pod(&client, &namespace, &pod).await?;
         if !has_envoy(&p) {
             bail!(
-                "pod {namespace}/{pod} has no {ENVOY_CONTAINER} container: it is not part of a mesh (no \
+                "pod {namespace}/{pod} has no {ENVOY_CONTAINER_NAME} container: it is not part of a mesh (no \
                  sidecar was injected), so there is no Envoy admin interface to query"
             );
         }

@@ -32,7 +32,8 @@ use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
 use serde_json::{Value, json};
 
-use super::{MONITORED_BY_LABEL, envoy_admin, has_envoy, with_client};
+use super::{envoy_admin, has_envoy, with_client};
+use osm_api::contract::{MONITORED_BY_LABEL};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum SupportCommand {

@@ -8,6 +8,7 @@
 //! the osm-controller, osm-injector and osm-bootstrap Deployments are available and osm-controller
 //! answers `/health/ready` (through the service proxy).
 
+use osm_api::contract::{HTTP_PORT};
 use std::fmt;
 
 use anyhow::Result;
@@ -17,11 +18,8 @@ use kube::Api;
 use osm_model::AppProtocol;
 use osm_model::explain::{RuleExplanation, Verdict};
 
-use super::{
-    DEFAULT_MESH_NAME, ENVOY_CONTAINER, MONITORED_BY_LABEL, PROXY_UUID_LABEL, api_error, envoy_admin,
-    get_namespace, get_pod, has_envoy, is_not_found, monitored_by, parse_namespaced, proxy_get, proxy_uuid,
-    with_client,
-};
+use super::{api_error, envoy_admin, get_namespace, get_pod, has_envoy, is_not_found, monitored_by, parse_namespaced, proxy_get, proxy_uuid, with_client};
+use osm_api::contract::{DEFAULT_MESH_NAME, ENVOY_CONTAINER_NAME, MONITORED_BY_LABEL, PROXY_UUID_LABEL};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum VerifyCommand {
@@ -270,7 +268,7 @@ async fn connectivity(client: &kube::Client, osm_ns: &str, args: Connectivity) -
         );
         let mut missing = Vec::new();
         if !has_envoy(pod) {
-            missing.push(format!("no {ENVOY_CONTAINER} container"));
+            missing.push(format!("no {ENVOY_CONTAINER_NAME} container"));
         }
         if proxy_uuid(pod).is_none() {
             missing.push(format!("no {PROXY_UUID_LABEL} label"));
@@ -279,7 +277,7 @@ async fn connectivity(client: &kube::Client, osm_ns: &str, args: Connectivity) -
             name,
             missing.is_empty(),
             format!(
-                "pod {id} has an {ENVOY_CONTAINER} sidecar ({PROXY_UUID_LABEL}={})",
+                "pod {id} has an {ENVOY_CONTAINER_NAME} sidecar ({PROXY_UUID_LABEL}={})",
                 proxy_uuid(pod).unwrap_or("")
             ),
             format!("pod {id} is not injected: {}", missing.join(", ")),
@@ -441,7 +439,6 @@ const CONTROL_PLANE: [&str; 3] = ["osm-controller", "osm-injector", "osm-bootstr
 
 /// Components whose `/health/ready` is probed (on their Service's HTTP port 9091), when available.
 const PROBED: [&str; 2] = ["osm-controller", "osm-bootstrap"];
-const HEALTH_PORT: u16 = 9091;
 
 async fn control_plane(client: &kube::Client, osm_ns: &str) -> std::process::ExitCode {
     let mut report = Report::default();
@@ -477,7 +474,7 @@ async fn control_plane(client: &kube::Client, osm_ns: &str) -> std::process::Exi
             report.skip(&check, format!("{name} has no available replica"));
             continue;
         }
-        let path = format!("/api/v1/namespaces/{osm_ns}/services/{name}:{HEALTH_PORT}/proxy/health/ready");
+        let path = format!("/api/v1/namespaces/{osm_ns}/services/{name}:{HTTP_PORT}/proxy/health/ready");
         match proxy_get(client, &path).await {
             Ok(_) => report.pass(&check, "ready"),
             Err(e) => report.fail(
