@@ -13,6 +13,9 @@ if [ -z "${KUBEBUILDER_ASSETS:-}" ]; then
 fi
 # A one-off build gains nothing from incremental state, which would double target/'s size.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Style first: it fails fast, and the same rules hold on every machine.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 # Build every binary first: the e2e tests run osm-demo-app inside the pods.
 cargo build --workspace --bins
 cargo test --workspace "$@"

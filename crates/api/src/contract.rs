@@ -56,6 +56,10 @@ pub const CONTROLLER: &str = "osm-controller";
 pub const INJECTOR: &str = "osm-injector";
 pub const BOOTSTRAP: &str = "osm-bootstrap";
 pub const VALIDATOR_SERVICE: &str = "osm-validator";
+/// The ADS server's TLS name, as sidecars check it: the controller Service's cluster DNS name.
+pub fn ads_server_name(osm_namespace: &str) -> String {
+    format!("{CONTROLLER}.{osm_namespace}.svc.cluster.local")
+}
 /// The injector webhook's path.
 pub const INJECTOR_PATH: &str = "/mutate-pod-creation";
 /// The validating webhook's path.
@@ -171,9 +175,7 @@ pub fn injection_annotation(annotations: Option<&Map>) -> Result<Option<bool>, I
     match value.to_ascii_lowercase().as_str() {
         "enabled" | "yes" | "true" => Ok(Some(true)),
         "disabled" | "no" | "false" => Ok(Some(false)),
-        _ => Err(InvalidInjectionValue {
-            value: value.clone(),
-        }),
+        _ => Err(InvalidInjectionValue { value: value.clone() }),
     }
 }
 

@@ -49,7 +49,11 @@ const fn kind(kind: &'static str, effect: &'static str) -> Unsupported {
     }
 }
 
-const fn field(path: &'static str, requested: fn(&MeshConfigSpec) -> bool, effect: &'static str) -> Unsupported {
+const fn field(
+    path: &'static str,
+    requested: fn(&MeshConfigSpec) -> bool,
+    effect: &'static str,
+) -> Unsupported {
     Unsupported {
         subject: Subject::MeshConfigField { path, requested },
         effect,
@@ -58,11 +62,23 @@ const fn field(path: &'static str, requested: fn(&MeshConfigSpec) -> bool, effec
 
 /// Everything accepted and not acted on yet.
 pub const UNSUPPORTED: &[Unsupported] = &[
-    kind("Egress", "no egress policy is applied; traffic to the listed hosts is not allowed by it"),
-    kind("IngressBackend", "no ingress filter chain is built; ingress traffic to the backend is not admitted by it"),
+    kind(
+        "Egress",
+        "no egress policy is applied; traffic to the listed hosts is not allowed by it",
+    ),
+    kind(
+        "IngressBackend",
+        "no ingress filter chain is built; ingress traffic to the backend is not admitted by it",
+    ),
     kind("Retry", "no retry policy is applied to the source's routes"),
-    kind("UpstreamTrafficSetting", "no circuit breaking, connect timeout or rate limit is applied"),
-    kind("MeshRootCertificate", "the mesh root is not rotated; the built-in CA keeps its root"),
+    kind(
+        "UpstreamTrafficSetting",
+        "no circuit breaking, connect timeout or rate limit is applied",
+    ),
+    kind(
+        "MeshRootCertificate",
+        "the mesh root is not rotated; the built-in CA keeps its root",
+    ),
     field(
         "spec.sidecar.tlsMinProtocolVersion",
         |s| s.sidecar.tls_min_protocol_version != "TLSv1_2",

@@ -54,8 +54,8 @@ pub fn run(osm_namespace: &str, a: BootstrapArgs) -> Result<()> {
     } else {
         AdsApi::StateOfTheWorld
     };
-    let server_name = osm_controller::ads_server_name(osm_namespace);
-    let yaml = osm_controller::render_bootstrap(&ca, &pod, &a.ads_host, &server_name, api, &[])?;
+    let server_name = osm_api::contract::ads_server_name(osm_namespace);
+    let yaml = osm_xds::proxy_bootstrap::render(&ca, &pod, &a.ads_host, &server_name, api, &[])?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

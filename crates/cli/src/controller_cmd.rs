@@ -50,7 +50,7 @@ pub fn run(osm_namespace: &str, a: ControllerArgs) -> Result<std::process::ExitC
     );
     println!(
         "server name sidecars must expect: {}",
-        osm_controller::ads_server_name(osm_namespace)
+        osm_api::contract::ads_server_name(osm_namespace)
     );
     println!(
         "watching {} — `osm bootstrap` writes a sidecar bootstrap for a workload",

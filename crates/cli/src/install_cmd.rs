@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::ArgAction;
 use indicatif::{ProgressBar, ProgressStyle};
-use osm_api::duration::GoDuration;
 use osm_api::contract::{BOOTSTRAP, CONTROLLER, INJECTOR};
+use osm_api::duration::GoDuration;
 use osm_install::{
     ApplyOutcome, ApplyReport, FIELD_MANAGER, InstallOptions, MeshInfo, UninstallOptions, Values,
 };

@@ -124,8 +124,15 @@ pub async fn apply_crds(client: &Client) -> Result<()> {
 /// Creates `osm-mesh-config` from the preset when it does not exist.
 async fn ensure_mesh_config(client: &Client, ns: &str) -> Result<()> {
     let configs: Api<MeshConfig> = Api::namespaced(client.clone(), ns);
-    if configs.get_opt(osm_api::contract::MESH_CONFIG_NAME).await?.is_some() {
-        tracing::info!("MeshConfig {ns}/{} exists; left as is", osm_api::contract::MESH_CONFIG_NAME);
+    if configs
+        .get_opt(osm_api::contract::MESH_CONFIG_NAME)
+        .await?
+        .is_some()
+    {
+        tracing::info!(
+            "MeshConfig {ns}/{} exists; left as is",
+            osm_api::contract::MESH_CONFIG_NAME
+        );
         return Ok(());
     }
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);

@@ -1,7 +1,7 @@
 //! `osm-control-plane controller`: the Kubernetes source feeding the same model → xDS → ADS pipeline as
 //! local mode.
 
-use osm_api::contract::{VALIDATOR_SERVICE};
+use osm_api::contract::VALIDATOR_SERVICE;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -22,7 +22,6 @@ pub struct ControllerArgs {
     #[arg(long, default_value = "0.0.0.0:9093")]
     validator_addr: String,
 }
-
 
 pub fn run(a: ControllerArgs) -> Result<()> {
     let rt = common::runtime()?;

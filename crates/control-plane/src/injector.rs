@@ -2,7 +2,7 @@
 //! (`/mutate-pod-creation`), serving a certificate for `osm-injector.<ns>.svc` from the mesh CA
 //! (whose root the bootstrap component puts in the webhook configuration's CA bundle).
 
-use osm_api::contract::{INJECTOR};
+use osm_api::contract::INJECTOR;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,6 @@ use osm_webhook::server::{Injector, injector_router, serve, service_tls_config};
 use tokio::sync::watch;
 
 use crate::common::{self, CommonArgs};
-
 
 #[derive(clap::Args, Debug)]
 pub struct InjectorArgs {
@@ -74,7 +73,8 @@ async fn run_async(a: InjectorArgs) -> Result<()> {
 /// MeshConfig keeps the last one seen.
 async fn follow_mesh_config(client: kube::Client, ns: String, tx: watch::Sender<InjectConfig>) {
     let api: Api<MeshConfig> = Api::namespaced(client, &ns);
-    let config = watcher::Config::default().fields(&format!("metadata.name={}", osm_api::contract::MESH_CONFIG_NAME));
+    let config =
+        watcher::Config::default().fields(&format!("metadata.name={}", osm_api::contract::MESH_CONFIG_NAME));
     let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff().applied_objects());
     while let Some(event) = events.next().await {
         match event {
@@ -85,7 +85,9 @@ async fn follow_mesh_config(client: kube::Client, ns: String, tx: watch::Sender<
                     osm_api::contract::MESH_CONFIG_NAME
                 );
             }
-            Err(e) => tracing::warn!(error = %e, "watching MeshConfig {ns}/{}", osm_api::contract::MESH_CONFIG_NAME),
+            Err(e) => {
+                tracing::warn!(error = %e, "watching MeshConfig {ns}/{}", osm_api::contract::MESH_CONFIG_NAME)
+            }
         }
     }
 }

@@ -14,17 +14,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use osm_ads::{AdsTls, ProxyRegistry, SnapshotCache};
+use osm_api::contract::ads_server_name;
 use osm_ca::{CertificateAuthority, TrustDomain, XdsClientIdentity};
 use osm_model::{MeshInput, MeshState, ModelChange, Pod, ServiceIdentity};
 use osm_xds::Generator;
-use osm_xds::bootstrap::{self, AdsApi, BootstrapConfig};
+use osm_xds::bootstrap::{self, AdsApi};
 
 pub use certs::IdentityCerts;
-
-/// The DNS name of the ADS server, as Envoy checks it (upstream: the `osm-controller` Service).
-pub fn ads_server_name(osm_namespace: &str) -> String {
-    format!("osm-controller.{osm_namespace}.svc.cluster.local")
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -34,8 +30,8 @@ pub enum ControllerError {
         #[source]
         source: osm_ca::CaError,
     },
-    #[error("pod {0} has no osm-proxy-uuid: it has no sidecar")]
-    NotMeshed(String),
+    #[error("rendering a bootstrap")]
+    Bootstrap(#[source] osm_xds::proxy_bootstrap::BootstrapError),
     #[error("serving ADS")]
     Listener(#[source] std::io::Error),
 }
@@ -367,7 +363,7 @@ impl ControlPlane {
         })
     }
 
-    /// An Envoy bootstrap for `pod`; see [`render_bootstrap`].
+    /// An Envoy bootstrap for `pod`; see [`osm_xds::proxy_bootstrap::render`].
     pub fn bootstrap_for(
         &self,
         pod: &Pod,
@@ -376,49 +372,9 @@ impl ControlPlane {
         api: AdsApi,
         probes: &[bootstrap::Probe],
     ) -> Result<String, ControllerError> {
-        render_bootstrap(&self.ca, pod, ads_host, ads_server_name, api, probes)
+        osm_xds::proxy_bootstrap::render(&self.ca, pod, ads_host, ads_server_name, api, probes)
+            .map_err(ControllerError::Bootstrap)
     }
-}
-
-/// An Envoy bootstrap for `pod`, with a fresh xDS client certificate (CN
-/// `<uuid>.sidecar.<sa>.<ns>.<trustDomain>`) from `ca`. The result contains a private key: store it like
-/// one (mode 0600, or a Kubernetes Secret).
-pub fn render_bootstrap(
-    ca: &CertificateAuthority,
-    pod: &Pod,
-    ads_host: &str,
-    ads_server_name: &str,
-    api: AdsApi,
-    probes: &[bootstrap::Probe],
-) -> Result<String, ControllerError> {
-    let uuid = pod
-        .proxy_uuid
-        .clone()
-        .ok_or_else(|| ControllerError::NotMeshed(pod.id.to_string()))?;
-    let identity = XdsClientIdentity {
-        proxy_uuid: uuid,
-        identity: osm_ca::ServiceIdentity::new(&pod.service_account, &pod.id.namespace),
-        trust_domain: ca.trust_domain().clone(),
-    };
-    let cert = ca
-        .issue_xds_client_cert(&identity, Duration::from_secs(365 * 24 * 3600))
-        .map_err(|source| ControllerError::Certificate {
-            what: format!("proxy of pod {}", pod.id),
-            source,
-        })?;
-    let node_id = identity.common_name();
-    Ok(bootstrap::render(&BootstrapConfig {
-        node_id: &node_id,
-        node_cluster: &format!("{}.{}", pod.service_account, pod.id.namespace),
-        ads_host,
-        ads_port: osm_xds::names::ADS_PORT,
-        ads_server_name,
-        api,
-        client_cert_pem: &cert.cert_pem,
-        client_key_pem: cert.private_key.expose_pem(),
-        ca_bundle_pem: ca.root_cert_pem(),
-        probes,
-    }))
 }
 
 /// The ADS cache key of a proxy: its xDS certificate CN (also its Envoy node id).

@@ -8,7 +8,6 @@
 use osm_api::contract::{PRESET_CONFIG_MAP, PRESET_KEY};
 use serde_json::Value;
 
-
 use crate::values::{VERSION, Values};
 use crate::{InstallOptions, render};
 

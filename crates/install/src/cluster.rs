@@ -1,7 +1,9 @@
 //! Talking to the cluster: server-side apply of a rendering (with a per-object created / configured /
 //! unchanged report), waiting for CRDs and Deployments, uninstall, and listing installed meshes.
 
-use osm_api::contract::{APP_NAME_LABEL, APP_NAME_VALUE, CONTROLLER, MESH_CONFIG_NAME, MONITORED_BY_LABEL, PRESET_CONFIG_MAP};
+use osm_api::contract::{
+    APP_NAME_LABEL, APP_NAME_VALUE, CONTROLLER, MESH_CONFIG_NAME, MONITORED_BY_LABEL, PRESET_CONFIG_MAP,
+};
 use std::collections::BTreeSet;
 use std::time::Duration;
 

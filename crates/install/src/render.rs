@@ -4,7 +4,11 @@
 //! Deterministic: no timestamps, no random names, maps ordered, so a re-render is byte-identical and
 //! a re-apply of an unchanged install is a no-op on the apiserver.
 
-use osm_api::contract::{ADS_PORT, APP_NAME_LABEL, APP_NAME_VALUE, BOOTSTRAP, CONTROLLER, DEBUG_PORT, HTTP_PORT, IGNORE_LABEL, INJECTOR, INJECTOR_PATH, INJECTOR_PORT, MONITORED_BY_LABEL, PRESET_CONFIG_MAP, PRESET_KEY, VALIDATOR_PATH, VALIDATOR_PORT, VALIDATOR_SERVICE};
+use osm_api::contract::{
+    ADS_PORT, APP_NAME_LABEL, APP_NAME_VALUE, BOOTSTRAP, CONTROLLER, DEBUG_PORT, HTTP_PORT, IGNORE_LABEL,
+    INJECTOR, INJECTOR_PATH, INJECTOR_PORT, MONITORED_BY_LABEL, PRESET_CONFIG_MAP, PRESET_KEY,
+    VALIDATOR_PATH, VALIDATOR_PORT, VALIDATOR_SERVICE,
+};
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::{
@@ -35,9 +39,6 @@ pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
 /// The `--set` arguments of the install, kept on the preset ConfigMap so `osm mesh upgrade` can
 /// reapply them.
 pub const SET_ANNOTATION: &str = "openservicemesh.io/install-set";
-
-
-
 
 /// Mutating webhook name, path.
 pub const INJECTOR_WEBHOOK: &str = "osm-inject.k8s.io";

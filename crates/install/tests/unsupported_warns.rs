@@ -15,18 +15,30 @@ fn options(set: &[&str]) -> InstallOptions {
 
 #[test]
 fn unsupported_warns_for_set_values() {
-    let warnings = options(&["osm.tracing.enable=true", "osm.enablePermissiveTrafficPolicy=true"])
-        .unsupported_warnings();
+    let warnings = options(&[
+        "osm.tracing.enable=true",
+        "osm.enablePermissiveTrafficPolicy=true",
+    ])
+    .unsupported_warnings();
     assert_eq!(
         warnings,
-        ["--set osm.tracing.enable=true: spec.observability.tracing.enable: not supported yet, accepted and \
-          ignored: no traces are sent"]
+        [
+            "--set osm.tracing.enable=true: spec.observability.tracing.enable: not supported yet, accepted and \
+          ignored: no traces are sent"
+        ]
     );
-    let warnings = options(&["osm.featureFlags.enableRetryPolicy=true", "osm.localProxyMode=PodIP"])
-        .unsupported_warnings();
+    let warnings = options(&[
+        "osm.featureFlags.enableRetryPolicy=true",
+        "osm.localProxyMode=PodIP",
+    ])
+    .unsupported_warnings();
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings[0].starts_with("--set osm.localProxyMode=PodIP: spec.sidecar.localProxyMode: "));
-    assert!(warnings[1].starts_with("--set osm.featureFlags.enableRetryPolicy=true: spec.featureFlags.enableRetryPolicy: "));
+    assert!(
+        warnings[1].starts_with(
+            "--set osm.featureFlags.enableRetryPolicy=true: spec.featureFlags.enableRetryPolicy: "
+        )
+    );
 }
 
 #[test]

@@ -23,7 +23,6 @@ use osm_api::smi::split::TrafficSplit;
 use osm_api::validate::Validate;
 use osm_model::{AppProtocol, Endpoint, MeshInput, ObjectRef, Pod, Service, ServicePort};
 
-
 /// The pod an endpoint's `targetRef` names (its namespace defaults to the Service's).
 fn pod_of(
     target: Option<&k8s_openapi::api::core::v1::ObjectReference>,

@@ -22,10 +22,10 @@ use k8s_openapi::api::core::v1::{
 use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use osm_api::config::MeshConfig;
+use osm_api::contract::{MONITORED_BY_LABEL, PROXY_UUID_LABEL};
 use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
-use osm_api::contract::{MONITORED_BY_LABEL, PROXY_UUID_LABEL};
 use osm_k8s::{KubeOptions, KubeSource};
 use osm_model::fixtures::{BOOKSTORE_PODS, BOOKSTORE_SERVICES};
 use osm_model::{MeshInput, ObjectRef, compute};

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use osm_ads::{AdsService, SnapshotCache};
+use osm_api::contract::ads_server_name;
 use osm_ca::{CertificateAuthority, TrustDomain};
-use osm_controller::{ControlPlane, ads_server_name};
+use osm_controller::ControlPlane;
 use tokio::sync::broadcast;
 
 use crate::mesh::{self, Churn, ChurnKind, MeshSpec};

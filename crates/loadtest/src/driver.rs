@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
+use osm_api::contract::ads_server_name;
 use osm_ca::{CertificateAuthority, TrustDomain, XdsClientIdentity};
-use osm_controller::ads_server_name;
 use osm_xds::TypeKind;
 use rustls::pki_types::ServerName;
 

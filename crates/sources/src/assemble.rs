@@ -14,11 +14,8 @@ use osm_api::MeshObject;
 use osm_api::contract::{self, InjectionRequest, MESH_CONFIG_NAME, Membership, PROXY_UUID_LABEL};
 use osm_model::{AppProtocol, MeshInput, ObjectRef, Pod, Service, ServicePort};
 
-use crate::document::{
-    Document, LocalPod, LocalService, NamespaceInfo, Object, TargetPort,
-};
+use crate::document::{Document, LocalPod, LocalService, NamespaceInfo, Object, TargetPort};
 use crate::error::SourceError;
-
 
 /// Everything read from a manifest directory.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -272,18 +269,20 @@ pub(crate) fn assemble(
             }
             Object::Mesh(object) => {
                 mesh_object(object, &monitored, &mut input, &mut extra);
-                warnings.extend(osm_api::unsupported::warnings(object).into_iter().map(|w| {
-                    SourceError {
-                        file: files[at.0].file.to_path_buf(),
-                        document: doc.index,
-                        object: Some(doc.label.clone()),
-                        field: w.field.map(str::to_owned),
-                        message: match w.field {
-                            Some(_) => format!("not supported yet, accepted and ignored: {}", w.effect),
-                            None => format!("kind not supported yet, accepted and ignored: {}", w.effect),
-                        },
-                    }
-                }));
+                warnings.extend(
+                    osm_api::unsupported::warnings(object)
+                        .into_iter()
+                        .map(|w| SourceError {
+                            file: files[at.0].file.to_path_buf(),
+                            document: doc.index,
+                            object: Some(doc.label.clone()),
+                            field: w.field.map(str::to_owned),
+                            message: match w.field {
+                                Some(_) => format!("not supported yet, accepted and ignored: {}", w.effect),
+                                None => format!("kind not supported yet, accepted and ignored: {}", w.effect),
+                            },
+                        }),
+                );
             }
             _ => {}
         }

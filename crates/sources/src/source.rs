@@ -314,7 +314,11 @@ impl ManifestSource {
             self.files
                 .retain(|_, e| e.present || e.good.as_ref().is_some_and(|d| !d.is_empty()));
             // Each warning is logged when it appears, not on every reload.
-            for w in result.warnings.iter().filter(|w| !self.served.warnings.contains(w)) {
+            for w in result
+                .warnings
+                .iter()
+                .filter(|w| !self.served.warnings.contains(w))
+            {
                 tracing::warn!(warning = %w, "accepted, not supported yet");
             }
             self.served = result;

@@ -5,8 +5,8 @@ use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use osm_model::{MeshInput, ObjectRef, compute};
 use osm_api::contract::PROXY_UUID_LABEL;
+use osm_model::{MeshInput, ObjectRef, compute};
 use osm_sources::{ManifestDir, ManifestSource, Reload, SourceError, derived_proxy_uuid};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bookstore");

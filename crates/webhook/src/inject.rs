@@ -7,7 +7,13 @@
 //! `/osm-startup-probe`), Prometheus annotations when the namespace has `openservicemesh.io/metrics`.
 //! Nothing here does I/O; the server module reads the Namespace and writes the Secret.
 
-use osm_api::contract::{self, InjectionRequest, Membership, APP_NAME_LABEL, APP_NAME_VALUE, ENVOY_CONTAINER_NAME, IGNORE_LABEL, INBOUND_PORT_EXCLUSION_ANNOTATION, INIT_CONTAINER_NAME, METRICS_ANNOTATION, MONITORED_BY_LABEL, OUTBOUND_IP_RANGE_EXCLUSION_ANNOTATION, OUTBOUND_IP_RANGE_INCLUSION_ANNOTATION, OUTBOUND_PORT_EXCLUSION_ANNOTATION, PROMETHEUS_PATH_ANNOTATION, PROMETHEUS_PORT_ANNOTATION, PROMETHEUS_SCRAPE_ANNOTATION, PROXY_UUID_LABEL, SIDECAR_INJECTION_ANNOTATION};
+use osm_api::contract::{
+    self, APP_NAME_LABEL, APP_NAME_VALUE, ENVOY_CONTAINER_NAME, IGNORE_LABEL,
+    INBOUND_PORT_EXCLUSION_ANNOTATION, INIT_CONTAINER_NAME, InjectionRequest, METRICS_ANNOTATION,
+    MONITORED_BY_LABEL, Membership, OUTBOUND_IP_RANGE_EXCLUSION_ANNOTATION,
+    OUTBOUND_IP_RANGE_INCLUSION_ANNOTATION, OUTBOUND_PORT_EXCLUSION_ANNOTATION, PROMETHEUS_PATH_ANNOTATION,
+    PROMETHEUS_PORT_ANNOTATION, PROMETHEUS_SCRAPE_ANNOTATION, PROXY_UUID_LABEL, SIDECAR_INJECTION_ANNOTATION,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -25,7 +31,6 @@ use osm_ca::{CertificateAuthority, TrustDomain};
 use osm_xds::bootstrap::{AdsApi, Probe};
 use osm_xds::names;
 use serde_json::{Value, json};
-
 
 /// The pod volume holding the bootstrap Secret.
 pub const BOOTSTRAP_VOLUME_NAME: &str = "envoy-bootstrap-config-volume";
@@ -82,7 +87,7 @@ impl InjectConfig {
         init_image: impl Into<String>,
     ) -> Self {
         let osm_namespace = osm_namespace.into();
-        let ads = osm_controller::ads_server_name(&osm_namespace);
+        let ads = contract::ads_server_name(&osm_namespace);
         InjectConfig {
             mesh_name: mesh_name.into(),
             trust_domain: TrustDomain::default(),
@@ -163,7 +168,7 @@ pub enum InjectError {
         uuid: String,
         /// Why.
         #[source]
-        source: osm_controller::ControllerError,
+        source: osm_xds::proxy_bootstrap::BootstrapError,
     },
 }
 
@@ -842,7 +847,7 @@ pub fn bootstrap_secret(
         ip: None,
         labels: BTreeMap::new(),
     };
-    let bootstrap = osm_controller::render_bootstrap(
+    let bootstrap = osm_xds::proxy_bootstrap::render(
         ca,
         &pod,
         &config.ads_host,

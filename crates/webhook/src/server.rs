@@ -28,7 +28,6 @@ use tracing::{Instrument as _, debug, info, info_span, warn};
 use crate::inject::{self, InjectConfig, InjectDecision};
 use crate::validate::{admission_warnings, error_chain, validate_object};
 
-
 /// Why a webhook server could not be set up or stopped serving.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {

@@ -7,7 +7,9 @@
 
 #![forbid(unsafe_code)]
 
-use osm_api::contract::{INJECTOR, INJECTOR_PATH, INJECTOR_PORT, VALIDATOR_PATH, VALIDATOR_PORT, VALIDATOR_SERVICE};
+use osm_api::contract::{
+    INJECTOR, INJECTOR_PATH, INJECTOR_PORT, VALIDATOR_PATH, VALIDATOR_PORT, VALIDATOR_SERVICE,
+};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,12 +166,7 @@ async fn injector_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
         listener.local_addr()?,
         apiserver.service_cidr()
     );
-    let tls = server::service_tls_config(
-        &ca,
-        INJECTOR,
-        OSM_NAMESPACE,
-        Duration::from_secs(3600),
-    )?;
+    let tls = server::service_tls_config(&ca, INJECTOR, OSM_NAMESPACE, Duration::from_secs(3600))?;
     let (_config_tx, config) = watch::channel(InjectConfig::new(
         "osm",
         OSM_NAMESPACE,
@@ -395,12 +392,7 @@ async fn start_validator(apiserver: &ApiServer) -> anyhow::Result<(Client, Runni
     osm_envtest::apply_crds(&client, &osm_api::crds::all()).await?;
     create_namespace(&client, OSM_NAMESPACE, &[], &[]).await?;
     let listener = service_listener(&client, VALIDATOR_SERVICE, VALIDATOR_PORT).await?;
-    let tls = server::service_tls_config(
-        &ca,
-        VALIDATOR_SERVICE,
-        OSM_NAMESPACE,
-        Duration::from_secs(3600),
-    )?;
+    let tls = server::service_tls_config(&ca, VALIDATOR_SERVICE, OSM_NAMESPACE, Duration::from_secs(3600))?;
     let server = start_server(listener, tls, validator_router(Validator));
 
     let groups = [
@@ -527,7 +519,11 @@ async fn create_collecting_warnings(client: &Client, object: &Value) -> anyhow::
         .iter()
         .filter_map(|v| v.to_str().ok())
         // `299 - "text"`: the text, unquoted.
-        .map(|v| v.trim_start_matches("299 - ").trim_matches('"').replace("\\\"", "\""))
+        .map(|v| {
+            v.trim_start_matches("299 - ")
+                .trim_matches('"')
+                .replace("\\\"", "\"")
+        })
         .collect();
     Ok((status, warnings))
 }
@@ -554,23 +550,39 @@ async fn unsupported_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
         if response.headers().contains_key("warning") {
             break;
         }
-        ensure!(Instant::now() < deadline, "the validator gave no warning within {WAIT:?}");
+        ensure!(
+            Instant::now() < deadline,
+            "the validator gave no warning within {WAIT:?}"
+        );
         tokio::time::sleep(POLL).await;
     }
 
     let mut missing = Vec::new();
     for (entry, name, object) in &all {
         let (status, warnings) = create_collecting_warnings(&client, object).await?;
-        ensure!(status == 201, "{entry:?}: creating {name} answered {status}: the object must be accepted");
+        ensure!(
+            status == 201,
+            "{entry:?}: creating {name} answered {status}: the object must be accepted"
+        );
         let kind = object["kind"].as_str().unwrap_or_default();
         let want = match samples::field(entry) {
-            Some(field) => format!("{kind} {ns}/{name}: {field}: not supported yet, accepted and ignored: {}", entry.effect),
-            None => format!("{kind} {ns}/{name}: this kind is not supported yet, accepted and ignored: {}", entry.effect),
+            Some(field) => format!(
+                "{kind} {ns}/{name}: {field}: not supported yet, accepted and ignored: {}",
+                entry.effect
+            ),
+            None => format!(
+                "{kind} {ns}/{name}: this kind is not supported yet, accepted and ignored: {}",
+                entry.effect
+            ),
         };
-        if !warnings.iter().any(|w| *w == want) {
+        if !warnings.contains(&want) {
             missing.push(format!("{entry:?}: want {want:?}, got {warnings:?}"));
         }
     }
-    ensure!(missing.is_empty(), "admission warnings missing:\n{}", missing.join("\n"));
+    ensure!(
+        missing.is_empty(),
+        "admission warnings missing:\n{}",
+        missing.join("\n")
+    );
     Ok(())
 }

@@ -31,7 +31,10 @@ fn unsupported_warns_in_local_mode() {
             Some(w) => {
                 // What the user reads: file, object, field, then why.
                 let text = w.to_string();
-                assert!(text.starts_with(&format!("policy.yaml (document 1, {want_object}): ")), "{text}");
+                assert!(
+                    text.starts_with(&format!("policy.yaml (document 1, {want_object}): ")),
+                    "{text}"
+                );
                 if let Some(field) = samples::field(entry) {
                     assert!(text.contains(&format!(": {field}: not supported yet")), "{text}");
                 }
@@ -39,7 +42,11 @@ fn unsupported_warns_in_local_mode() {
             None => missing.push(format!("{entry:?}: got {:?}", loaded.warnings)),
         }
     }
-    assert!(missing.is_empty(), "entries without a local-mode warning:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "entries without a local-mode warning:\n{}",
+        missing.join("\n")
+    );
 }
 
 /// The defaults warn about nothing but what they really ask for: a MeshConfig at upstream's

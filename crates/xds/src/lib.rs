@@ -11,6 +11,7 @@ pub mod eds;
 pub mod generator;
 pub mod lds;
 pub mod names;
+pub mod proxy_bootstrap;
 pub mod rds;
 pub mod resource;
 pub mod sds;

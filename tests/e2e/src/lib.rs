@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use osm_ads::AdsEvent;
+use osm_api::contract::ads_server_name;
 use osm_ca::{CertificateAuthority, TrustDomain};
-use osm_controller::{ControlPlane, ads_server_name, proxy_key};
+use osm_controller::{ControlPlane, proxy_key};
 use osm_harness::{EnvoyProcess, Hub, Pod, PodProcess, PodSpec};
 use osm_model::fixtures::{BOOKSTORE_PODS, BOOKSTORE_PORT, BOOKSTORE_SERVICES};
 use osm_model::{MeshInput, ServiceIdentity};

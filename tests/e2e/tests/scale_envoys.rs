@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use osm_ads::SnapshotCache;
+use osm_api::contract::ads_server_name;
 use osm_ca::{ServiceIdentity, TrustDomain, XdsClientIdentity};
-use osm_controller::ads_server_name;
 use osm_e2e::{Mesh, OSM_NAMESPACE, require_or_skip};
 use osm_loadtest::call::{self, Dialer};
 use osm_loadtest::client::{self, Api, Proxy, ProxyStats, Shared};

@@ -117,7 +117,10 @@ fn directory_source(ns: &Namespace, pod: &Pod) -> Outcome {
         .map(|d| serde_saphyr::to_string(d).expect("yaml"))
         .collect();
     std::fs::write(dir.path().join("mesh.yaml"), yaml.join("---\n")).expect("write");
-    match osm_sources::ManifestDir::new(dir.path()).with_mesh_name(MESH).load() {
+    match osm_sources::ManifestDir::new(dir.path())
+        .with_mesh_name(MESH)
+        .load()
+    {
         Err(_) => Outcome::Refused,
         Ok(result) => match result.input.pods.get(&ObjectRef::new(NS, "web-1")) {
             None => Outcome::OutOfMesh,
@@ -135,7 +138,11 @@ fn check(rows: Vec<(String, Outcome, Outcome, Outcome)>) {
             format!("{case}: expected {expected:?}, injector {injector:?}, directory source {directory:?}")
         })
         .collect();
-    assert!(wrong.is_empty(), "disagreements with upstream:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "disagreements with upstream:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -145,7 +152,11 @@ fn upstream_contract_ignore_label_by_presence() {
         let labels = map(&[(MONITORED_BY_LABEL, Some(MESH)), (IGNORE_LABEL, value)]);
         let ns = namespace(&labels, &map(&[(SIDECAR_INJECTION_ANNOTATION, Some("enabled"))]));
         let pod = pod(&json!({}));
-        let expected = if value.is_some() { Outcome::OutOfMesh } else { Outcome::Sidecar };
+        let expected = if value.is_some() {
+            Outcome::OutOfMesh
+        } else {
+            Outcome::Sidecar
+        };
         assert_eq!(
             kubernetes_source(&ns),
             expected != Outcome::OutOfMesh,
@@ -168,16 +179,32 @@ fn upstream_contract_monitored_by_names_the_mesh() {
         let ns = namespace(&labels, &map(&[(SIDECAR_INJECTION_ANNOTATION, Some("enabled"))]));
         let pod = pod(&json!({}));
         let monitored = value == Some(MESH);
-        assert_eq!(kubernetes_source(&ns), monitored, "Kubernetes source, {MONITORED_BY_LABEL}={value:?}");
-        let expected = if monitored { Outcome::Sidecar } else { Outcome::OutOfMesh };
-        assert_eq!(injector(&ns, &pod), expected, "injector, {MONITORED_BY_LABEL}={value:?}");
+        assert_eq!(
+            kubernetes_source(&ns),
+            monitored,
+            "Kubernetes source, {MONITORED_BY_LABEL}={value:?}"
+        );
+        let expected = if monitored {
+            Outcome::Sidecar
+        } else {
+            Outcome::OutOfMesh
+        };
+        assert_eq!(
+            injector(&ns, &pod),
+            expected,
+            "injector, {MONITORED_BY_LABEL}={value:?}"
+        );
         // Local mode's one documented default: an unlabelled namespace is meshed (no `osm namespace
         // add` runs on a plain host); another mesh's namespace is not.
         let local = match value {
             None | Some("") | Some(MESH) => Outcome::Sidecar,
             _ => Outcome::OutOfMesh,
         };
-        assert_eq!(directory_source(&ns, &pod), local, "directory source, {MONITORED_BY_LABEL}={value:?}");
+        assert_eq!(
+            directory_source(&ns, &pod),
+            local,
+            "directory source, {MONITORED_BY_LABEL}={value:?}"
+        );
     }
 }
 
@@ -252,7 +279,10 @@ fn upstream_contract_values_are_defined_once() {
     let expected = BTreeMap::from([
         (MONITORED_BY_LABEL, "openservicemesh.io/monitored-by"),
         (IGNORE_LABEL, "openservicemesh.io/ignore"),
-        (SIDECAR_INJECTION_ANNOTATION, "openservicemesh.io/sidecar-injection"),
+        (
+            SIDECAR_INJECTION_ANNOTATION,
+            "openservicemesh.io/sidecar-injection",
+        ),
     ]);
     for (got, want) in expected {
         assert_eq!(got, want);

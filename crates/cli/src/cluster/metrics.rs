@@ -3,16 +3,18 @@
 //! and, as upstream does, the `prometheus.io/scrape|port|path` annotations of the namespace's
 //! existing injected pods (those labelled `osm-proxy-uuid`). Only namespaces in a mesh are accepted.
 
-use osm_api::contract::{PROMETHEUS_PATH_ANNOTATION, PROMETHEUS_PORT, PROMETHEUS_PORT_ANNOTATION, PROMETHEUS_SCRAPE_ANNOTATION, PROMETHEUS_SCRAPE_PATH};
 use anyhow::{Result, anyhow, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
+use osm_api::contract::{
+    PROMETHEUS_PATH_ANNOTATION, PROMETHEUS_PORT, PROMETHEUS_PORT_ANNOTATION, PROMETHEUS_SCRAPE_ANNOTATION,
+    PROMETHEUS_SCRAPE_PATH,
+};
 use serde_json::{Value, json};
 
 use super::{api_error, get_namespace, monitored_by};
 use osm_api::contract::{METRICS_ANNOTATION, MONITORED_BY_LABEL, PROXY_UUID_LABEL};
-
 
 #[derive(clap::Subcommand, Debug)]
 pub enum MetricsCommand {

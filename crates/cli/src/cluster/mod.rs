@@ -17,7 +17,6 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 
-
 /// How long one request through the API server's pod/service proxy may take.
 pub const PROXY_TIMEOUT: Duration = Duration::from_secs(10);
 

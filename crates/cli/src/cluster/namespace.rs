@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{api_error, get_namespace, with_client};
-use osm_api::contract::{DEFAULT_MESH_NAME, IGNORE_LABEL, MONITORED_BY_LABEL, SIDECAR_INJECTION_ANNOTATION};
 use crate::output::{OutputFormat, print_structured};
+use osm_api::contract::{DEFAULT_MESH_NAME, IGNORE_LABEL, MONITORED_BY_LABEL, SIDECAR_INJECTION_ANNOTATION};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum NamespaceCommand {

@@ -19,8 +19,8 @@ use osm_model::{MeshInput, ObjectRef, Pod, PodRef};
 use serde::de::DeserializeOwned;
 
 use super::{api_error, get_pod, is_not_found, parse_namespaced, proxy_uuid, with_client};
-use osm_api::contract::{MESH_CONFIG_NAME};
 use crate::output::{OutputFormat, print_structured};
+use osm_api::contract::MESH_CONFIG_NAME;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum PolicyCommand {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 
 use super::{envoy_admin, get_pod, has_envoy, with_client};
-use osm_api::contract::{ENVOY_CONTAINER_NAME};
+use osm_api::contract::ENVOY_CONTAINER_NAME;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ProxyCommand {

@@ -33,7 +33,7 @@ use osm_api::smi::split::TrafficSplit;
 use serde_json::{Value, json};
 
 use super::{envoy_admin, has_envoy, with_client};
-use osm_api::contract::{MONITORED_BY_LABEL};
+use osm_api::contract::MONITORED_BY_LABEL;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum SupportCommand {

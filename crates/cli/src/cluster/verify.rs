@@ -8,7 +8,7 @@
 //! the osm-controller, osm-injector and osm-bootstrap Deployments are available and osm-controller
 //! answers `/health/ready` (through the service proxy).
 
-use osm_api::contract::{HTTP_PORT};
+use osm_api::contract::HTTP_PORT;
 use std::fmt;
 
 use anyhow::Result;
@@ -18,7 +18,10 @@ use kube::Api;
 use osm_model::AppProtocol;
 use osm_model::explain::{RuleExplanation, Verdict};
 
-use super::{api_error, envoy_admin, get_namespace, get_pod, has_envoy, is_not_found, monitored_by, parse_namespaced, proxy_get, proxy_uuid, with_client};
+use super::{
+    api_error, envoy_admin, get_namespace, get_pod, has_envoy, is_not_found, monitored_by, parse_namespaced,
+    proxy_get, proxy_uuid, with_client,
+};
 use osm_api::contract::{DEFAULT_MESH_NAME, ENVOY_CONTAINER_NAME, MONITORED_BY_LABEL, PROXY_UUID_LABEL};
 
 #[derive(clap::Subcommand, Debug)]

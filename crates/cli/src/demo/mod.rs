@@ -244,7 +244,7 @@ fn run_pods(args: &RunArgs, config_dir: &Path) -> Result<std::process::ExitCode>
     } else {
         AdsApi::StateOfTheWorld
     };
-    let server_name = osm_controller::ads_server_name("osm-system");
+    let server_name = osm_api::contract::ads_server_name("osm-system");
     let input = cp.input();
     for (name, p) in pods.iter_mut() {
         p.pod.set_hosts(&hosts)?;

@@ -16,8 +16,10 @@ fn mesh_config_spec(path: &str) -> Value {
         "spec.sidecar.maxDataPlaneConnections" => json!({"sidecar": {"maxDataPlaneConnections": 100}}),
         "spec.sidecar.configResyncInterval" => json!({"sidecar": {"configResyncInterval": "30s"}}),
         "spec.sidecar.localProxyMode" => json!({"sidecar": {"localProxyMode": "PodIP"}}),
-        "spec.traffic.inboundExternalAuthorization.enable" => json!({"traffic": {"inboundExternalAuthorization": {
-            "enable": true, "address": "ext-authz.auth.svc.cluster.local", "port": 9002}}}),
+        "spec.traffic.inboundExternalAuthorization.enable" => {
+            json!({"traffic": {"inboundExternalAuthorization": {
+            "enable": true, "address": "ext-authz.auth.svc.cluster.local", "port": 9002}}})
+        }
         "spec.observability.tracing.enable" => json!({"observability": {"tracing": {
             "enable": true, "address": "jaeger.tracing.svc.cluster.local", "port": 9411, "endpoint": "/api/v2/spans"}}}),
         "spec.observability.enableDebugServer" => json!({"observability": {"enableDebugServer": true}}),
@@ -26,8 +28,12 @@ fn mesh_config_spec(path: &str) -> Value {
             "subjectAltNames": ["ingress.gateway.cluster.local"], "validityDuration": "24h",
             "secret": {"name": "gateway-cert", "namespace": "osm-system"}}}}),
         "spec.featureFlags.enableWASMStats" => json!({"featureFlags": {"enableWASMStats": true}}),
-        "spec.featureFlags.enableMulticlusterMode" => json!({"featureFlags": {"enableMulticlusterMode": true}}),
-        "spec.featureFlags.enableSnapshotCacheMode" => json!({"featureFlags": {"enableSnapshotCacheMode": true}}),
+        "spec.featureFlags.enableMulticlusterMode" => {
+            json!({"featureFlags": {"enableMulticlusterMode": true}})
+        }
+        "spec.featureFlags.enableSnapshotCacheMode" => {
+            json!({"featureFlags": {"enableSnapshotCacheMode": true}})
+        }
         "spec.featureFlags.enableAsyncProxyServiceMapping" => {
             json!({"featureFlags": {"enableAsyncProxyServiceMapping": true}})
         }
@@ -50,20 +56,40 @@ pub fn sample(entry: &Unsupported, name: &str, ns: &str) -> Value {
         Subject::MeshConfigField { path, .. } => json!({
             "apiVersion": "config.openservicemesh.io/v1alpha2", "kind": "MeshConfig",
             "metadata": {"name": name, "namespace": ns}, "spec": mesh_config_spec(path)}),
-        Subject::Kind("Egress") => policy("Egress", name, ns, json!({
+        Subject::Kind("Egress") => policy(
+            "Egress",
+            name,
+            ns,
+            json!({
             "sources": [{"kind": "ServiceAccount", "name": "curl", "namespace": ns}],
-            "hosts": ["httpbin.org"], "ports": [{"number": 80, "protocol": "http"}]})),
-        Subject::Kind("IngressBackend") => policy("IngressBackend", name, ns, json!({
+            "hosts": ["httpbin.org"], "ports": [{"number": 80, "protocol": "http"}]}),
+        ),
+        Subject::Kind("IngressBackend") => policy(
+            "IngressBackend",
+            name,
+            ns,
+            json!({
             "backends": [{"name": "httpbin", "port": {"number": 14001, "protocol": "http"}}],
-            "sources": [{"kind": "IPRange", "name": "10.0.0.0/16"}]})),
-        Subject::Kind("Retry") => policy("Retry", name, ns, json!({
+            "sources": [{"kind": "IPRange", "name": "10.0.0.0/16"}]}),
+        ),
+        Subject::Kind("Retry") => policy(
+            "Retry",
+            name,
+            ns,
+            json!({
             "source": {"kind": "ServiceAccount", "name": "curl", "namespace": ns},
             "destinations": [{"kind": "Service", "name": "httpbin", "namespace": ns}],
             "retryPolicy": {"retryOn": "5xx", "perTryTimeout": "1s", "numRetries": 3,
-                            "retryBackoffBaseInterval": "1s"}})),
-        Subject::Kind("UpstreamTrafficSetting") => policy("UpstreamTrafficSetting", name, ns, json!({
+                            "retryBackoffBaseInterval": "1s"}}),
+        ),
+        Subject::Kind("UpstreamTrafficSetting") => policy(
+            "UpstreamTrafficSetting",
+            name,
+            ns,
+            json!({
             "host": format!("httpbin.{ns}.svc.cluster.local"),
-            "connectionSettings": {"tcp": {"maxConnections": 100}}})),
+            "connectionSettings": {"tcp": {"maxConnections": 100}}}),
+        ),
         Subject::Kind("MeshRootCertificate") => json!({
             "apiVersion": "config.openservicemesh.io/v1alpha2", "kind": "MeshRootCertificate",
             "metadata": {"name": name, "namespace": ns},
