@@ -37,11 +37,17 @@ pub fn run(osm_namespace: &str, a: ControllerArgs) -> Result<std::process::ExitC
     let listener =
         std::net::TcpListener::bind(&a.listen).with_context(|| format!("binding ADS on {}", a.listen))?;
     let addr = listener.local_addr()?;
-    let local = crate::local::LocalControlPlane::start_on(&rt, ca, &a.config_dir, listener, osm_namespace)?;
     let http = std::net::TcpListener::bind(&a.http_addr)
         .with_context(|| format!("binding HTTP on {}", a.http_addr))?;
     let http_addr = http.local_addr()?;
-    local.serve_http(&rt, http)?;
+    let local = crate::local::LocalControlPlane::start_on(
+        &rt,
+        ca,
+        &a.config_dir,
+        listener,
+        Some(http),
+        osm_namespace,
+    )?;
     println!("ADS (mTLS) listening on {addr}");
     println!("health and metrics on http://{http_addr} (/health/ready, /health/alive, /version, /metrics)");
     println!(

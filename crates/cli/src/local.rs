@@ -5,77 +5,77 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use osm_ca::CertificateAuthority;
 use osm_controller::ControlPlane;
-use osm_sources::{ManifestDir, ManifestSource, Reload};
+use osm_controller::runner::{self, Listeners, Update};
+use osm_model::MeshInput;
+use osm_sources::{ManifestDir, ManifestSource};
 use tokio::runtime::Runtime;
 
 pub struct LocalControlPlane {
     cp: Arc<ControlPlane>,
     last_event: Arc<Mutex<String>>,
     shutdown: tokio::sync::watch::Sender<bool>,
-    ads_serving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LocalControlPlane {
-    /// Loads `config_dir` once (problems are reported; valid files still apply), starts ADS on
-    /// `listener` and watches the directory for changes.
+    /// Runs the control plane fed by `config_dir` (problems are reported; valid files still apply)
+    /// on `rt`: ADS on `listener` once the directory is loaded, and `/health/*`, `/version` and
+    /// `/metrics` on `http` (upstream's port 9091) if given. The directory is watched for changes.
     pub fn start_on(
         rt: &Runtime,
         ca: Arc<CertificateAuthority>,
         config_dir: &Path,
         listener: std::net::TcpListener,
+        http: Option<std::net::TcpListener>,
         osm_namespace: &str,
     ) -> Result<Self> {
-        let mut source = ManifestSource::new(ManifestDir::new(config_dir));
+        let source = ManifestSource::new(ManifestDir::new(config_dir));
         let last_event = Arc::new(Mutex::new(String::new()));
-        match source.reload() {
-            Reload::Rejected(errors) => {
-                for e in &errors {
-                    tracing::error!(error = %e, "invalid manifest; its last good contents (none yet) stay in force");
-                }
-                set(
-                    &last_event,
-                    format!("{} invalid manifest(s): {}", errors.len(), errors[0]),
-                );
-            }
-            _ => set(&last_event, "loaded the config directory".to_string()),
-        }
-        let cp = Arc::new(ControlPlane::new(ca, source.input().clone()));
+        let cp = Arc::new(ControlPlane::new(ca, MeshInput::default()));
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-        let ads_serving = cp.spawn_servers(rt.handle(), listener, osm_namespace, shutdown_rx.clone())?;
-        {
-            let cp = cp.clone();
+        let listeners = Listeners {
+            ads: listener,
+            http,
+            osm_namespace: osm_namespace.to_string(),
+        };
+        // Callers read the input at once (`osm demo` bootstraps its pods from it): return after the
+        // directory's first load is applied.
+        let (loaded_tx, loaded_rx) = std::sync::mpsc::channel::<()>();
+        let on_update = {
             let last_event = last_event.clone();
-            rt.spawn(async move {
-                source
-                    .watch(shutdown_rx, move |change| match change {
-                        Ok(input) => {
-                            let stats = cp.replace(input);
-                            tracing::info!(?stats, "applied the config directory");
-                            set(&last_event, format!(
-                                "applied config dir: {} proxies, {} changed in {} ms",
-                                stats.proxies,
-                                stats.changed,
-                                stats.micros / 1000
-                            ));
-                        }
-                        Err(errors) => {
-                            for e in &errors {
-                                tracing::error!(error = %e, "invalid manifest; the previous policy stays in force");
-                            }
-                            set(&last_event, format!("REJECTED {}: previous policy kept", errors[0]));
-                        }
-                    })
-                    .await;
-            });
-        }
+            move |update: Update<'_>| match update {
+                Update::Applied(stats) => {
+                    set(
+                        &last_event,
+                        format!(
+                            "applied config dir: {} proxies, {} changed in {} ms",
+                            stats.proxies,
+                            stats.changed,
+                            stats.micros / 1000
+                        ),
+                    );
+                    let _ = loaded_tx.send(());
+                }
+                Update::Rejected(summary) => {
+                    set(&last_event, format!("REJECTED {summary}: previous policy kept"))
+                }
+            }
+        };
+        let runner = runner::run(cp.clone(), source, listeners, shutdown_rx, on_update);
+        rt.spawn(async move {
+            if let Err(e) = runner.await {
+                tracing::error!(error = %e, "the control plane stopped");
+            }
+        });
+        loaded_rx
+            .recv_timeout(Duration::from_secs(60))
+            .context("the config directory was not loaded")?;
         Ok(Self {
             cp,
             last_event,
             shutdown,
-            ads_serving,
         })
     }
 
@@ -87,25 +87,7 @@ impl LocalControlPlane {
         hub: &osm_harness::Hub,
     ) -> Result<Self> {
         let listener = hub.bind_tcp(osm_xds::names::ADS_PORT)?;
-        Self::start_on(rt, ca, config_dir, listener, "osm-system")
-    }
-
-    /// Serves `/health/*`, `/version` and `/metrics` on `listener` (upstream's port 9091).
-    pub fn serve_http(&self, rt: &Runtime, listener: std::net::TcpListener) -> Result<()> {
-        listener.set_nonblocking(true)?;
-        let _guard = rt.enter();
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let (cp, serving, shutdown) = (
-            self.cp.clone(),
-            self.ads_serving.clone(),
-            self.shutdown.subscribe(),
-        );
-        rt.spawn(async move {
-            if let Err(e) = osm_controller::http::serve_http(cp, listener, serving, shutdown).await {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        });
-        Ok(())
+        Self::start_on(rt, ca, config_dir, listener, None, "osm-system")
     }
 
     pub fn control_plane(&self) -> Arc<ControlPlane> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use osm_controller::ControlPlane;
+use osm_controller::runner::{self, Listeners};
 use osm_k8s::{KubeOptions, KubeSource};
 use osm_model::MeshInput;
 
@@ -40,47 +41,17 @@ async fn run_async(a: ControllerArgs) -> Result<()> {
 
     let mut opts = KubeOptions::new(&a.common.mesh_name, &a.common.osm_namespace);
     opts.trust_domain = a.common.trust_domain.clone();
-    let (synced_tx, synced_rx) = tokio::sync::oneshot::channel::<()>();
-    let source = {
-        let cp = cp.clone();
-        let mut synced = Some(synced_tx);
-        KubeSource::new(client.clone(), opts).run(shutdown.clone(), move |input| {
-            let stats = cp.replace(input);
-            tracing::info!(
-                proxies = stats.proxies,
-                changed = stats.changed,
-                millis = stats.micros / 1000,
-                "mesh updated"
-            );
-            if let Some(tx) = synced.take() {
-                let _ = tx.send(());
-            }
-        })
+    let listeners = Listeners {
+        ads,
+        http: Some(http),
+        osm_namespace: a.common.osm_namespace.clone(),
     };
-    let source = tokio::spawn(source);
-
-    // Serve only once the first complete view of the cluster is in: before it, every sidecar would be
-    // refused as unknown.
-    tokio::select! {
-        _ = synced_rx => {}
-        _ = shutdown.changed() => return Ok(()),
-    }
-    tracing::info!("initial sync complete; serving ADS on {}", a.ads_addr);
-    let ads_serving = cp
-        .spawn_servers(
-            &tokio::runtime::Handle::current(),
-            ads,
-            &a.common.osm_namespace,
-            shutdown.clone(),
-        )
-        .context("starting the ADS server")?;
-    http.set_nonblocking(true)?;
-    let http = tokio::net::TcpListener::from_std(http)?;
-    let http_task = tokio::spawn(osm_controller::http::serve_http(
+    let runner = tokio::spawn(runner::run(
         cp.clone(),
-        http,
-        ads_serving,
+        KubeSource::new(client.clone(), opts),
+        listeners,
         shutdown.clone(),
+        |_| {},
     ));
 
     // The validating webhook: refuses what the CRD schemas cannot (e.g. a TrafficTarget outside its
@@ -104,7 +75,9 @@ async fn run_async(a: ControllerArgs) -> Result<()> {
 
     let _ = shutdown.changed().await;
     let _ = validator_task.await;
-    let _ = source.await;
-    let _ = http_task.await;
+    runner
+        .await
+        .context("the control plane task")?
+        .context("the control plane")?;
     Ok(())
 }

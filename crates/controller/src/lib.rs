@@ -8,6 +8,7 @@
 
 mod certs;
 pub mod http;
+pub mod runner;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};

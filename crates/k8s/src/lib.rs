@@ -314,6 +314,22 @@ where
     (store, stream.boxed())
 }
 
+/// The Kubernetes watchers as a [`osm_model::Source`]: the first complete view of the cluster, then
+/// every change, until `stop`.
+impl osm_model::Source for KubeSource {
+    async fn run_until(self, stop: osm_model::Stop, mut sink: Box<dyn FnMut(osm_model::SourceEvent) + Send>) {
+        let (tx, rx) = watch::channel(false);
+        let stopper = async move {
+            stop.await;
+            let _ = tx.send(true);
+        };
+        let watching = KubeSource::run(self, rx, move |input| {
+            sink(osm_model::SourceEvent::Input(Box::new(input)))
+        });
+        tokio::join!(stopper, watching);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The delivery loop with scripted signals and a hand-set snapshot, in paused time.

@@ -8,7 +8,9 @@ pub mod explain;
 pub mod fixtures;
 pub mod input;
 pub mod intent;
+pub mod source;
 
 pub use compute::{MeshModel, MeshState, ModelChange, compute};
 pub use input::*;
 pub use intent::*;
+pub use source::{Source, SourceEvent, Stop};

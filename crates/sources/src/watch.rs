@@ -283,3 +283,28 @@ impl ManifestSource {
         }
     }
 }
+
+/// The manifest directory as a [`osm_model::Source`]: the initial load, then every change, until
+/// `stop`. Rejected files are summarised as `<n> invalid manifest(s): <first, with file and field>`.
+impl osm_model::Source for ManifestSource {
+    async fn run_until(
+        mut self,
+        stop: osm_model::Stop,
+        mut sink: Box<dyn FnMut(osm_model::SourceEvent) + Send>,
+    ) {
+        let (tx, rx) = watch::channel(false);
+        let stopper = async move {
+            stop.await;
+            let _ = tx.send(true);
+        };
+        let watching = self.watch(rx, |change| match change {
+            Ok(input) => sink(osm_model::SourceEvent::Input(Box::new(input))),
+            Err(errors) => sink(osm_model::SourceEvent::Rejected(format!(
+                "{} invalid manifest(s): {}",
+                errors.len(),
+                errors.first().map(ToString::to_string).unwrap_or_default()
+            ))),
+        });
+        tokio::join!(stopper, watching);
+    }
+}
