@@ -179,21 +179,24 @@ impl ControlPlane {
             warnings: model.warnings.len(),
             ..Default::default()
         };
-        let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
+        // The pod index is what ADS connection setup reads: it is edited here and written under its
+        // lock only at the end, never held across certificate issuance or generation.
+        let mut pods_removed: Vec<String> = Vec::new();
+        let mut pods_added: Vec<(String, (String, String))> = Vec::new();
         // Whether some identity may have lost its last proxy (its certificate can then be forgotten).
         let mut identities_moved = !change.removed.is_empty();
         let unpublish = |published: &mut HashMap<String, Published>,
-                         pods: &mut PodIndex,
+                         pods_removed: &mut Vec<String>,
                          uuid: &str,
                          stats: &mut RecomputeStats| {
             if let Some(gone) = published.remove(uuid) {
                 self.cache.remove(&gone.key);
                 stats.removed += 1;
             }
-            pods.remove(uuid);
+            pods_removed.push(uuid.to_owned());
         };
         for uuid in &change.removed {
-            unpublish(published, &mut pods, uuid, &mut stats);
+            unpublish(published, &mut pods_removed, uuid, &mut stats);
         }
         let proxies: Box<dyn Iterator<Item = &osm_model::ProxyIntent>> = if change.all {
             Box::new(model.proxies.values())
@@ -228,19 +231,19 @@ impl ControlPlane {
                     // The key names the identity: a pod whose ServiceAccount changed is a new ADS client.
                     if known.is_some() {
                         identities_moved = true;
-                        unpublish(published, &mut pods, &proxy.proxy_uuid, &mut stats);
+                        unpublish(published, &mut pods_removed, &proxy.proxy_uuid, &mut stats);
                     }
                     let key = proxy_key(&proxy.proxy_uuid, &proxy.identity, &self.trust_domain);
                     if self.cache.set(&key, config) {
                         stats.changed += 1;
                     }
-                    pods.insert(
+                    pods_added.push((
                         proxy.proxy_uuid.clone(),
                         (
                             proxy.identity.namespace.clone(),
                             proxy.identity.service_account.clone(),
                         ),
-                    );
+                    ));
                     published.insert(
                         proxy.proxy_uuid.clone(),
                         Published {
@@ -251,7 +254,13 @@ impl ControlPlane {
                 }
             }
         }
-        drop(pods);
+        if !pods_removed.is_empty() || !pods_added.is_empty() {
+            let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
+            for uuid in &pods_removed {
+                pods.remove(uuid);
+            }
+            pods.extend(pods_added);
+        }
         generator.sweep();
         if identities_moved {
             certs.retain(model.proxies.values().map(|p| &p.identity));
