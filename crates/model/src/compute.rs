@@ -523,32 +523,18 @@ impl MeshState {
 
     /// Traffic a pod accepts: the ports of the services whose endpoints name it.
     fn inbound_for(&self, input: &MeshInput, identity: &ServiceIdentity, pod: &PodRef) -> InboundIntent {
-        let mut ports: BTreeMap<u16, (AppProtocol, BTreeSet<InboundService>)> = BTreeMap::new();
         let services = self
             .services_by_pod
             .get(pod)
             .into_iter()
             .flatten()
             .filter_map(|id| input.services.get(id));
-        for svc in services {
-            for p in &svc.ports {
-                ports
-                    .entry(p.target_port)
-                    .or_insert_with(|| (p.protocol, BTreeSet::new()))
-                    .1
-                    .insert(InboundService {
-                        service: svc.id.clone(),
-                        port: p.port,
-                    });
-            }
-        }
-        let ports = ports
+        let ports = local_ports(services)
             .into_iter()
             .map(|(target_port, (protocol, services))| {
                 let service_ports: BTreeSet<u16> = services.iter().map(|s| s.port).collect();
                 InboundPort {
                     target_port,
-                    protocol,
                     access: self.inbound_access(identity, protocol, target_port, &service_ports),
                     services: services.into_iter().collect(),
                 }
@@ -568,23 +554,21 @@ impl MeshState {
         service_ports: &BTreeSet<u16>,
     ) -> InboundAccess {
         if self.permissive {
-            return InboundAccess::AnyMeshIdentity;
+            return match protocol {
+                AppProtocol::Http => InboundAccess::Http(HttpAccess::AnyMeshIdentity),
+                AppProtocol::Tcp => InboundAccess::Tcp(TcpAccess::AnyMeshIdentity),
+            };
         }
         let empty = DestinationPolicy::default();
         let policy = self.destinations.get(identity).unwrap_or(&empty);
-        // TCPRoute ports name the destination port; accept the pod port or the service port.
         let tcp_sources: BTreeSet<ServiceIdentity> = policy
             .tcp
             .iter()
-            .filter(|(ports, _)| {
-                ports
-                    .as_ref()
-                    .is_none_or(|ports| ports.contains(&target_port) || !ports.is_disjoint(service_ports))
-            })
+            .filter(|(ports, _)| tcp_route_covers(ports.as_ref(), target_port, service_ports))
             .flat_map(|(_, sources)| sources.iter().cloned())
             .collect();
         match protocol {
-            AppProtocol::Tcp => InboundAccess::TcpIdentities(tcp_sources),
+            AppProtocol::Tcp => InboundAccess::Tcp(TcpAccess::Identities(tcp_sources)),
             AppProtocol::Http => {
                 let mut routes = policy.http.clone();
                 // An identity allowed at L4 on this port may send any request.
@@ -594,12 +578,12 @@ impl MeshState {
                         .or_default()
                         .extend(tcp_sources);
                 }
-                InboundAccess::HttpRoutes(
+                InboundAccess::Http(HttpAccess::Routes(
                     routes
                         .into_iter()
                         .map(|(route, allowed)| HttpRoutePolicy { route, allowed })
                         .collect(),
-                )
+                ))
             }
         }
     }
@@ -733,7 +717,39 @@ fn subject_identity(subject: &IdentityBindingSubject, default_ns: &str) -> Servi
     ServiceIdentity::new(subject.namespace.as_deref().unwrap_or(default_ns), &subject.name)
 }
 
-fn http_route_match(m: &osm_api::smi::specs::HttpMatch) -> HttpRouteMatch {
+/// A pod's application ports from the services that route to it: target port → (protocol, the
+/// service ports that reach it). Two services disagreeing on a target port's protocol: the first
+/// (by service, then port order) decides. `explain` asks the same question of the same function.
+pub(crate) fn local_ports<'a>(
+    services: impl Iterator<Item = &'a Service>,
+) -> BTreeMap<u16, (AppProtocol, BTreeSet<InboundService>)> {
+    let mut ports: BTreeMap<u16, (AppProtocol, BTreeSet<InboundService>)> = BTreeMap::new();
+    for svc in services {
+        for p in &svc.ports {
+            ports
+                .entry(p.target_port)
+                .or_insert_with(|| (p.protocol, BTreeSet::new()))
+                .1
+                .insert(InboundService {
+                    service: svc.id.clone(),
+                    port: p.port,
+                });
+        }
+    }
+    ports
+}
+
+/// Whether a TCPRoute's ports (`None`: every port) cover a local port. TCPRoute ports name the
+/// destination port, so the pod port and the port of any service that routes to it both count.
+pub(crate) fn tcp_route_covers(
+    ports: Option<&BTreeSet<u16>>,
+    target_port: u16,
+    service_ports: &BTreeSet<u16>,
+) -> bool {
+    ports.is_none_or(|ports| ports.contains(&target_port) || !ports.is_disjoint(service_ports))
+}
+
+pub(crate) fn http_route_match(m: &osm_api::smi::specs::HttpMatch) -> HttpRouteMatch {
     let methods = if m.methods.iter().any(|x| x == "*") {
         Vec::new()
     } else {

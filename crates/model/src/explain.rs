@@ -7,7 +7,13 @@
 //! ports), or why nothing does: no TrafficTarget for that destination, none lists the source, or the
 //! ones that do refer only to route specs that do not exist. The [`Explanation`] prints as the text
 //! the CLI shows and serializes for `-o json|yaml`.
+//!
+//! The verdict is worked out from the TrafficTargets (so it can name them), not from the computed
+//! intent; [`Explanation::admits`] narrows it to one request with the model's own rules for ports
+//! and matches. `osm-xds`'s `explain_agrees` property test holds it to the Envoy config generated
+//! for the destination: explain admits a request exactly when that config does.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use osm_api::smi::access::{
@@ -16,7 +22,8 @@ use osm_api::smi::access::{
 use osm_api::smi::specs::HttpMatch;
 use serde::Serialize;
 
-use crate::input::{MeshInput, ObjectRef, PodRef, ServiceIdentity};
+use crate::compute::{http_route_match, local_ports, tcp_route_covers};
+use crate::input::{AppProtocol, MeshInput, ObjectRef, PodRef, ServiceIdentity, ServiceRef};
 
 /// The answer for one (source pod, destination pod) pair.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -36,6 +43,70 @@ impl Explanation {
             self.verdict,
             Verdict::AllowedByPermissiveMode | Verdict::AllowedByTrafficTargets { .. }
         )
+    }
+}
+
+/// One request from the source pod to the destination pod through a service port. On a TCP port it
+/// stands for the connection, and method, path and headers play no part.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    pub service: ServiceRef,
+    /// The service port (not the pod's target port).
+    pub port: u16,
+    pub method: String,
+    /// The normalised path, as routes see it; a query string plays no part in matching.
+    pub path: String,
+    /// Header name → value.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Explanation {
+    /// Whether `request` gets through: the destination pod backs the service port, and permissive
+    /// mode or a rule of a TrafficTarget listing the source covers it — a TCPRoute covering the port
+    /// (any request, on either protocol), or on an HTTP port an HTTPRouteGroup match the request
+    /// matches. `input` must be the one the explanation was made from.
+    pub fn admits(&self, input: &MeshInput, request: &Request) -> bool {
+        let Some((protocol, target_port, service_ports)) = self.local_port(input, request) else {
+            return false;
+        };
+        let targets = match &self.verdict {
+            Verdict::AllowedByPermissiveMode => return true,
+            Verdict::AllowedByTrafficTargets { targets } => targets,
+            Verdict::Denied { .. } => return false,
+        };
+        targets.iter().flat_map(|t| &t.rules).any(|rule| match rule {
+            RuleExplanation::Tcp { ports, .. } => {
+                let ports = (!ports.is_empty()).then(|| ports.iter().copied().collect());
+                tcp_route_covers(ports.as_ref(), target_port, &service_ports)
+            }
+            RuleExplanation::Http { matches, .. } => {
+                protocol == AppProtocol::Http
+                    && matches.iter().any(|m| {
+                        http_route_match(m).matches(&request.method, &request.path, &request.headers)
+                    })
+            }
+            RuleExplanation::MissingRoute { .. } => false,
+        })
+    }
+
+    /// The destination pod's port the request lands on, as the model sees it: (protocol, target
+    /// port, the ports of every service routing to that target port). `None` when the pod does not
+    /// back the service port.
+    fn local_port(&self, input: &MeshInput, request: &Request) -> Option<(AppProtocol, u16, BTreeSet<u16>)> {
+        let service = input.services.get(&request.service)?;
+        let target_port = service.ports.iter().find(|p| p.port == request.port)?.target_port;
+        let backing = input.services.values().filter(|svc| {
+            input
+                .endpoints_of(svc)
+                .iter()
+                .any(|ep| ep.pod.as_ref() == Some(&self.destination))
+        });
+        let (protocol, services) = local_ports(backing).remove(&target_port)?;
+        services
+            .iter()
+            .any(|s| s.service == request.service)
+            .then(|| (protocol, target_port, services.iter().map(|s| s.port).collect()))
     }
 }
 
@@ -560,6 +631,43 @@ spec:
             text.contains("matches no-such-route are not in HTTPRouteGroup"),
             "{text}"
         );
+    }
+
+    /// One request at a time: bookbuyer's two routes get through to bookstore-v1, through either
+    /// service that selects it; another method, another path or another client does not.
+    #[test]
+    fn admits_one_request() {
+        let input = mesh(false);
+        let get = |service: &str, path: &str| Request {
+            service: ServiceRef::new("bookstore", service),
+            port: crate::fixtures::BOOKSTORE_PORT,
+            method: "GET".into(),
+            path: path.into(),
+            headers: Vec::new(),
+        };
+        let buyer = buyer_to_v1(&input);
+        assert!(buyer.admits(&input, &get("bookstore-v1", "/buy-a-book/new")));
+        assert!(buyer.admits(&input, &get("bookstore", "/buy-a-book/new?id=1")));
+        assert!(
+            !buyer.admits(&input, &get("bookstore-v1", "/books-bought")),
+            "headers missing"
+        );
+        assert!(
+            !buyer.admits(&input, &get("bookstore-v2", "/buy-a-book/new")),
+            "v1 does not back v2"
+        );
+        let post = Request {
+            method: "POST".into(),
+            ..get("bookstore-v1", "/buy-a-book/new")
+        };
+        assert!(!buyer.admits(&input, &post));
+        let thief = explain(
+            &input,
+            &pod("bookthief", "bookthief"),
+            &pod("bookstore", "bookstore-v1"),
+        )
+        .unwrap();
+        assert!(!thief.admits(&input, &get("bookstore-v1", "/buy-a-book/new")));
     }
 
     /// A pod not in the input is an error naming it.

@@ -33,13 +33,35 @@ pub struct InboundIntent {
 }
 
 /// One application port of the local pod and who may reach it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct InboundPort {
     pub target_port: u16,
-    pub protocol: AppProtocol,
     /// The services that route to this port; each gets a filter chain matched by its TLS SNI.
     pub services: Vec<InboundService>,
+    /// The port's protocol with who may reach it, in that protocol's terms.
     pub access: InboundAccess,
+}
+
+impl InboundPort {
+    pub fn protocol(&self) -> AppProtocol {
+        self.access.protocol()
+    }
+}
+
+/// Flat (`target_port`, `protocol`, `services`, `access`), as the intent has always been printed.
+impl Serialize for InboundPort {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("InboundPort", 4)?;
+        st.serialize_field("target_port", &self.target_port)?;
+        st.serialize_field("protocol", &self.protocol())?;
+        st.serialize_field("services", &self.services)?;
+        match &self.access {
+            InboundAccess::Http(access) => st.serialize_field("access", access)?,
+            InboundAccess::Tcp(access) => st.serialize_field("access", access)?,
+        }
+        st.end()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -48,17 +70,47 @@ pub struct InboundService {
     pub port: u16,
 }
 
-/// Who may reach an inbound port. A valid mesh client certificate is always required.
+/// How an inbound port is handled, with who may reach it. Each protocol carries its own kind of
+/// policy, so an HTTP port cannot hold identity-only (TCP) access nor a TCP port HTTP routes: the xDS
+/// layer never has to guess what a mismatch means.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "protocol", content = "access", rename_all = "lowercase")]
+pub enum InboundAccess {
+    Http(HttpAccess),
+    Tcp(TcpAccess),
+}
+
+impl InboundAccess {
+    /// The port's protocol (filter chain names embed it).
+    pub fn protocol(&self) -> AppProtocol {
+        match self {
+            Self::Http(_) => AppProtocol::Http,
+            Self::Tcp(_) => AppProtocol::Tcp,
+        }
+    }
+}
+
+/// Who may reach an HTTP port. A valid mesh client certificate is always required.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum InboundAccess {
+pub enum HttpAccess {
     /// Permissive mode: any mesh identity, any request.
     AnyMeshIdentity,
-    /// SMI mode on an HTTP port: only these routes, each for the identities listed. Requests matching
-    /// no route are refused.
-    HttpRoutes(Vec<HttpRoutePolicy>),
-    /// SMI mode on a TCP port: only these identities.
-    TcpIdentities(BTreeSet<ServiceIdentity>),
+    /// SMI mode: only these routes, each for the identities listed. Requests matching no route are
+    /// refused.
+    #[serde(rename = "http_routes")]
+    Routes(Vec<HttpRoutePolicy>),
+}
+
+/// Who may reach a TCP port. A valid mesh client certificate is always required.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpAccess {
+    /// Permissive mode: any mesh identity.
+    AnyMeshIdentity,
+    /// SMI mode: only these identities.
+    #[serde(rename = "tcp_identities")]
+    Identities(BTreeSet<ServiceIdentity>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -87,6 +139,29 @@ impl HttpRouteMatch {
             headers: Vec::new(),
         }
     }
+
+    /// Whether a request matches, as Envoy judges the route this becomes: the path without its query
+    /// string and fragment must wholly match `path_regex`; the method must be one listed (if any);
+    /// every header condition must wholly match the header's values (several joined by `,`). A
+    /// regex that does not compile matches nothing (validation refuses those).
+    pub fn matches(&self, method: &str, path: &str, headers: &[(String, String)]) -> bool {
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        full_match(&self.path_regex, path)
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+            && self.headers.iter().all(|(name, re)| {
+                let values: Vec<&str> = headers
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                !values.is_empty() && full_match(re, &values.join(","))
+            })
+    }
+}
+
+/// RE2 `FullMatch`, which Envoy's `safe_regex` uses.
+fn full_match(re: &str, text: &str) -> bool {
+    regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|re| re.is_match(text))
 }
 
 /// Traffic this proxy may send.

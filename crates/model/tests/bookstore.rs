@@ -43,7 +43,7 @@ fn permissive_everyone_reaches_everything_with_one_shared_intent() {
             .inbound
             .ports
             .iter()
-            .all(|p| p.access == InboundAccess::AnyMeshIdentity)
+            .all(|p| p.access == InboundAccess::Http(HttpAccess::AnyMeshIdentity))
     );
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
 }
@@ -107,7 +107,7 @@ fn smi_inbound_routes_and_identities() {
     let port = &inbound.ports[0];
     let services: Vec<String> = port.services.iter().map(|s| s.service.to_string()).collect();
     assert_eq!(services, vec!["bookstore/bookstore", "bookstore/bookstore-v1"]);
-    let InboundAccess::HttpRoutes(routes) = &port.access else {
+    let InboundAccess::Http(HttpAccess::Routes(routes)) = &port.access else {
         panic!("expected HTTP routes, got {:?}", port.access)
     };
     let paths: Vec<&str> = routes.iter().map(|r| r.route.path_regex.as_str()).collect();
@@ -196,7 +196,7 @@ spec:
     let m = compute(&b.build());
     assert_eq!(outbound_names(&m, "w0"), vec!["db/mysql"]);
     assert!(outbound_names(&m, "o0").is_empty());
-    let InboundAccess::TcpIdentities(ids) = &m.proxies["m0"].inbound.ports[0].access else {
+    let InboundAccess::Tcp(TcpAccess::Identities(ids)) = &m.proxies["m0"].inbound.ports[0].access else {
         panic!()
     };
     assert_eq!(

@@ -38,7 +38,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CommonTlsContext, DownstreamTlsContext, Secret, SubjectAltNameMatcher, TlsCertificate,
     UpstreamTlsContext, common_tls_context, secret, subject_alt_name_matcher,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use envoy_types::pb::envoy::r#type::matcher::v3::{PathMatcher, StringMatcher, path_matcher, string_matcher};
 use envoy_types::pb::google::protobuf::{Any, Duration};
 use prost::{Message, Name};
 use serde_json::{Map, Value, json};
@@ -396,6 +396,18 @@ fn principal_summary(p: &Principal) -> Value {
             Some(m) => json!({ "authenticated": string_matcher_value(m) }),
             None => json!({ "authenticated": "any" }),
         },
+        // A later route's identities, on condition of its match (`rds::inbound`).
+        Some(principal::Identifier::AndIds(set)) => {
+            json!({ "and": set.ids.iter().map(principal_summary).collect::<Vec<_>>() })
+        }
+        Some(principal::Identifier::OrIds(set)) => {
+            json!({ "or": set.ids.iter().map(principal_summary).collect::<Vec<_>>() })
+        }
+        Some(principal::Identifier::NotId(p)) => json!({ "not": principal_summary(p) }),
+        Some(principal::Identifier::UrlPath(PathMatcher {
+            rule: Some(path_matcher::Rule::Path(m)),
+        })) => json!({ "url_path": string_matcher_value(m) }),
+        Some(principal::Identifier::Header(h)) => json!({ "header": header_summary(h) }),
         other => json!({ "other": format!("{other:?}") }),
     }
 }

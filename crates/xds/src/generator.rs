@@ -9,8 +9,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
 
 use osm_model::{
-    AppProtocol, InboundIntent, OutboundIntent, OutboundService, ProxyIntent, ServiceIdentity, ServiceRef,
-    UpstreamCluster,
+    AppProtocol, InboundAccess, InboundIntent, OutboundIntent, OutboundService, ProxyIntent, ServiceIdentity,
+    ServiceRef, UpstreamCluster,
 };
 
 use crate::resource::{ProxyConfig, Resource, ResourceSet};
@@ -362,8 +362,8 @@ impl Generator {
                 };
                 let local = names::local_cluster(&first.service, port.target_port);
                 set.insert(cds::local(&first.service, port.target_port));
-                if port.protocol == AppProtocol::Http {
-                    set.insert(rds::inbound(port.target_port, &local, &port.access, &td));
+                if let InboundAccess::Http(access) = &port.access {
+                    set.insert(rds::inbound(port.target_port, &local, access, &td));
                 }
             }
             Arc::new(set)

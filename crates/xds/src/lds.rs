@@ -27,7 +27,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CommonTlsContext, DownstreamTlsContext, common_tls_context,
 };
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
-use osm_model::{AppProtocol, InboundAccess, InboundIntent, OutboundIntent, OutboundService};
+use osm_model::{AppProtocol, InboundAccess, InboundIntent, OutboundIntent, OutboundService, TcpAccess};
 use prost::{Message, Name};
 
 use crate::common::{ads, inline, path_normalization, sds, socket_address, tls_transport_socket};
@@ -128,13 +128,19 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
             continue;
         };
         let local_cluster = names::local_cluster(&first.service, port.target_port);
-        for svc in &port.services {
-            let name = names::inbound_filter_chain(&svc.service, svc.port, port.protocol);
-            let filters = match port.protocol {
-                AppProtocol::Http => vec![hcm_filter(&name, &names::rds_inbound(port.target_port), true)],
-                AppProtocol::Tcp => {
+        // Services are sorted; a service with several ports onto this target port gets one chain (named
+        // by its lowest port): Envoy refuses a listener with two chains matching the same SNI and port.
+        let mut services = port.services.iter().peekable();
+        while let Some(svc) = services.next() {
+            while services.next_if(|next| next.service == svc.service).is_some() {}
+            let name = names::inbound_filter_chain(&svc.service, svc.port, port.protocol());
+            let filters = match &port.access {
+                InboundAccess::Http(_) => {
+                    vec![hcm_filter(&name, &names::rds_inbound(port.target_port), true)]
+                }
+                InboundAccess::Tcp(access) => {
                     let mut filters = Vec::new();
-                    if let InboundAccess::TcpIdentities(allowed) = &port.access {
+                    if let TcpAccess::Identities(allowed) = access {
                         filters.push(typed_filter(
                             "envoy.filters.network.rbac",
                             &NetworkRbac {

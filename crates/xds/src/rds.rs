@@ -12,9 +12,11 @@ use envoy_types::pb::envoy::config::route::v3::{
     header_matcher, route, route_action, route_match, weighted_cluster,
 };
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac, RbacPerRoute};
-use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    PathMatcher, RegexMatcher, StringMatcher, path_matcher, string_matcher,
+};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
-use osm_model::{HttpRouteMatch, InboundAccess, OutboundService, ServiceIdentity};
+use osm_model::{HttpAccess, HttpRouteMatch, HttpRoutePolicy, OutboundService, ServiceIdentity};
 
 use crate::names;
 use crate::resource::{Resource, TypeKind, to_any};
@@ -98,10 +100,14 @@ fn cluster_specifier(s: &OutboundService) -> route_action::ClusterSpecifier {
 /// route per allowed HTTPRouteGroup match, each with an RBAC policy naming the allowed principals, then
 /// [`UNMATCHED_ROUTE`], which refuses everyone: a request no TrafficTarget allows gets 403 from Envoy.
 /// Routes see the normalised path (see `common::path_normalization`).
+///
+/// Envoy takes the first route a request matches, but SMI allows a request when *any* match allowing
+/// its source matches it. So a route's RBAC also lets in the identities of each later route, on
+/// condition that the request matches that later route too (see [`later_routes`]).
 pub fn inbound(
     target_port: u16,
     local_cluster: &str,
-    access: &InboundAccess,
+    access: &HttpAccess,
     trust_domain: &str,
 ) -> Arc<Resource> {
     let to_local = |name: String, m: RouteMatch, rbac: Option<RbacPerRoute>| Route {
@@ -117,17 +123,26 @@ pub fn inbound(
         ..Default::default()
     };
     let routes = match access {
-        InboundAccess::AnyMeshIdentity | InboundAccess::TcpIdentities(_) => {
-            vec![to_local("allow-all".to_string(), prefix_match("/"), None)]
-        }
-        InboundAccess::HttpRoutes(policies) => policies
+        HttpAccess::AnyMeshIdentity => vec![to_local("allow-all".to_string(), prefix_match("/"), None)],
+        HttpAccess::Routes(policies) => policies
             .iter()
             .enumerate()
             .map(|(i, p)| {
+                let mut principals: Vec<Principal> = p
+                    .allowed
+                    .iter()
+                    .map(|id| authenticated(id, trust_domain))
+                    .collect();
+                principals.extend(later_routes(p, &policies[i + 1..], trust_domain));
                 to_local(
                     format!("route-{i}"),
                     http_route_match(&p.route),
-                    Some(allow_principals(p.allowed.iter(), trust_domain)),
+                    Some(RbacPerRoute {
+                        rbac: Some(Rbac {
+                            rules: Some(allow(principals)),
+                            ..Default::default()
+                        }),
+                    }),
                 )
             })
             .chain(std::iter::once(to_local(
@@ -183,6 +198,15 @@ fn header_regex(name: &str, r: &str) -> HeaderMatcher {
 }
 
 fn http_route_match(m: &HttpRouteMatch) -> RouteMatch {
+    RouteMatch {
+        path_specifier: Some(route_match::PathSpecifier::SafeRegex(regex(&m.path_regex))),
+        headers: header_matchers(m),
+        ..Default::default()
+    }
+}
+
+/// The header conditions of a route, then its methods (`:method`).
+fn header_matchers(m: &HttpRouteMatch) -> Vec<HeaderMatcher> {
     let mut headers: Vec<HeaderMatcher> = m
         .headers
         .iter()
@@ -191,11 +215,51 @@ fn http_route_match(m: &HttpRouteMatch) -> RouteMatch {
     if !m.methods.is_empty() {
         headers.push(header_regex(":method", &m.methods.join("|")));
     }
-    RouteMatch {
-        path_specifier: Some(route_match::PathSpecifier::SafeRegex(regex(&m.path_regex))),
-        headers,
-        ..Default::default()
-    }
+    headers
+}
+
+/// For a request that took route `first`: the identities each later route allows beyond `first`'s,
+/// each only if the request matches that later route as well (its path regex — which, like the route's,
+/// leaves out the query string — headers and methods). Empty when `first` already allows everyone the
+/// later routes do, as is usual, so such configs stay as they were.
+fn later_routes(first: &HttpRoutePolicy, later: &[HttpRoutePolicy], trust_domain: &str) -> Vec<Principal> {
+    let methods_disjoint = |other: &HttpRouteMatch| {
+        let (a, b) = (&first.route.methods, &other.methods);
+        !a.is_empty() && !b.is_empty() && !a.iter().any(|m| b.contains(m))
+    };
+    later
+        .iter()
+        .filter(|p| !methods_disjoint(&p.route))
+        .filter_map(|p| {
+            let extra: Vec<Principal> = p
+                .allowed
+                .difference(&first.allowed)
+                .map(|id| authenticated(id, trust_domain))
+                .collect();
+            if extra.is_empty() {
+                return None;
+            }
+            let mut ids = vec![Principal {
+                identifier: Some(principal::Identifier::OrIds(principal::Set { ids: extra })),
+            }];
+            ids.push(Principal {
+                identifier: Some(principal::Identifier::UrlPath(PathMatcher {
+                    rule: Some(path_matcher::Rule::Path(StringMatcher {
+                        match_pattern: Some(string_matcher::MatchPattern::SafeRegex(regex(
+                            &p.route.path_regex,
+                        ))),
+                        ignore_case: false,
+                    })),
+                })),
+            });
+            ids.extend(header_matchers(&p.route).into_iter().map(|h| Principal {
+                identifier: Some(principal::Identifier::Header(h)),
+            }));
+            Some(Principal {
+                identifier: Some(principal::Identifier::AndIds(principal::Set { ids })),
+            })
+        })
+        .collect()
 }
 
 /// Per-route RBAC: allow exactly these mesh identities (by certificate principal).
@@ -216,16 +280,24 @@ pub(crate) fn principals_policy<'a>(
     identities: impl Iterator<Item = &'a ServiceIdentity>,
     trust_domain: &str,
 ) -> RbacRules {
-    let principals: Vec<Principal> = identities
-        .map(|id| Principal {
-            identifier: Some(principal::Identifier::Authenticated(principal::Authenticated {
-                principal_name: Some(StringMatcher {
-                    match_pattern: Some(string_matcher::MatchPattern::Exact(id.principal(trust_domain))),
-                    ignore_case: false,
-                }),
-            })),
-        })
-        .collect();
+    allow(identities.map(|id| authenticated(id, trust_domain)).collect())
+}
+
+/// The mTLS peer is this identity.
+fn authenticated(id: &ServiceIdentity, trust_domain: &str) -> Principal {
+    Principal {
+        identifier: Some(principal::Identifier::Authenticated(principal::Authenticated {
+            principal_name: Some(StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::Exact(id.principal(trust_domain))),
+                ignore_case: false,
+            }),
+        })),
+    }
+}
+
+/// An ALLOW policy for any request from these principals; with none, nothing is allowed. One policy
+/// only: `policies` is a map, encoded in hash order, and one entry keeps the bytes deterministic.
+fn allow(principals: Vec<Principal>) -> RbacRules {
     let policies: BTreeMap<String, Policy> = if principals.is_empty() {
         BTreeMap::new()
     } else {
@@ -246,5 +318,81 @@ pub(crate) fn principals_policy<'a>(
         action: rbac::Action::Allow as i32,
         policies: policies.into_iter().collect(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn policy(path: &str, methods: &[&str], allowed: &[&str]) -> HttpRoutePolicy {
+        HttpRoutePolicy {
+            route: HttpRouteMatch {
+                path_regex: path.to_string(),
+                methods: methods.iter().map(|m| m.to_string()).collect(),
+                headers: Vec::new(),
+            },
+            allowed: allowed
+                .iter()
+                .map(|sa| ServiceIdentity::new("ns", *sa))
+                .collect::<BTreeSet<_>>(),
+        }
+    }
+
+    fn principals(policies: Vec<HttpRoutePolicy>) -> serde_json::Value {
+        let r = inbound(8080, "local", &HttpAccess::Routes(policies), "td");
+        let v = crate::describe_resource(&r);
+        let routes = &v["virtual_hosts"]["inbound_virtual-host"]["routes"];
+        json!(
+            routes
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| &r["rbac"]["policies"]["allowed-identities"]["principals"])
+                .collect::<Vec<_>>()
+        )
+    }
+
+    /// A request takes the first route it matches, so an earlier route also admits a later route's
+    /// identities when the request matches that route too; the last route (before the refusal) and
+    /// routes whose methods exclude each other need nothing extra.
+    #[test]
+    fn earlier_routes_admit_later_routes_identities_on_their_match() {
+        let got = principals(vec![
+            policy(".*", &[], &["a"]),
+            policy("/b.*", &["GET"], &["b"]),
+            policy("/c", &["POST"], &["a", "c"]),
+        ]);
+        let later = |sa: &str, path: &str, method: &str| {
+            json!({"and": [
+                {"or": [{"authenticated": format!("{sa}.ns.td")}]},
+                {"url_path": {"regex": path}},
+                {"header": {"name": ":method", "regex": method}},
+            ]})
+        };
+        assert_eq!(
+            got,
+            json!([
+                [{"authenticated": "a.ns.td"}, later("b", "/b.*", "GET"), later("c", "/c", "POST")],
+                // GET and POST exclude each other.
+                [{"authenticated": "b.ns.td"}],
+                [{"authenticated": "a.ns.td"}, {"authenticated": "c.ns.td"}],
+                null,
+            ])
+        );
+    }
+
+    /// Routes allowing the same identities stay plain lists of principals.
+    #[test]
+    fn same_identities_need_nothing_extra() {
+        let got = principals(vec![policy(".*", &[], &["a"]), policy("/b", &[], &["a"])]);
+        assert_eq!(
+            got,
+            json!([[{"authenticated": "a.ns.td"}], [{"authenticated": "a.ns.td"}], null])
+        );
     }
 }
