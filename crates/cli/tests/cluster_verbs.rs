@@ -438,7 +438,7 @@ async fn bookstore_policy_proxy_verify_and_bug_report() -> anyhow::Result<()> {
     });
     osm_envtest::create_yaml(&client, &serde_json::to_string(&service)?).await?;
 
-    let mut policies = osm_model::fixtures::BOOKSTORE_POLICIES.to_string();
+    let mut policies = osm_fixtures::BOOKSTORE_POLICIES.to_string();
     for base in ["bookbuyer", "bookthief", "bookstore", "bookwarehouse"] {
         policies = policies.replace(
             &format!("namespace: {base}\n"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use osm_ca::{CertificateAuthority, TrustDomain, XdsClientIdentity};
 use osm_controller::ControlPlane;
-use osm_model::fixtures::bookstore_numbered;
+use osm_fixtures::bookstore_numbered;
 use osm_model::{MeshInput, PodRef};
 
 fn mesh() -> (ControlPlane, MeshInput) {

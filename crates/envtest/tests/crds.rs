@@ -323,10 +323,10 @@ async fn bookstore_smi_objects_round_trip() -> anyhow::Result<()> {
     let client = server.client();
     install_crds(&client).await?;
 
-    let mut docs: Vec<Value> = serde_saphyr::from_multiple(osm_model::fixtures::BOOKSTORE_POLICIES)
+    let mut docs: Vec<Value> = serde_saphyr::from_multiple(osm_fixtures::BOOKSTORE_POLICIES)
         .context("parsing BOOKSTORE_POLICIES")?;
     docs.extend(
-        serde_saphyr::from_multiple::<Value>(&osm_model::fixtures::bookstore_split(80, 20))
+        serde_saphyr::from_multiple::<Value>(&osm_fixtures::bookstore_split(80, 20))
             .context("parsing bookstore_split")?,
     );
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();

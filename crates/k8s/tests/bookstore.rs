@@ -27,7 +27,7 @@ use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
 use osm_k8s::{KubeOptions, KubeSource};
-use osm_model::fixtures::{BOOKSTORE_PODS, BOOKSTORE_SERVICES};
+use osm_fixtures::{BOOKSTORE_PODS, BOOKSTORE_SERVICES};
 use osm_model::{MeshInput, ObjectRef, compute};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -361,7 +361,7 @@ async fn bookstore_smi_then_permissive_and_invalid_policy_skipped() -> anyhow::R
         &[("intruder", "10.1.0.99")],
     )
     .await?;
-    mesh.policies(osm_model::fixtures::BOOKSTORE_POLICIES).await?;
+    mesh.policies(osm_fixtures::BOOKSTORE_POLICIES).await?;
 
     let osm_ns = mesh.ns("osm-system");
     let mesh_configs = Api::<MeshConfig>::namespaced(client.clone(), &osm_ns);

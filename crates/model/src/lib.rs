@@ -5,7 +5,6 @@
 mod compute;
 pub mod diff;
 pub mod explain;
-pub mod fixtures;
 pub mod input;
 pub mod intent;
 pub mod source;

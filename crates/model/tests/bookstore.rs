@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use osm_model::fixtures::{MeshBuilder, bookstore_numbered};
+use osm_fixtures::{MeshBuilder, bookstore_numbered};
 use osm_model::*;
 
 fn ip(last: u8) -> IpAddr {

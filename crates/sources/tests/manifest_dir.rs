@@ -240,7 +240,7 @@ fn a_broken_file_keeps_its_contents_while_others_apply() {
     write(
         &dir,
         "policies/split.yaml",
-        &osm_model::fixtures::bookstore_split(90, 10),
+        &osm_fixtures::bookstore_split(90, 10),
     );
     let Reload::Reloaded(input) = source.reload() else {
         panic!("{}", errors_text(source.errors()))
@@ -263,7 +263,7 @@ fn deleting_and_adding_files() {
     write(
         &dir,
         "more/split.yml",
-        &osm_model::fixtures::bookstore_split(1, 2),
+        &osm_fixtures::bookstore_split(1, 2),
     );
     let Reload::Reloaded(input) = source.reload() else {
         panic!("{}", errors_text(source.errors()))

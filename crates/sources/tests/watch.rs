@@ -31,7 +31,7 @@ fn write(dir: &Path, rel: &str, text: &str) {
 }
 
 fn split(v1: u32, v2: u32) -> String {
-    osm_model::fixtures::bookstore_split(v1, v2)
+    osm_fixtures::bookstore_split(v1, v2)
 }
 
 fn split_weights(input: &MeshInput) -> Option<(i64, i64)> {

@@ -1,14 +1,18 @@
 //! Proxy intent → Envoy resources. Pure: no I/O. One module per xDS type (`lds`, `cds`, `eds`, `rds`,
-//! `sds`); `generator` memoises and shares encoded resources across proxies; `bootstrap` renders the
-//! sidecar's starting config; `describe` decodes a config back into a readable tree.
+//! `sds`); `generator` memoises and shares encoded resources across proxies; `bootstrap` and
+//! `proxy_bootstrap` render the sidecar's starting config. (Tests decode configs back into a readable
+//! tree with the test-only `describe`.)
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
 pub mod cds;
 mod common;
-pub mod describe;
+#[cfg(test)]
+mod describe;
 pub mod eds;
 pub mod generator;
+#[cfg(test)]
+mod golden_tests;
 pub mod lds;
 pub mod names;
 pub mod proxy_bootstrap;
@@ -16,6 +20,5 @@ pub mod rds;
 pub mod resource;
 pub mod sds;
 
-pub use describe::{describe, describe_resource};
 pub use generator::{Generator, GeneratorStats, identity_secrets};
 pub use resource::{PerType, ProxyConfig, RESOURCES_FIELD, Resource, ResourceSet, TypeKind};

@@ -345,7 +345,7 @@ mod tests {
 
     fn principals(policies: Vec<HttpRoutePolicy>) -> serde_json::Value {
         let r = inbound(8080, "local", &HttpAccess::Routes(policies), "td");
-        let v = crate::describe_resource(&r);
+        let v = crate::describe::describe_resource(&r);
         let routes = &v["virtual_hosts"]["inbound_virtual-host"]["routes"];
         json!(
             routes

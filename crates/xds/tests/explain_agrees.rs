@@ -13,10 +13,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use osm_api::validate::Validate;
+use osm_fixtures::MeshBuilder;
 use osm_model::explain::{Request, explain};
-use osm_model::fixtures::MeshBuilder;
 use osm_model::{AppProtocol, MeshInput, PodRef, ServiceRef, compute, service_sni};
-use osm_xds::{Generator, ProxyConfig, ResourceSet, TypeKind, describe, identity_secrets};
+use osm_xds::{Generator, ProxyConfig, ResourceSet, TypeKind, identity_secrets};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
@@ -415,17 +415,14 @@ fn check(spec: &MeshSpec, requests: &[RequestSpec], seen: &Seen) -> Result<(), T
             },
         };
         let context = || {
-            let v = describe(&config);
             format!(
                 "request {request:?}\nfrom {source} to {destination}\nexplain:\n{explanation}\n\
-                 policies:\n{}\ninbound listener: {:#}\nroutes: {:#}",
+                 policies:\n{}",
                 policy_docs(spec)
                     .iter()
                     .map(Value::to_string)
                     .collect::<Vec<_>>()
                     .join("\n"),
-                v["listeners"]["inbound-listener"],
-                v["routes"],
             )
         };
         let admitted = envoy::admits(&config, &conn)
@@ -994,7 +991,7 @@ mod evaluator {
     use super::*;
 
     fn bookstore_v1_config() -> (MeshInput, ProxyConfig) {
-        let input = osm_model::fixtures::bookstore_numbered(false, Some((50, 50)));
+        let input = osm_fixtures::bookstore_numbered(false, Some((50, 50)));
         let model = compute(&input);
         let mut g = Generator::new(TRUST_DOMAIN, "CA");
         let config = g.proxy_config(&model.proxies["bookstore-v1"], identity_secrets("c", "k"));

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, LazyLock};
 
-use osm_model::fixtures::{MeshBuilder, bookstore};
+use osm_fixtures::{MeshBuilder, bookstore};
 use osm_model::{AppProtocol, MeshInput, MeshModel, compute};
 use osm_xds::{Generator, ProxyConfig, Resource, ResourceSet, TypeKind, identity_secrets};
 

@@ -16,8 +16,8 @@ use osm_ads::AdsEvent;
 use osm_api::contract::ads_server_name;
 use osm_ca::{CertificateAuthority, TrustDomain};
 use osm_controller::{ControlPlane, proxy_key};
+use osm_fixtures::{BOOKSTORE_PODS, BOOKSTORE_PORT, BOOKSTORE_SERVICES};
 use osm_harness::{EnvoyProcess, Hub, Pod, PodProcess, PodSpec};
-use osm_model::fixtures::{BOOKSTORE_PODS, BOOKSTORE_PORT, BOOKSTORE_SERVICES};
 use osm_model::{MeshInput, ServiceIdentity};
 use osm_xds::bootstrap::AdsApi;
 use serde::Deserialize;
@@ -223,7 +223,7 @@ impl Mesh {
             .enumerate()
             .map(|(i, s)| (s.1, IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10 + i as u8))))
             .collect();
-        let mut input = osm_model::fixtures::bookstore(permissive, split, |n| ips[n], |s| svc_ips[s]);
+        let mut input = osm_fixtures::bookstore(permissive, split, |n| ips[n], |s| svc_ips[s]);
         customize(&mut input, &ips);
         let mut apps: BTreeMap<String, Vec<String>> = BOOKSTORE_PODS
             .iter()

@@ -35,11 +35,17 @@ const TEST_INFRA: &[&str] = &[
     "osm-envtest",
     "osm-loadtest",
     "osm-demo-apps",
+    "osm-fixtures",
     "osm-e2e",
 ];
 
-/// `osm demo` runs the demo apps in network namespaces: the CLI ships the harness and the apps.
-const ALLOWED_TEST_DEPS: &[(&str, &str)] = &[("osm-cli", "osm-harness"), ("osm-cli", "osm-demo-apps")];
+/// `osm demo` runs the bookstore demo's apps in network namespaces: the CLI ships the harness, the
+/// apps and the demo's manifests.
+const ALLOWED_TEST_DEPS: &[(&str, &str)] = &[
+    ("osm-cli", "osm-harness"),
+    ("osm-cli", "osm-demo-apps"),
+    ("osm-cli", "osm-fixtures"),
+];
 
 /// The pure layers: input → intent → Envoy resources.
 const PURE: &[&str] = &["osm-model", "osm-xds"];

@@ -21,8 +21,8 @@ use kube::{Api, Client, ResourceExt as _};
 use osm_api::config::MeshConfig;
 use osm_demo_apps::stats::{AppStats, read_stats};
 use osm_e2e::kubelet::{self, RunningPod};
+use osm_fixtures::{BOOKSTORE_PODS, BOOKSTORE_POLICIES, BOOKSTORE_SERVICES, bookstore_split};
 use osm_harness::{Hub, PodProcess};
-use osm_model::fixtures::{BOOKSTORE_PODS, BOOKSTORE_POLICIES, BOOKSTORE_SERVICES, bookstore_split};
 
 const OSM_NS: &str = "osm-system";
 const APP_NAMESPACES: [&str; 4] = ["bookbuyer", "bookthief", "bookstore", "bookwarehouse"];

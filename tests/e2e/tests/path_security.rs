@@ -18,9 +18,9 @@ use osm_ca::ServiceIdentity as CaIdentity;
 use osm_demo_apps::http::RECORDED_REQUEST;
 use osm_e2e::mesh_tls::{MeshTlsTarget, mesh_tls_request};
 use osm_e2e::{Mesh, require_or_skip};
+use osm_fixtures::MeshBuilder;
 use osm_harness::{HttpResponse, http_request};
 use osm_model::AppProtocol;
-use osm_model::fixtures::MeshBuilder;
 use osm_xds::bootstrap::{AdsApi, Probe};
 use osm_xds::names;
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use osm_e2e::{Mesh, require_or_skip};
+use osm_fixtures::MeshBuilder;
 use osm_model::AppProtocol;
-use osm_model::fixtures::MeshBuilder;
 use osm_xds::bootstrap::{AdsApi, Probe};
 
 #[test]

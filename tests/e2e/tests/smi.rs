@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use osm_e2e::{BOOKBUYER_HEADER, Mesh, USER_AGENT, require_or_skip};
-use osm_model::fixtures::{MeshBuilder, bookstore_split};
+use osm_fixtures::{MeshBuilder, bookstore_split};
 use osm_model::{AppProtocol, MeshInput, ObjectRef};
 use osm_xds::bootstrap::AdsApi;
 

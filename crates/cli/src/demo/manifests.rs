@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use osm_model::fixtures::{BOOKSTORE_PODS, BOOKSTORE_POLICIES, BOOKSTORE_SERVICES, bookstore_split};
+use osm_fixtures::{BOOKSTORE_PODS, BOOKSTORE_POLICIES, BOOKSTORE_SERVICES, bookstore_split};
 
 /// Mesh mode, as MeshConfig's `enablePermissiveTrafficPolicyMode` says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

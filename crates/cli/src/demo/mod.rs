@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use osm_ca::{CertificateAuthority, TrustDomain};
 use osm_controller::ControlPlane;
+use osm_fixtures::BOOKSTORE_PODS;
 use osm_harness::{EnvoyProcess, Hub, Pod, PodProcess, PodSpec};
-use osm_model::fixtures::BOOKSTORE_PODS;
 use osm_xds::bootstrap::AdsApi;
 
 pub use manifests::Mode;

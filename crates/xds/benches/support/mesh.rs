@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use osm_model::fixtures::MeshBuilder;
+use osm_fixtures::MeshBuilder;
 use osm_model::{AppProtocol, MeshInput, MeshModel, PodRef, ProxyIntent, ServiceIdentity};
 use osm_xds::{Generator, ProxyConfig, ResourceSet, identity_secrets};
 

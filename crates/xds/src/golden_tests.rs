@@ -1,11 +1,13 @@
 //! Golden snapshots of the bookstore demo's xDS config, as `describe` prints it: what each sidecar is
 //! served in SMI mode (50/50 split) and in permissive mode.
+//! A unit-test module: `describe` is test-only code, kept out of the library.
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use osm_model::fixtures::bookstore;
+use crate::describe::describe;
+use crate::{Generator, identity_secrets};
+use osm_fixtures::bookstore;
 use osm_model::{MeshModel, compute};
-use osm_xds::{Generator, describe, identity_secrets};
 
 const FAKE_CA: &str = "-----BEGIN CERTIFICATE-----\nFAKE-CA-BUNDLE\n-----END CERTIFICATE-----\n";
 const FAKE_CERT: &str = "-----BEGIN CERTIFICATE-----\nFAKE-LEAF-CERT\n-----END CERTIFICATE-----\n";
