@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use osm_ads::{AdsTls, ProxyRegistry, SnapshotCache};
 use osm_api::contract::ads_server_name;
 use osm_ca::{CertificateAuthority, TrustDomain, XdsClientIdentity};
-use osm_model::{MeshInput, MeshState, ModelChange, Pod, ServiceIdentity};
+use osm_model::{InputDelta, MeshInput, MeshState, ModelChange, Pod, ServiceIdentity};
 use osm_xds::Generator;
 use osm_xds::bootstrap::{self, AdsApi};
 
@@ -136,6 +136,21 @@ impl ControlPlane {
         let mut state = self.lock();
         let before = std::mem::replace(&mut state.input, input);
         self.apply(&mut state, before)
+    }
+
+    /// Applies a source's delta in place and pushes the result to every affected proxy: no copy of
+    /// the input and no whole-map compare, so the model's part costs what the delta names.
+    pub fn apply_delta(&self, delta: InputDelta) -> RecomputeStats {
+        let mut state = self.lock();
+        let started = Instant::now();
+        let prior = delta.apply(&mut state.input);
+        let State { input, model, .. } = &mut *state;
+        let change = model.update_changed(&prior, input);
+        drop(prior);
+        let mut stats = self.publish(&mut state, &change);
+        stats.micros = started.elapsed().as_micros();
+        tracing::debug!(?stats, "recomputed from a delta");
+        stats
     }
 
     fn apply(&self, state: &mut State, before: MeshInput) -> RecomputeStats {

@@ -29,12 +29,12 @@ pub enum Update<'a> {
     Rejected(&'a str),
 }
 
-/// Applies `input` off the async workers when the runtime allows it: a full recompute is CPU-bound and
-/// must not stall the ADS streams sharing this worker.
-fn replace(cp: &ControlPlane, input: osm_model::MeshInput) -> RecomputeStats {
+/// Runs a recompute off the async workers when the runtime allows it: it is CPU-bound and must not
+/// stall the ADS streams sharing this worker.
+fn off_workers(recompute: impl FnOnce() -> RecomputeStats) -> RecomputeStats {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| cp.replace(input)),
-        _ => cp.replace(input),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(recompute),
+        _ => recompute(),
     }
 }
 
@@ -56,23 +56,25 @@ pub async fn run(
     let sink = {
         let cp = cp.clone();
         let mut synced = Some(synced_tx);
-        Box::new(move |event: SourceEvent| match event {
-            SourceEvent::Input(input) => {
-                let stats = replace(&cp, *input);
-                tracing::info!(
-                    proxies = stats.proxies,
-                    changed = stats.changed,
-                    millis = stats.micros / 1000,
-                    "mesh updated"
-                );
-                on_update(Update::Applied(&stats));
-                if let Some(tx) = synced.take() {
-                    let _ = tx.send(());
+        Box::new(move |event: SourceEvent| {
+            let stats = match event {
+                SourceEvent::Input(input) => off_workers(|| cp.replace(*input)),
+                SourceEvent::Delta(delta) => off_workers(|| cp.apply_delta(*delta)),
+                SourceEvent::Rejected(summary) => {
+                    tracing::warn!(%summary, "input rejected; the previous policy stays in force");
+                    on_update(Update::Rejected(&summary));
+                    return;
                 }
-            }
-            SourceEvent::Rejected(summary) => {
-                tracing::warn!(%summary, "input rejected; the previous policy stays in force");
-                on_update(Update::Rejected(&summary));
+            };
+            tracing::info!(
+                proxies = stats.proxies,
+                changed = stats.changed,
+                millis = stats.micros / 1000,
+                "mesh updated"
+            );
+            on_update(Update::Applied(&stats));
+            if let Some(tx) = synced.take() {
+                let _ = tx.send(());
             }
         })
     };

@@ -96,3 +96,31 @@ fn a_new_service_account_moves_the_proxy_and_a_deleted_pod_leaves() {
             .is_err()
     );
 }
+
+/// A delta publishes what replacing the whole input with the same edit publishes, and the control
+/// plane ends with that input.
+#[test]
+fn a_delta_publishes_what_a_whole_input_publishes() {
+    let (by_input, mut input) = mesh();
+    let (by_delta, _) = mesh();
+    let warehouse = PodRef::new("bookwarehouse", "bookwarehouse");
+    let thief = PodRef::new("bookthief", "bookthief");
+    let mut pod = input.pods[&warehouse].clone();
+    pod.ip = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 99)));
+    let mut delta = osm_model::InputDelta::default();
+    delta.pods.insert(warehouse.clone(), Some(pod.clone()));
+    delta.pods.insert(thief.clone(), None);
+    input.pods.insert(warehouse, pod);
+    input.pods.remove(&thief);
+
+    let mut expected = by_input.replace(input.clone());
+    let mut got = by_delta.apply_delta(delta);
+    (expected.micros, got.micros) = (0, 0);
+    assert_eq!(got, expected);
+    assert_eq!(got.removed, 1, "{got:?}");
+    assert_eq!(by_delta.input(), by_input.input());
+    let proxies = |cp: &ControlPlane| -> std::collections::BTreeSet<String> {
+        cp.cache().proxies().into_iter().collect()
+    };
+    assert_eq!(proxies(&by_delta), proxies(&by_input));
+}

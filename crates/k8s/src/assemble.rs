@@ -21,7 +21,7 @@ use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
 use osm_api::validate::Validate;
-use osm_model::{AppProtocol, Endpoint, MeshInput, ObjectRef, Pod, Service, ServicePort};
+use osm_model::{AppProtocol, Endpoint, InputDelta, MeshInput, ObjectRef, Pod, Service, ServicePort};
 
 /// The pod an endpoint's `targetRef` names (its namespace defaults to the Service's).
 fn pod_of(
@@ -131,166 +131,476 @@ pub fn assemble(
     trust_domain: &str,
     fallback_config: &MeshConfigSpec,
 ) -> Assembled {
-    let mut problems = Vec::new();
-    let monitored: BTreeSet<&str> = snap
-        .namespaces
-        .iter()
-        .filter(|ns| is_monitored(ns, mesh_name))
-        .filter_map(|ns| ns.metadata.name.as_deref())
-        .collect();
-    let in_mesh = |ns: Option<String>| ns.is_some_and(|ns| monitored.contains(ns.as_str()));
-    let mut input = MeshInput::new(trust_domain);
+    let assembly = Assembly::new(snap, mesh_name, trust_domain, fallback_config);
+    let mut problems: Vec<Problem> = assembly.problems().cloned().collect();
+    problems.sort();
+    Assembled {
+        input: assembly.input,
+        problems,
+    }
+}
 
-    input.mesh_config = snap
-        .mesh_configs
-        .iter()
-        .find(|mc| mc.name_any() == MESH_CONFIG_NAME)
-        .filter(|mc| valid("MeshConfig", mc.as_ref(), &mut problems))
-        .map_or_else(|| fallback_config.clone(), |mc| mc.spec.clone());
+/// The stores read by object reference: what re-assembling one entry reads.
+pub trait Lookup {
+    fn pod(&self, id: &ObjectRef) -> Option<Arc<KubePod>>;
+    fn service(&self, id: &ObjectRef) -> Option<Arc<KubeService>>;
+    fn endpoints(&self, id: &ObjectRef) -> Option<Arc<Endpoints>>;
+    fn endpoint_slice(&self, id: &ObjectRef) -> Option<Arc<EndpointSlice>>;
+}
 
-    // Pods (with their named container ports, for named target ports).
-    let mut named_ports: BTreeMap<ObjectRef, Vec<(String, u16)>> = BTreeMap::new();
-    for p in snap.pods.iter().filter(|p| in_mesh(p.namespace())) {
-        let id = id_of(p.as_ref());
-        let status = p.status.as_ref();
-        if matches!(
-            status.and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        ) {
-            continue;
-        }
-        let ip = match status.and_then(|s| s.pod_ip.as_deref()) {
-            None | Some("") => None,
-            Some(text) => match text.parse::<IpAddr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    problems.push(problem(
-                        "Pod",
-                        p.as_ref(),
-                        "status.podIP",
-                        &format!("Invalid value: {text:?}: not an IP address"),
-                    ));
-                    continue;
-                }
-            },
+/// The objects of the kinds re-assembled one entry at a time that changed since the last assembly.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dirty {
+    pub pods: BTreeSet<ObjectRef>,
+    pub services: BTreeSet<ObjectRef>,
+    /// core/v1 Endpoints, by their (and their Service's) reference.
+    pub endpoints: BTreeSet<ObjectRef>,
+    pub endpoint_slices: BTreeSet<ObjectRef>,
+}
+
+impl Dirty {
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
+            && self.services.is_empty()
+            && self.endpoints.is_empty()
+            && self.endpoint_slices.is_empty()
+    }
+}
+
+/// Problems are kept by the object they belong to (kind, reference), so re-assembling one object
+/// replaces only its own.
+type ProblemKey = (&'static str, ObjectRef);
+
+/// An assembled input kept between changes, with the indices that let a Pod, Service, Endpoints or
+/// EndpointSlice change re-assemble only the entries it touches ([`Assembly::update`]). Namespaces,
+/// MeshConfig and SMI policies are assembled only by [`Assembly::new`].
+#[derive(Clone, Debug, Default)]
+pub struct Assembly {
+    input: MeshInput,
+    monitored: BTreeSet<String>,
+    /// Named TCP container ports of every pod in the input (named target ports resolve to them).
+    named_ports: BTreeMap<ObjectRef, Vec<(String, u16)>>,
+    /// Services of the input with a named target port: a pod change may change them.
+    named_targets: BTreeSet<ObjectRef>,
+    /// EndpointSlices of monitored namespaces by the Service their label names, and back.
+    slices: BTreeMap<ObjectRef, BTreeSet<ObjectRef>>,
+    slice_service: BTreeMap<ObjectRef, ObjectRef>,
+    problems: BTreeMap<ProblemKey, Vec<Problem>>,
+}
+
+/// A snapshot indexed by reference, so a full assembly looks objects up as an incremental one does.
+struct Indexed<'a> {
+    endpoints: BTreeMap<ObjectRef, &'a Arc<Endpoints>>,
+    slices: BTreeMap<ObjectRef, &'a Arc<EndpointSlice>>,
+}
+
+impl Assembly {
+    /// Assembles every store; see [`assemble`].
+    pub fn new(
+        snap: &Snapshot,
+        mesh_name: &str,
+        trust_domain: &str,
+        fallback_config: &MeshConfigSpec,
+    ) -> Self {
+        let mut a = Self {
+            input: MeshInput::new(trust_domain),
+            monitored: snap
+                .namespaces
+                .iter()
+                .filter(|ns| is_monitored(ns, mesh_name))
+                .filter_map(|ns| ns.metadata.name.clone())
+                .collect(),
+            ..Self::default()
         };
-        let spec = p.spec.as_ref();
-        let service_account = spec
-            .and_then(|s| s.service_account_name.clone())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "default".into());
-        let labels: BTreeMap<String, String> = p.labels().clone().into_iter().collect();
-        let ports = spec
-            .into_iter()
-            .flat_map(|s| s.containers.iter())
-            .flat_map(|c| c.ports.iter().flatten())
-            .filter(|cp| cp.protocol.as_deref().unwrap_or("TCP") == "TCP")
-            .filter_map(|cp| Some((cp.name.clone()?, u16::try_from(cp.container_port).ok()?)))
-            .collect();
-        named_ports.insert(id.clone(), ports);
-        input.pods.insert(
-            id.clone(),
-            Pod {
-                id,
-                service_account,
-                proxy_uuid: labels.get(PROXY_UUID_LABEL).cloned(),
-                ip,
-                labels,
-            },
-        );
-    }
-
-    for s in snap.services.iter().filter(|s| in_mesh(s.namespace())) {
-        if let Some(svc) = service(s, &input, &named_ports, &mut problems) {
-            input.services.insert(svc.id.clone(), svc);
-        }
-    }
-
-    for e in snap.endpoints.iter().filter(|e| in_mesh(e.namespace())) {
-        let id = id_of(e.as_ref());
-        if !input.services.contains_key(&id) {
-            continue;
-        }
-        let mut set = BTreeSet::new();
-        for address in e
-            .subsets
+        let mut fresh = Vec::new();
+        let mesh_config = snap
+            .mesh_configs
             .iter()
-            .flatten()
-            .flat_map(|s| s.addresses.iter().flatten())
+            .find(|mc| mc.name_any() == MESH_CONFIG_NAME);
+        let mut problems = Vec::new();
+        a.input.mesh_config = mesh_config
+            .filter(|mc| valid("MeshConfig", mc.as_ref(), &mut problems))
+            .map_or_else(|| fallback_config.clone(), |mc| mc.spec.clone());
+        if let Some(mc) = mesh_config {
+            a.record(("MeshConfig", id_of(mc.as_ref())), problems, &mut fresh);
+        }
+
+        for p in &snap.pods {
+            a.refresh_pod(&id_of(p.as_ref()), Some(p), &mut fresh);
+        }
+        for s in &snap.services {
+            a.refresh_service(&id_of(s.as_ref()), Some(s), &mut fresh);
+        }
+        for slice in &snap.endpoint_slices {
+            a.index_slice(&id_of(slice.as_ref()), Some(slice));
+        }
+        let index = Indexed {
+            endpoints: snap.endpoints.iter().map(|e| (id_of(e.as_ref()), e)).collect(),
+            slices: snap
+                .endpoint_slices
+                .iter()
+                .map(|e| (id_of(e.as_ref()), e))
+                .collect(),
+        };
+        let services: Vec<ObjectRef> = a.input.services.keys().cloned().collect();
+        for id in &services {
+            a.refresh_endpoints(
+                id,
+                index.endpoints.get(id).copied().cloned(),
+                |s| index.slices.get(s).copied().cloned(),
+                &mut fresh,
+            );
+        }
+
+        a.policies(&snap.traffic_targets, "TrafficTarget", |i| &mut i.traffic_targets);
+        a.policies(&snap.http_route_groups, "HTTPRouteGroup", |i| {
+            &mut i.http_route_groups
+        });
+        a.policies(&snap.tcp_routes, "TCPRoute", |i| &mut i.tcp_routes);
+        a.policies(&snap.traffic_splits, "TrafficSplit", |i| &mut i.traffic_splits);
+        a
+    }
+
+    /// The assembled input.
+    pub fn input(&self) -> &MeshInput {
+        &self.input
+    }
+
+    /// Every problem of the objects left out (or partly left out).
+    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.values().flatten()
+    }
+
+    /// Re-assembles the entries the `dirty` objects touch, reading them from `stores`: a Pod its pod
+    /// (and the Services resolving a named target port against it), a Service its service (and its
+    /// endpoints when it appears or goes), Endpoints and EndpointSlices their Service's endpoints.
+    /// Returns the entries whose value changed, and the problems not reported before.
+    pub fn update(&mut self, dirty: &Dirty, stores: &impl Lookup) -> (InputDelta, Vec<Problem>) {
+        let mut delta = InputDelta::default();
+        let mut fresh = Vec::new();
+        let mut services = dirty.services.clone();
+        let mut endpoints = dirty.endpoints.clone();
+
+        for id in &dirty.pods {
+            let old_labels = self.input.pods.get(id).map(|p| p.labels.clone());
+            let object = self.in_mesh(id).then(|| stores.pod(id)).flatten();
+            if !self.refresh_pod(id, object.as_ref(), &mut fresh) {
+                continue;
+            }
+            let new = self.input.pods.get(id);
+            delta.pods.insert(id.clone(), new.cloned());
+            // Services whose named target ports resolve against this pod, before or after.
+            let labels = [old_labels.as_ref(), new.map(|p| &p.labels)];
+            for s in in_namespace(&self.named_targets, &id.namespace) {
+                let selector = &self.input.services[s].selector;
+                if labels.iter().flatten().any(|l| selects(selector, l)) {
+                    services.insert(s.clone());
+                }
+            }
+        }
+
+        for id in &services {
+            let existed = self.input.services.contains_key(id);
+            let object = self.in_mesh(id).then(|| stores.service(id)).flatten();
+            if self.refresh_service(id, object.as_ref(), &mut fresh) {
+                delta
+                    .services
+                    .insert(id.clone(), self.input.services.get(id).cloned());
+            }
+            // Endpoints are kept only for Services of the input.
+            if existed != self.input.services.contains_key(id) {
+                endpoints.insert(id.clone());
+            }
+        }
+
+        for id in &dirty.endpoint_slices {
+            let object = self.in_mesh(id).then(|| stores.endpoint_slice(id)).flatten();
+            let (before, after) = self.index_slice(id, object.as_ref());
+            // A filed slice's problems are recorded with its Service's endpoints below.
+            if after.is_none() {
+                self.record(("EndpointSlice", id.clone()), Vec::new(), &mut fresh);
+            }
+            endpoints.extend(before);
+            endpoints.extend(after);
+        }
+
+        for id in &endpoints {
+            let object = self.in_mesh(id).then(|| stores.endpoints(id)).flatten();
+            if self.refresh_endpoints(id, object, |s| stores.endpoint_slice(s), &mut fresh) {
+                delta
+                    .endpoints
+                    .insert(id.clone(), self.input.endpoints.get(id).cloned());
+            }
+        }
+        (delta, fresh)
+    }
+
+    fn in_mesh(&self, id: &ObjectRef) -> bool {
+        self.monitored.contains(&id.namespace)
+    }
+
+    /// Replaces the problems of one object; the ones it did not have before go to `fresh`.
+    fn record(&mut self, key: ProblemKey, problems: Vec<Problem>, fresh: &mut Vec<Problem>) {
+        let old = if problems.is_empty() {
+            self.problems.remove(&key)
+        } else {
+            self.problems.insert(key, problems.clone())
+        }
+        .unwrap_or_default();
+        fresh.extend(problems.into_iter().filter(|p| !old.contains(p)));
+    }
+
+    /// Re-assembles one pod entry from its object (`None`: gone or not in the mesh); true when the
+    /// entry or its named ports changed.
+    fn refresh_pod(
+        &mut self,
+        id: &ObjectRef,
+        object: Option<&Arc<KubePod>>,
+        fresh: &mut Vec<Problem>,
+    ) -> bool {
+        let mut problems = Vec::new();
+        let new = object
+            .filter(|p| self.in_mesh(&id_of(p.as_ref())))
+            .and_then(|p| pod(p, &mut problems));
+        self.record(("Pod", id.clone()), problems, fresh);
+        let (pod, ports) = match new {
+            Some((pod, ports)) => (Some(pod), Some(ports)),
+            None => (None, None),
+        };
+        if self.input.pods.get(id) == pod.as_ref() && self.named_ports.get(id) == ports.as_ref() {
+            return false;
+        }
+        set(&mut self.input.pods, id, pod);
+        set(&mut self.named_ports, id, ports);
+        true
+    }
+
+    /// Re-assembles one service entry from its object; true when the entry changed.
+    fn refresh_service(
+        &mut self,
+        id: &ObjectRef,
+        object: Option<&Arc<KubeService>>,
+        fresh: &mut Vec<Problem>,
+    ) -> bool {
+        let mut problems = Vec::new();
+        let object = object.filter(|s| self.in_mesh(&id_of(s.as_ref())));
+        let new = object.and_then(|s| service(s, &self.input.pods, &self.named_ports, &mut problems));
+        self.record(("Service", id.clone()), problems, fresh);
+        if new.is_some() && object.is_some_and(|s| has_named_target(s)) {
+            self.named_targets.insert(id.clone());
+        } else {
+            self.named_targets.remove(id);
+        }
+        if self.input.services.get(id) == new.as_ref() {
+            return false;
+        }
+        set(&mut self.input.services, id, new);
+        true
+    }
+
+    /// Files an EndpointSlice under the Service its label names (if it is in the mesh); returns that
+    /// Service before and after.
+    fn index_slice(
+        &mut self,
+        id: &ObjectRef,
+        object: Option<&Arc<EndpointSlice>>,
+    ) -> (Option<ObjectRef>, Option<ObjectRef>) {
+        let before = self.slice_service.remove(id);
+        if let Some(service) = &before
+            && let Some(slices) = self.slices.get_mut(service)
         {
-            let Ok(ip) = address.ip.parse::<IpAddr>() else {
+            slices.remove(id);
+            if slices.is_empty() {
+                self.slices.remove(service);
+            }
+        }
+        let after = object
+            .filter(|s| self.in_mesh(&id_of(s.as_ref())))
+            .and_then(|s| s.labels().get(SERVICE_NAME_LABEL).cloned())
+            .map(|name| ObjectRef::new(id.namespace.clone(), name));
+        if let Some(service) = &after {
+            self.slices.entry(service.clone()).or_default().insert(id.clone());
+            self.slice_service.insert(id.clone(), service.clone());
+        }
+        (before, after)
+    }
+
+    /// Re-assembles one service's endpoints from its core/v1 Endpoints (`endpoints`) and its filed
+    /// EndpointSlices; kept only for a Service of the input. True when the entry changed.
+    fn refresh_endpoints(
+        &mut self,
+        id: &ObjectRef,
+        endpoints: Option<Arc<Endpoints>>,
+        slice: impl Fn(&ObjectRef) -> Option<Arc<EndpointSlice>>,
+        fresh: &mut Vec<Problem>,
+    ) -> bool {
+        let exists = self.input.services.contains_key(id);
+        let mut entry: Option<BTreeSet<Endpoint>> = None;
+        let mut problems = Vec::new();
+        if let Some(e) = endpoints.filter(|_| exists) {
+            entry = Some(endpoints_set(&e, id, &mut problems));
+        }
+        self.record(("Endpoints", id.clone()), problems, fresh);
+        let slices: Vec<ObjectRef> = self.slices.get(id).into_iter().flatten().cloned().collect();
+        for slice_id in slices {
+            let mut problems = Vec::new();
+            // Several slices may make up one Service's endpoints.
+            if let Some(s) = slice(&slice_id).filter(|_| exists) {
+                slice_endpoints(&s, id, entry.get_or_insert_default(), &mut problems);
+            }
+            self.record(("EndpointSlice", slice_id), problems, fresh);
+        }
+        if self.input.endpoints.get(id) == entry.as_ref() {
+            return false;
+        }
+        set(&mut self.input.endpoints, id, entry);
+        true
+    }
+
+    fn policies<K: Policy>(
+        &mut self,
+        objects: &[Arc<K>],
+        kind: &'static str,
+        out: impl Fn(&mut MeshInput) -> &mut BTreeMap<ObjectRef, K::Spec>,
+    ) {
+        for o in objects {
+            let id = id_of(o.as_ref());
+            if !self.in_mesh(&id) {
+                continue;
+            }
+            let mut problems = Vec::new();
+            if valid(kind, o.as_ref(), &mut problems) {
+                out(&mut self.input).insert(id.clone(), o.spec().clone());
+            }
+            self.record((kind, id), problems, &mut Vec::new());
+        }
+    }
+}
+
+/// Sets or removes one map entry.
+fn set<V>(map: &mut BTreeMap<ObjectRef, V>, id: &ObjectRef, value: Option<V>) {
+    match value {
+        Some(v) => {
+            map.insert(id.clone(), v);
+        }
+        None => {
+            map.remove(id);
+        }
+    }
+}
+
+/// The entries of a set of references in one namespace.
+fn in_namespace<'s>(set: &'s BTreeSet<ObjectRef>, namespace: &'s str) -> impl Iterator<Item = &'s ObjectRef> {
+    set.range(ObjectRef::new(namespace, "")..)
+        .take_while(move |r| r.namespace == namespace)
+}
+
+/// Whether a selector selects these labels (an empty selector selects nothing).
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A pod of the mesh for the model, with its named TCP container ports; `None` for a terminated pod
+/// or one with a bad address.
+fn pod(p: &KubePod, problems: &mut Vec<Problem>) -> Option<(Pod, Vec<(String, u16)>)> {
+    let id = id_of(p);
+    let status = p.status.as_ref();
+    if matches!(
+        status.and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    ) {
+        return None;
+    }
+    let ip = match status.and_then(|s| s.pod_ip.as_deref()) {
+        None | Some("") => None,
+        Some(text) => match text.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
                 problems.push(problem(
-                    "Endpoints",
-                    e.as_ref(),
-                    "subsets[].addresses[].ip",
-                    &format!("Invalid value: {:?}: not an IP address", address.ip),
+                    "Pod",
+                    p,
+                    "status.podIP",
+                    &format!("Invalid value: {text:?}: not an IP address"),
+                ));
+                return None;
+            }
+        },
+    };
+    let spec = p.spec.as_ref();
+    let service_account = spec
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let labels: BTreeMap<String, String> = p.labels().clone().into_iter().collect();
+    let ports = spec
+        .into_iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|cp| cp.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .filter_map(|cp| Some((cp.name.clone()?, u16::try_from(cp.container_port).ok()?)))
+        .collect();
+    let pod = Pod {
+        id,
+        service_account,
+        proxy_uuid: labels.get(PROXY_UUID_LABEL).cloned(),
+        ip,
+        labels,
+    };
+    Some((pod, ports))
+}
+
+/// The ready addresses of a core/v1 Endpoints object.
+fn endpoints_set(e: &Endpoints, id: &ObjectRef, problems: &mut Vec<Problem>) -> BTreeSet<Endpoint> {
+    let mut set = BTreeSet::new();
+    for address in e
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| s.addresses.iter().flatten())
+    {
+        let Ok(ip) = address.ip.parse::<IpAddr>() else {
+            problems.push(problem(
+                "Endpoints",
+                e,
+                "subsets[].addresses[].ip",
+                &format!("Invalid value: {:?}: not an IP address", address.ip),
+            ));
+            continue;
+        };
+        let pod = pod_of(address.target_ref.as_ref(), &id.namespace);
+        set.insert(Endpoint { ip, pod });
+    }
+    set
+}
+
+/// Adds the ready endpoints of one EndpointSlice of Service `id` to `set`.
+fn slice_endpoints(
+    slice: &EndpointSlice,
+    id: &ObjectRef,
+    set: &mut BTreeSet<Endpoint>,
+    problems: &mut Vec<Problem>,
+) {
+    // A not-ready endpoint gets no traffic (`ready` unset means ready, per the API).
+    let ready = slice
+        .endpoints
+        .iter()
+        .flatten()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
+    for endpoint in ready {
+        let pod = pod_of(endpoint.target_ref.as_ref(), &id.namespace);
+        for address in &endpoint.addresses {
+            let Ok(ip) = address.parse::<IpAddr>() else {
+                problems.push(problem(
+                    "EndpointSlice",
+                    slice,
+                    "endpoints[].addresses[]",
+                    &format!("Invalid value: {address:?}: not an IP address"),
                 ));
                 continue;
             };
-            let pod = pod_of(address.target_ref.as_ref(), &id.namespace);
-            set.insert(Endpoint { ip, pod });
-        }
-        input.endpoints.insert(id, set);
-    }
-
-    for slice in snap.endpoint_slices.iter().filter(|e| in_mesh(e.namespace())) {
-        let Some(service) = slice.labels().get(SERVICE_NAME_LABEL) else {
-            continue;
-        };
-        let id = ObjectRef::new(slice.namespace().unwrap_or_default(), service.clone());
-        if !input.services.contains_key(&id) {
-            continue;
-        }
-        // Several slices may make up one Service's endpoints.
-        let set = input.endpoints.entry(id.clone()).or_default();
-        // A not-ready endpoint gets no traffic (`ready` unset means ready, per the API).
-        let ready = slice
-            .endpoints
-            .iter()
-            .flatten()
-            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
-        for endpoint in ready {
-            let pod = pod_of(endpoint.target_ref.as_ref(), &id.namespace);
-            for address in &endpoint.addresses {
-                let Ok(ip) = address.parse::<IpAddr>() else {
-                    problems.push(problem(
-                        "EndpointSlice",
-                        slice.as_ref(),
-                        "endpoints[].addresses[]",
-                        &format!("Invalid value: {address:?}: not an IP address"),
-                    ));
-                    continue;
-                };
-                set.insert(Endpoint { ip, pod: pod.clone() });
-            }
+            set.insert(Endpoint { ip, pod: pod.clone() });
         }
     }
-
-    let p = &mut problems;
-    policies(
-        &snap.traffic_targets,
-        "TrafficTarget",
-        &in_mesh,
-        &mut input.traffic_targets,
-        p,
-    );
-    policies(
-        &snap.http_route_groups,
-        "HTTPRouteGroup",
-        &in_mesh,
-        &mut input.http_route_groups,
-        p,
-    );
-    policies(&snap.tcp_routes, "TCPRoute", &in_mesh, &mut input.tcp_routes, p);
-    policies(
-        &snap.traffic_splits,
-        "TrafficSplit",
-        &in_mesh,
-        &mut input.traffic_splits,
-        p,
-    );
-    problems.sort();
-    Assembled { input, problems }
 }
 
 /// A policy kind whose objects are `{ metadata, spec }`.
@@ -316,25 +626,19 @@ policy!(
     TrafficSplit => osm_api::smi::split::TrafficSplitSpec
 );
 
-fn policies<K: Policy>(
-    objects: &[Arc<K>],
-    kind: &str,
-    in_mesh: &dyn Fn(Option<String>) -> bool,
-    out: &mut BTreeMap<ObjectRef, K::Spec>,
-    problems: &mut Vec<Problem>,
-) {
-    for o in objects.iter().filter(|o| in_mesh(o.meta().namespace.clone())) {
-        if valid(kind, o.as_ref(), problems) {
-            out.insert(id_of(o.as_ref()), o.spec().clone());
-        }
-    }
+/// Whether a Service names a target port (resolved against the pods it selects).
+fn has_named_target(s: &KubeService) -> bool {
+    s.spec
+        .iter()
+        .flat_map(|spec| spec.ports.iter().flatten())
+        .any(|p| matches!(p.target_port, Some(IntOrString::String(_))))
 }
 
 /// A Service for the model; named target ports are resolved against the pods it selects (a port no
 /// selected pod names is skipped with a log, the rest of the Service is kept).
 fn service(
     s: &KubeService,
-    input: &MeshInput,
+    pods: &BTreeMap<ObjectRef, Pod>,
     named_ports: &BTreeMap<ObjectRef, Vec<(String, u16)>>,
     problems: &mut Vec<Problem>,
 ) -> Option<Service> {
@@ -374,14 +678,12 @@ fn service(
         let target_port = match &p.target_port {
             None => Some(port),
             Some(IntOrString::Int(n)) => u16::try_from(*n).ok().filter(|n| *n > 0),
-            Some(IntOrString::String(name)) => input
-                .pods
-                .values()
-                .filter(|pod| {
-                    pod.id.namespace == id.namespace
-                        && !selector.is_empty()
-                        && selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
-                })
+            // The first selected pod (by name) declaring the name decides.
+            Some(IntOrString::String(name)) => pods
+                .range(ObjectRef::new(id.namespace.clone(), "")..)
+                .take_while(|(pod, _)| pod.namespace == id.namespace)
+                .map(|(_, pod)| pod)
+                .filter(|pod| selects(&selector, &pod.labels))
                 .flat_map(|pod| named_ports.get(&pod.id).into_iter().flatten())
                 .find(|(n, _)| n == name)
                 .map(|(_, number)| *number),

@@ -1,7 +1,8 @@
 //! `osm-loadtest controller`: the control plane under test, alone in its process so that its CPU time
 //! and peak RSS are its own. It builds the mesh, serves ADS over mTLS on 127.0.0.1 and then follows the
 //! driver's commands (see [`crate::protocol`]): wait until every proxy is in sync, apply a change and
-//! wait until every affected proxy ACKed it.
+//! wait until every affected proxy ACKed it. With `--kubeconfig` it takes the mesh from an apiserver
+//! instead (`kube_mode`, for `osm-loadtest envtest`).
 //!
 //! "In sync" is the ADS server's own view (`SnapshotCache::in_sync`): the proxy's stream handled its
 //! latest config and the proxy ACKed every type it was sent. Each stream announces it with a `Synced`
@@ -26,6 +27,8 @@ use crate::mesh::{self, Churn, ChurnKind, MeshSpec};
 use crate::protocol::{Changed, Command, Ready, Reply, Rotated, Soaked, Synced};
 use crate::sys::{cpu_time, memory, now_ns, raise_nofile_limit};
 
+mod kube_mode;
+
 /// The namespace the ADS server name is built from.
 pub const OSM_NAMESPACE: &str = "osm-system";
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -42,10 +45,17 @@ pub struct ControllerArgs {
     pub threads: usize,
     #[arg(long, value_delimiter = ',', default_value = "endpoint")]
     pub churn: Vec<ChurnKind>,
+    /// Kubernetes mode: take the mesh from this apiserver through `osm_k8s::KubeSource` instead of
+    /// building it; `--services`, `--namespaces` and `--proxies` then only name the proxies to wait for.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Runs the controller process: replies on stdout, commands on stdin.
 pub fn run(args: ControllerArgs) -> Result<()> {
+    if let Some(kubeconfig) = args.kubeconfig.clone() {
+        return kube_mode::run(args, &kubeconfig);
+    }
     let _ = raise_nofile_limit();
     args.mesh.validate().map_err(anyhow::Error::msg)?;
     let mut churn = Churn::new(&args.mesh, &args.churn).map_err(anyhow::Error::msg)?;
@@ -98,6 +108,7 @@ pub fn run(args: ControllerArgs) -> Result<()> {
             init_cpu_s: (cpu2 - cpu1).as_secs_f64(),
             proxies: keys.len(),
             at_ns: now_ns(),
+            list_s: None,
         }),
     )?;
 
@@ -121,25 +132,8 @@ pub fn run(args: ControllerArgs) -> Result<()> {
         };
         match command {
             Command::WaitSync { timeout_ms } => {
-                let events = cache.synced();
-                let names: Vec<&str> = keys.iter().map(String::as_str).collect();
-                let pending: HashMap<String, u64> = keys
-                    .iter()
-                    .zip(cache.generation_each(&names))
-                    .map(|(k, generation)| (k.clone(), generation.unwrap_or(1)))
-                    .collect();
-                let result = wait(&rt, &cache, events, pending, Duration::from_millis(timeout_ms));
-                let nacks = keys.iter().filter_map(|k| cache.status(k)).map(|s| s.nacks).sum();
-                send(
-                    &mut out,
-                    &Reply::Synced(Synced {
-                        at_ns: result.done_ns.unwrap_or_else(now_ns),
-                        synced: keys.len() - result.missing.len(),
-                        total: keys.len(),
-                        missing: result.missing.into_iter().take(5).collect(),
-                        nacks,
-                    }),
-                )?;
+                let reply = wait_sync(&rt, &cache, &keys, timeout_ms);
+                send(&mut out, &Reply::Synced(reply))?;
             }
             Command::Change { index, timeout_ms } => {
                 let reply = apply_change(&rt, &cp, &keys, &mut churn, index, timeout_ms);
@@ -160,6 +154,12 @@ pub fn run(args: ControllerArgs) -> Result<()> {
                 let reply = soak(&rt, &cp, &keys, &mut churn, rate_per_s, duration_s, timeout_ms);
                 send(&mut out, &Reply::Soaked(reply))?;
             }
+            Command::Arm | Command::Observe { .. } => send(
+                &mut out,
+                &Reply::Error {
+                    message: "Arm and Observe need Kubernetes mode (--kubeconfig)".into(),
+                },
+            )?,
             Command::Quit => break,
         }
     }
@@ -171,6 +171,31 @@ pub fn run(args: ControllerArgs) -> Result<()> {
     }
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(())
+}
+
+/// Waits until every proxy of `keys` is connected and in sync with its current config.
+fn wait_sync(
+    rt: &tokio::runtime::Runtime,
+    cache: &SnapshotCache,
+    keys: &[String],
+    timeout_ms: u64,
+) -> Synced {
+    let events = cache.synced();
+    let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let pending: HashMap<String, u64> = keys
+        .iter()
+        .zip(cache.generation_each(&names))
+        .map(|(k, generation)| (k.clone(), generation.unwrap_or(1)))
+        .collect();
+    let result = wait(rt, cache, events, pending, Duration::from_millis(timeout_ms));
+    let nacks = keys.iter().filter_map(|k| cache.status(k)).map(|s| s.nacks).sum();
+    Synced {
+        at_ns: result.done_ns.unwrap_or_else(now_ns),
+        synced: keys.len() - result.missing.len(),
+        total: keys.len(),
+        missing: result.missing.into_iter().take(5).collect(),
+        nacks,
+    }
 }
 
 fn send(out: &mut impl Write, reply: &Reply) -> Result<()> {

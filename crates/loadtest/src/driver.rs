@@ -100,7 +100,7 @@ impl Default for RunArgs {
 }
 
 /// The controller process and its command pipe.
-struct ControllerProcess {
+pub(crate) struct ControllerProcess {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -108,15 +108,6 @@ struct ControllerProcess {
 
 impl ControllerProcess {
     fn spawn(args: &RunArgs, exe: &Path, ca_dir: &Path) -> Result<Self> {
-        let mut cmd = match args.controller_wrapper.as_deref().map(str::split_whitespace) {
-            Some(mut words) => {
-                let program = words.next().context("--controller-wrapper is empty")?;
-                let mut cmd = std::process::Command::new(program);
-                cmd.args(words).arg(exe);
-                cmd
-            }
-            None => std::process::Command::new(exe),
-        };
         let churn: Vec<&str> = args
             .churn
             .iter()
@@ -126,12 +117,40 @@ impl ControllerProcess {
                 ChurnKind::Policy => "policy",
             })
             .collect();
+        let mut controller_args: Vec<std::ffi::OsString> =
+            args.mesh.to_args().into_iter().map(Into::into).collect();
+        controller_args.push(format!("--churn={}", churn.join(",")).into());
+        Self::spawn_with(
+            exe,
+            args.controller_wrapper.as_deref(),
+            args.controller_threads,
+            ca_dir,
+            controller_args,
+        )
+    }
+
+    /// Spawns `exe controller --threads=N --ca-dir DIR EXTRA…`, under `wrapper` when given.
+    pub(crate) fn spawn_with(
+        exe: &Path,
+        wrapper: Option<&str>,
+        threads: usize,
+        ca_dir: &Path,
+        extra: Vec<std::ffi::OsString>,
+    ) -> Result<Self> {
+        let mut cmd = match wrapper.map(str::split_whitespace) {
+            Some(mut words) => {
+                let program = words.next().context("--controller-wrapper is empty")?;
+                let mut cmd = std::process::Command::new(program);
+                cmd.args(words).arg(exe);
+                cmd
+            }
+            None => std::process::Command::new(exe),
+        };
         cmd.arg("controller")
-            .args(args.mesh.to_args())
-            .arg(format!("--threads={}", args.controller_threads))
-            .arg(format!("--churn={}", churn.join(",")))
+            .arg(format!("--threads={threads}"))
             .arg("--ca-dir")
             .arg(ca_dir)
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -143,14 +162,14 @@ impl ControllerProcess {
         Ok(Self { child, stdin, stdout })
     }
 
-    fn send(&mut self, command: &Command) -> Result<()> {
+    pub(crate) fn send(&mut self, command: &Command) -> Result<()> {
         serde_json::to_writer(&mut self.stdin, command)?;
         self.stdin.write_all(b"\n")?;
         self.stdin.flush()?;
         Ok(())
     }
 
-    fn reply(&mut self) -> Result<Reply> {
+    pub(crate) fn reply(&mut self) -> Result<Reply> {
         let mut line = String::new();
         loop {
             line.clear();
@@ -167,14 +186,14 @@ impl ControllerProcess {
         }
     }
 
-    fn ready(&mut self) -> Result<Ready> {
+    pub(crate) fn ready(&mut self) -> Result<Ready> {
         match self.reply()? {
             Reply::Ready(r) => Ok(r),
             other => bail!("expected Ready, got {other:?}"),
         }
     }
 
-    fn wait_sync(&mut self, timeout: Duration) -> Result<Synced> {
+    pub(crate) fn wait_sync(&mut self, timeout: Duration) -> Result<Synced> {
         self.send(&Command::WaitSync {
             timeout_ms: timeout.as_millis() as u64,
         })?;
@@ -218,7 +237,7 @@ impl ControllerProcess {
         }
     }
 
-    fn quit(mut self) -> Result<()> {
+    pub(crate) fn quit(mut self) -> Result<()> {
         let _ = self.send(&Command::Quit);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -248,7 +267,7 @@ impl Drop for ControllerProcess {
     }
 }
 
-fn secs(ns: u64) -> f64 {
+pub(crate) fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
@@ -276,20 +295,7 @@ pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
     let infos = mesh::proxies(&args.mesh);
     let mut proxies = Vec::with_capacity(infos.len());
     for info in &infos {
-        let id = XdsClientIdentity {
-            proxy_uuid: info.uuid.clone(),
-            identity: osm_ca::ServiceIdentity::new(&info.service_account, &info.namespace),
-            trust_domain: td.clone(),
-        };
-        let cert = ca
-            .issue_xds_client_cert(&id, Duration::from_secs(24 * 3600))
-            .with_context(|| format!("issuing the xDS certificate of proxy {}", info.index))?;
-        proxies.push(Arc::new(Proxy {
-            key: info.key(&td),
-            node_cluster: format!("{}.{}", info.service_account, info.namespace),
-            tls: call::client_tls(ca.root_cert_pem(), &cert.cert_pem, cert.private_key.expose_pem())?,
-            stats: Mutex::new(ProxyStats::default()),
-        }));
+        proxies.push(simulated_proxy(&ca, &td, info)?);
     }
     let client_certs_s = issued.elapsed().as_secs_f64();
     let ready = ctl.ready()?;
@@ -429,6 +435,28 @@ pub fn run(args: &RunArgs, exe: &Path) -> Result<Report> {
     Ok(report)
 }
 
+/// A simulated proxy for `info`, with its own xDS client certificate from the mesh root.
+pub(crate) fn simulated_proxy(
+    ca: &CertificateAuthority,
+    td: &TrustDomain,
+    info: &mesh::ProxyInfo,
+) -> Result<Arc<Proxy>> {
+    let id = XdsClientIdentity {
+        proxy_uuid: info.uuid.clone(),
+        identity: osm_ca::ServiceIdentity::new(&info.service_account, &info.namespace),
+        trust_domain: td.clone(),
+    };
+    let cert = ca
+        .issue_xds_client_cert(&id, Duration::from_secs(24 * 3600))
+        .with_context(|| format!("issuing the xDS certificate of proxy {}", info.index))?;
+    Ok(Arc::new(Proxy {
+        key: info.key(td),
+        node_cluster: format!("{}.{}", info.service_account, info.namespace),
+        tls: call::client_tls(ca.root_cert_pem(), &cert.cert_pem, cert.private_key.expose_pem())?,
+        stats: Mutex::new(ProxyStats::default()),
+    }))
+}
+
 fn kind_label(kind: TypeKind) -> &'static str {
     match kind {
         TypeKind::Cluster => "clusters (CDS)",
@@ -439,7 +467,7 @@ fn kind_label(kind: TypeKind) -> &'static str {
     }
 }
 
-fn per_proxy(cold: &[ProxyStats], end: &[ProxyStats]) -> report::PerProxy {
+pub(crate) fn per_proxy(cold: &[ProxyStats], end: &[ProxyStats]) -> report::PerProxy {
     let resources = TypeKind::ALL
         .into_iter()
         .map(|k| {

@@ -8,6 +8,8 @@
 //! - [`controller`]: the controller process (`osm-loadtest controller`), driven over [`protocol`].
 //! - [`client`]: a simulated proxy (SotW or delta) on its [`call`]; [`decode`] derives its subscriptions.
 //! - [`driver`]: runs a test and builds the [`report::Report`].
+//! - [`envtest`]: the same through a real kube-apiserver and the Kubernetes source
+//!   (`osm-loadtest envtest`), reported as an [`envtest::EnvtestReport`].
 #![forbid(unsafe_code)]
 
 pub mod call;
@@ -15,6 +17,7 @@ pub mod client;
 pub mod controller;
 pub mod decode;
 pub mod driver;
+pub mod envtest;
 pub mod light;
 pub mod mesh;
 pub mod protocol;

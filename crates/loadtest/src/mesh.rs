@@ -16,13 +16,13 @@ use osm_api::smi::access::{IdentityBindingSubject, TrafficTargetRule, TrafficTar
 use osm_api::smi::specs::{HTTPRouteGroupSpec, HttpMatch};
 use osm_api::smi::split::{TrafficSplitBackend, TrafficSplitSpec};
 use osm_ca::TrustDomain;
-use osm_model::fixtures::MeshBuilder;
+use osm_fixtures::MeshBuilder;
 use osm_model::{AppProtocol, Endpoint, MeshInput, ObjectRef, PodRef, ServiceIdentity, ServiceRef};
 use serde::Serialize;
 
 /// The one service port of every generated service (port = target port).
 pub const PORT: u16 = 8080;
-const ROUTE_GROUP: &str = "svc-routes";
+pub(crate) const ROUTE_GROUP: &str = "svc-routes";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,7 +135,7 @@ impl MeshSpec {
     }
 
     /// Pod `j`: (service, replica, has sidecar, is endpoint).
-    fn pod_role(&self, j: usize) -> (usize, usize, bool, bool) {
+    pub(crate) fn pod_role(&self, j: usize) -> (usize, usize, bool, bool) {
         let service = j % self.services;
         let replica = j / self.services;
         (service, replica, j < self.proxies, replica < self.endpoints)
@@ -152,16 +152,16 @@ pub fn service_name(i: usize) -> String {
     format!("svc-{i}")
 }
 
-fn pod_name(j: usize) -> String {
+pub(crate) fn pod_name(j: usize) -> String {
     format!("pod-{j}")
 }
 
-fn proxy_uuid(j: usize) -> String {
+pub(crate) fn proxy_uuid(j: usize) -> String {
     format!("00000000-0000-4000-8000-{j:012}")
 }
 
 /// `10.<a>.x.y` for `n`, skipping `.0` addresses.
-fn addr(a: u8, n: usize) -> IpAddr {
+pub(crate) fn addr(a: u8, n: usize) -> IpAddr {
     let n = n + 1;
     IpAddr::V4(Ipv4Addr::new(
         10,
@@ -216,7 +216,7 @@ fn subject(name: &str, namespace: &str) -> IdentityBindingSubject {
     }
 }
 
-fn route_group() -> HTTPRouteGroupSpec {
+pub(crate) fn route_group() -> HTTPRouteGroupSpec {
     let m = |name: &str, path: &str, method: &str| HttpMatch {
         name: name.to_string(),
         path_regex: Some(path.to_string()),
@@ -228,14 +228,18 @@ fn route_group() -> HTTPRouteGroupSpec {
     }
 }
 
-fn traffic_target_ref(spec: &MeshSpec, destination: usize) -> ObjectRef {
+pub(crate) fn traffic_target_ref(spec: &MeshSpec, destination: usize) -> ObjectRef {
     ObjectRef::new(
         spec.namespace_of(destination),
         format!("{}-access", service_name(destination)),
     )
 }
 
-fn traffic_target(spec: &MeshSpec, destination: usize, sources: &BTreeSet<usize>) -> TrafficTargetSpec {
+pub(crate) fn traffic_target(
+    spec: &MeshSpec,
+    destination: usize,
+    sources: &BTreeSet<usize>,
+) -> TrafficTargetSpec {
     TrafficTargetSpec {
         destination: subject(&service_name(destination), &spec.namespace_of(destination)),
         sources: sources
@@ -268,6 +272,17 @@ fn split(spec: &MeshSpec, i: usize, weights: (i64, i64)) -> (ObjectRef, TrafficS
             ],
         },
     )
+}
+
+/// SMI: destination service → the services that may call it (one TrafficTarget each).
+pub(crate) fn callers(spec: &MeshSpec) -> BTreeMap<usize, BTreeSet<usize>> {
+    let mut callers: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+    for s in 0..spec.services {
+        for d in spec.allowed_upstreams(s) {
+            callers.entry(d).or_default().insert(s);
+        }
+    }
+    callers
 }
 
 /// Builds the mesh input.
@@ -337,13 +352,7 @@ pub fn build(spec: &MeshSpec) -> MeshInput {
                 .http_route_groups
                 .insert(ObjectRef::new(format!("ns-{n}"), ROUTE_GROUP), route_group());
         }
-        let mut callers: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
-        for s in 0..spec.services {
-            for d in spec.allowed_upstreams(s) {
-                callers.entry(d).or_default().insert(s);
-            }
-        }
-        for (d, sources) in callers {
+        for (d, sources) in callers(spec) {
             input
                 .traffic_targets
                 .insert(traffic_target_ref(spec, d), traffic_target(spec, d, &sources));

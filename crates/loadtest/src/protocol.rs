@@ -31,6 +31,15 @@ pub enum Command {
         duration_s: f64,
         timeout_ms: u64,
     },
+    /// Kubernetes mode: note every proxy's config generation and start counting sync events; the
+    /// driver then writes a change to the apiserver and sends [`Command::Observe`]. Replies `Armed`.
+    Arm,
+    /// Kubernetes mode, after `Arm`: wait for the source's next delivery, reply `Delivered` as it
+    /// hands the input over (before the recompute), then `Observed` once every proxy it affected
+    /// ACKed.
+    Observe {
+        timeout_ms: u64,
+    },
     Quit,
 }
 
@@ -42,6 +51,9 @@ pub enum Reply {
     Changed(Changed),
     Rotated(Rotated),
     Soaked(Soaked),
+    Armed,
+    Delivered { at_ns: u64 },
+    Observed(Observed),
     Error { message: String },
 }
 
@@ -57,6 +69,10 @@ pub struct Ready {
     pub init_cpu_s: f64,
     pub proxies: usize,
     pub at_ns: u64,
+    /// Kubernetes mode: from process start until the source delivered its first input (connect,
+    /// every initial list, assembly); `init_*` then cover everything until that input was applied.
+    #[serde(default)]
+    pub list_s: Option<f64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -116,4 +132,23 @@ pub struct Soaked {
     pub rss_start_mb: f64,
     pub rss_end_mb: f64,
     pub peak_rss_mb: f64,
+}
+
+/// Kubernetes mode: one change as the controller saw it, from the source's delivery to the last ACK.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Observed {
+    /// When the source handed the input over (`None`: nothing was delivered within the timeout).
+    pub delivered_ns: Option<u64>,
+    /// When `ControlPlane::replace` returned, and its wall time (recompute + publish).
+    pub applied_ns: Option<u64>,
+    pub update_us: u64,
+    /// Proxies whose config changed (connected or not).
+    pub changed: usize,
+    /// Connected proxies whose config changed: the ones waited for.
+    pub affected: usize,
+    /// When the last affected proxy ACKed (`None` when none was affected or the timeout passed).
+    pub done_ns: Option<u64>,
+    pub missing: usize,
+    /// Inputs the source delivered while this change was waited for (normally 1).
+    pub deliveries: usize,
 }

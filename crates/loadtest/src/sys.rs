@@ -63,6 +63,29 @@ fn proc_path(pid: Option<u32>, file: &str) -> String {
     }
 }
 
+/// Children of this process whose command name is one of `names` (e.g. the envtest apiserver and
+/// etcd, to read their CPU time).
+pub fn children_named(names: &[&str]) -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(proc_path(Some(*pid), "stat")) else {
+                return false;
+            };
+            // `pid (comm) state ppid …`; comm may contain spaces, so split at the parentheses.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                return false;
+            };
+            let comm = &stat[open + 1..close];
+            let ppid = stat[close + 1..].split_whitespace().nth(1);
+            ppid == Some(me.as_str()) && names.contains(&comm)
+        })
+        .collect()
+}
+
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }

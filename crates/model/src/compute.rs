@@ -6,7 +6,8 @@
 //! services (and endpoints) that identity may reach.
 //!
 //! [`MeshState`] keeps the indices and intents between changes: [`MeshState::update`] compares the old and
-//! new input and recomputes only what the changed services, endpoints and pods touch (their endpoints,
+//! new input (or, with [`MeshState::update_changed`], reads the entries a delta named) and recomputes
+//! only what the changed services, endpoints and pods touch (their endpoints,
 //! the outbound intents of the identities that may reach them, the inbound intents of the pods behind
 //! them). Policy and MeshConfig edits are rare and recompute everything.
 
@@ -19,7 +20,8 @@ use osm_api::smi::access::IdentityBindingSubject;
 
 use crate::diff::changed_keys;
 use crate::input::{
-    AppProtocol, MeshInput, ObjectRef, PodRef, Service, ServiceIdentity, ServiceRef, in_namespace, selects,
+    AppProtocol, InputDelta, MeshInput, ObjectRef, Pod, PodRef, Service, ServiceIdentity, ServiceRef,
+    in_namespace, selects,
 };
 use crate::intent::*;
 
@@ -195,12 +197,51 @@ impl MeshState {
             || old.tcp_routes != new.tcp_routes
             || old.traffic_splits != new.traffic_splits;
         let services = changed_keys(&old.services, &new.services);
-        // A TrafficSplit's apex and backends are resolved (and warned about) when policies are indexed.
-        if policies_moved || services.iter().any(|s| split_refers_to(new, s)) {
+        if policies_moved {
             return self.recompute_all(new);
         }
         let endpoints = changed_keys(&old.endpoints, &new.endpoints);
         let pods = changed_keys(&old.pods, &new.pods);
+        self.update_entries(new, services, endpoints, pods, |p| old.pods.get(p))
+    }
+
+    /// [`MeshState::update`] after an [`InputDelta`] was applied to the input: `prior` is what
+    /// [`InputDelta::apply`] returned, `new` the input now. Only the named entries are compared, so
+    /// the cost follows the delta, not the input; the result is the one `update(&old, new)` gives.
+    /// The delta must be the only change since the last update (policies and MeshConfig included).
+    pub fn update_changed(&mut self, prior: &InputDelta, new: &MeshInput) -> ModelChange {
+        fn moved<K: Ord + Clone, V: PartialEq>(
+            prior: &BTreeMap<K, Option<V>>,
+            now: &BTreeMap<K, V>,
+        ) -> Vec<K> {
+            prior
+                .iter()
+                .filter(|(k, v)| now.get(*k) != v.as_ref())
+                .map(|(k, _)| k.clone())
+                .collect()
+        }
+        let services = moved(&prior.services, &new.services);
+        let endpoints = moved(&prior.endpoints, &new.endpoints);
+        let pods = moved(&prior.pods, &new.pods);
+        self.update_entries(new, services, endpoints, pods, |p| {
+            prior.pods.get(p).and_then(Option::as_ref)
+        })
+    }
+
+    /// The incremental step shared by both updates: `services`, `endpoints` and `pods` are the keys
+    /// whose entries differ (sorted), `old_pod` a changed pod as it was.
+    fn update_entries<'o>(
+        &mut self,
+        new: &MeshInput,
+        services: Vec<ServiceRef>,
+        endpoints: Vec<ServiceRef>,
+        pods: Vec<PodRef>,
+        old_pod: impl Fn(&PodRef) -> Option<&'o Pod>,
+    ) -> ModelChange {
+        // A TrafficSplit's apex and backends are resolved (and warned about) when policies are indexed.
+        if services.iter().any(|s| split_refers_to(new, s)) {
+            return self.recompute_all(new);
+        }
         if services.is_empty() && endpoints.is_empty() && pods.is_empty() {
             return ModelChange::default();
         }
@@ -211,7 +252,7 @@ impl MeshState {
             if let Some(local) = self.services_by_pod.get(pod_ref) {
                 affected.extend(local.iter().cloned());
             }
-            let labels = [old.pods.get(pod_ref), new.pods.get(pod_ref)];
+            let labels = [old_pod(pod_ref), new.pods.get(pod_ref)];
             for (id, svc) in in_namespace(&new.services, &pod_ref.namespace) {
                 if !new.endpoints.contains_key(id)
                     && labels.iter().flatten().any(|p| selects(&svc.selector, &p.labels))
@@ -263,9 +304,8 @@ impl MeshState {
 
         // Sidecars of changed pods that are gone, or have another uuid now.
         for pod_ref in &pods {
-            let uuid_of = |input: &MeshInput| input.pods.get(pod_ref).and_then(|p| p.proxy_uuid.clone());
-            if let Some(uuid) = uuid_of(old)
-                && uuid_of(new).as_ref() != Some(&uuid)
+            if let Some(uuid) = old_pod(pod_ref).and_then(|p| p.proxy_uuid.clone())
+                && new.pods.get(pod_ref).and_then(|p| p.proxy_uuid.as_ref()) != Some(&uuid)
                 && self.model.proxies.get(&uuid).is_some_and(|p| p.pod == *pod_ref)
             {
                 self.model.proxies.remove(&uuid);

@@ -286,3 +286,44 @@ impl<'a> PodSelectorIndex<'a> {
             .filter(move |p| selects(selector, &p.labels))
     }
 }
+
+/// New values for a few `services`, `endpoints` and `pods` entries of a [`MeshInput`] (`None`:
+/// removed): what an incremental source delivers instead of a whole input, so a change costs work
+/// proportional to it. Naming an entry that does not change is allowed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InputDelta {
+    pub services: BTreeMap<ServiceRef, Option<Service>>,
+    pub endpoints: BTreeMap<ServiceRef, Option<BTreeSet<Endpoint>>>,
+    pub pods: BTreeMap<PodRef, Option<Pod>>,
+}
+
+impl InputDelta {
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.endpoints.is_empty() && self.pods.is_empty()
+    }
+
+    /// Writes the delta into `input` and returns the entries it replaced, by the same keys (the
+    /// inverse delta, which [`crate::MeshState::update_changed`] reads).
+    pub fn apply(self, input: &mut MeshInput) -> InputDelta {
+        fn swap<K: Ord + Clone, V>(
+            map: &mut BTreeMap<K, V>,
+            entries: BTreeMap<K, Option<V>>,
+        ) -> BTreeMap<K, Option<V>> {
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let old = match v {
+                        Some(v) => map.insert(k.clone(), v),
+                        None => map.remove(&k),
+                    };
+                    (k, old)
+                })
+                .collect()
+        }
+        InputDelta {
+            services: swap(&mut input.services, self.services),
+            endpoints: swap(&mut input.endpoints, self.endpoints),
+            pods: swap(&mut input.pods, self.pods),
+        }
+    }
+}

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::MeshInput;
+use crate::{InputDelta, MeshInput};
 
 /// Resolves when the source must stop.
 pub type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -15,6 +15,9 @@ pub type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub enum SourceEvent {
     /// The complete input now in force. The first one is the source's initial sync.
     Input(Box<MeshInput>),
+    /// A few entries of the input in force changed (never the first event): applied in place, so an
+    /// incremental source's change costs what it touched, not a copy and compare of the whole input.
+    Delta(Box<InputDelta>),
     /// Some of what the source read was refused (and reported with its location by the source); the
     /// previous input stays in force. One line for a status display.
     Rejected(String),

@@ -299,3 +299,91 @@ fn an_endpoint_move_recomputes_only_what_it_touches() {
     assert!(change.removed.is_empty());
     assert_eq!(state.model(), &compute(&input));
 }
+
+/// The delta that sets every entry `ops` touch (services, endpoints, pods) to its value in `input`.
+fn delta_of(ops: &[Op], input: &MeshInput) -> InputDelta {
+    let mut delta = InputDelta::default();
+    for o in ops {
+        match o {
+            Op::Pod(i, _) => {
+                let id = pod_ref(*i);
+                delta.pods.insert(id.clone(), input.pods.get(&id).cloned());
+            }
+            Op::Service(i, _) => {
+                let id = service_ref(*i);
+                delta
+                    .services
+                    .insert(id.clone(), input.services.get(&id).cloned());
+            }
+            Op::Endpoints(i, _) => {
+                let id = service_ref(*i);
+                delta
+                    .endpoints
+                    .insert(id.clone(), input.endpoints.get(&id).cloned());
+            }
+            _ => unreachable!("only entry edits make deltas"),
+        }
+    }
+    delta
+}
+
+fn entry_op() -> impl Strategy<Value = Op> {
+    op().prop_filter("an entry edit", |o| {
+        matches!(o, Op::Pod(..) | Op::Service(..) | Op::Endpoints(..))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// `update_changed` after `InputDelta::apply` is `update` over the whole input: same input, same
+    /// reported change, same model, for batches of services, endpoints and pods added, edited,
+    /// removed or rewritten unchanged.
+    #[test]
+    fn a_delta_update_equals_a_whole_input_update(
+        setup in prop::collection::vec(op(), 0..25),
+        batches in prop::collection::vec(prop::collection::vec(entry_op(), 1..5), 1..6),
+    ) {
+        let mut whole = base();
+        for o in &setup {
+            apply(&mut whole, o);
+        }
+        let mut by_delta = whole.clone();
+        let mut state = MeshState::new(&whole);
+        let mut delta_state = MeshState::new(&whole);
+        for ops in &batches {
+            let old = whole.clone();
+            for o in ops {
+                apply(&mut whole, o);
+            }
+            let expected = state.update(&old, &whole);
+            let prior = delta_of(ops, &whole).apply(&mut by_delta);
+            prop_assert_eq!(&by_delta, &whole);
+            let got = delta_state.update_changed(&prior, &by_delta);
+            prop_assert_eq!(&got, &expected, "after {:?}", ops);
+            prop_assert_eq!(delta_state.model(), state.model(), "after {:?}", ops);
+        }
+    }
+}
+
+/// Rewriting an entry to its current value changes nothing; the inverse delta restores the input.
+#[test]
+fn a_no_op_delta_reports_nothing_and_the_prior_undoes_a_delta() {
+    let mut input = base();
+    apply(&mut input, &Op::Pod(0, Some((0, 0, Some(1), Some(0)))));
+    let mut state = MeshState::new(&input);
+    let same = delta_of(&[Op::Pod(0, None)], &input);
+    let prior = same.clone().apply(&mut input);
+    assert_eq!(prior, same);
+    assert!(state.update_changed(&prior, &input).is_empty());
+
+    let original = input.clone();
+    let mut delta = InputDelta::default();
+    delta.pods.insert(pod_ref(0), None);
+    delta.pods.insert(pod_ref(1), None);
+    let prior = delta.apply(&mut input);
+    let change = state.update_changed(&prior, &input);
+    assert_eq!(change.removed, BTreeSet::from(["uuid-0-0".to_string()]));
+    prior.apply(&mut input);
+    assert_eq!(input, original);
+}

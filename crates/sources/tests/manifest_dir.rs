@@ -260,11 +260,7 @@ fn deleting_and_adding_files() {
         panic!("{}", errors_text(source.errors()))
     };
     assert!(input.traffic_splits.is_empty());
-    write(
-        &dir,
-        "more/split.yml",
-        &osm_fixtures::bookstore_split(1, 2),
-    );
+    write(&dir, "more/split.yml", &osm_fixtures::bookstore_split(1, 2));
     let Reload::Reloaded(input) = source.reload() else {
         panic!("{}", errors_text(source.errors()))
     };
