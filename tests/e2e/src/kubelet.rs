@@ -32,12 +32,14 @@ pub fn binary_for(command: &str) -> Result<PathBuf> {
         "osm-control-plane" => osm_harness::workspace_bin(
             "osm-control-plane",
             "osm-control-plane",
-            "crates/control-plane",
+            "crates/binaries/control-plane",
             "OSM_CONTROL_PLANE_BIN",
         ),
-        "osm-init" => osm_harness::workspace_bin("osm-init", "osm-init", "crates/init", "OSM_INIT_BIN"),
+        "osm-init" => {
+            osm_harness::workspace_bin("osm-init", "osm-init", "crates/binaries/init", "OSM_INIT_BIN")
+        }
         "osm-demo-app" => osm_harness::demo_app_bin(),
-        "osm" => osm_harness::workspace_bin("osm", "osm-cli", "crates/cli", "OSM_CLI_BIN"),
+        "osm" => osm_harness::workspace_bin("osm", "osm-cli", "crates/binaries/cli", "OSM_CLI_BIN"),
         other => bail!("no binary for container command {other:?}"),
     };
     Ok(found?)
