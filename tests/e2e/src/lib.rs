@@ -3,6 +3,7 @@
 //! over ADS (mTLS, bound inside the test's hub namespace).
 #![forbid(unsafe_code)]
 
+pub mod internet;
 pub mod kubelet;
 pub mod mesh_tls;
 

@@ -52,9 +52,13 @@ pub fn outbound(intent: &OutboundIntent) -> Option<Arc<Resource>> {
         .map(outbound_chain)
         .collect();
     let default_filter_chain = intent.egress_passthrough.then(|| FilterChain {
-        name: names::PASSTHROUGH_CLUSTER.to_string(),
+        name: names::OUTBOUND_EGRESS_FILTER_CHAIN.to_string(),
         filters: vec![tcp_proxy_filter(
-            "passthrough-outbound",
+            &format!(
+                "{}.{}",
+                names::EGRESS_TCP_PROXY_STAT_PREFIX,
+                names::PASSTHROUGH_CLUSTER
+            ),
             names::PASSTHROUGH_CLUSTER,
         )],
         ..Default::default()

@@ -7,6 +7,11 @@ pub const OUTBOUND_LISTENER: &str = "outbound-listener";
 pub const INBOUND_LISTENER: &str = "inbound-listener";
 pub const PROMETHEUS_LISTENER: &str = "inbound-prometheus-listener";
 pub const PASSTHROUGH_CLUSTER: &str = "passthrough-outbound";
+/// The outbound listener's default chain when egress is enabled: unknown destinations pass through.
+pub const OUTBOUND_EGRESS_FILTER_CHAIN: &str = "outbound-egress-filter-chain";
+/// Stat prefix of egress tcp_proxy filters: `egress-tcp-proxy.passthrough-outbound`,
+/// `egress-tcp-proxy.<port>`.
+pub const EGRESS_TCP_PROXY_STAT_PREFIX: &str = "egress-tcp-proxy";
 pub const METRICS_CLUSTER: &str = "envoy-metrics-cluster";
 pub const ADS_CLUSTER: &str = "osm-controller";
 /// The proxy's own certificate. Upstream calls it `service-cert:<ns>/<sa>`; one name for every identity
