@@ -52,17 +52,18 @@ pub struct Internet {
     pub ip: Ipv4Addr,
     /// The self-signed certificate of the HTTPS server (PEM), which clients trust.
     pub cert_pem: String,
-    /// The DNS name in that certificate.
-    pub host: String,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Internet {
-    /// Starts the HTTPS and server-first servers in `pod` (which must have no interception rules).
-    pub fn start(pod: &Pod, host: &str) -> Result<Internet> {
-        let cert = rcgen::generate_simple_self_signed(vec![host.to_string()])
-            .context("self-signed certificate")?;
+    /// Starts the HTTPS and server-first servers in `pod` (which must have no interception rules). The
+    /// certificate names every host in `hosts` (so a client that reaches the server with any of them
+    /// completes its handshake: a refusal is the mesh's doing, not a name mismatch).
+    pub fn start(pod: &Pod, hosts: &[&str]) -> Result<Internet> {
+        let cert =
+            rcgen::generate_simple_self_signed(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+                .context("self-signed certificate")?;
         let cert_pem = cert.cert.pem();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -108,7 +109,6 @@ impl Internet {
         Ok(Internet {
             ip,
             cert_pem,
-            host: host.to_string(),
             stop,
             threads,
         })
@@ -138,10 +138,7 @@ impl Internet {
                 rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
             let mut tcp = tcp;
             let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
-            write!(
-                tls,
-                "GET / HTTP/1.1\r\nhost: {sni}\r\nconnection: close\r\n\r\n"
-            )?;
+            write!(tls, "GET / HTTP/1.1\r\nhost: {sni}\r\nconnection: close\r\n\r\n")?;
             let mut answer = Vec::new();
             match tls.read_to_end(&mut answer) {
                 Ok(_) => {}
@@ -201,9 +198,7 @@ fn serve(
                     });
                 }
                 // Polling keeps shutdown simple: the listener's namespace goes away with the test.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
                 Err(_) => return,
             }
         }

@@ -122,6 +122,20 @@ impl Mesh {
         apps: &BTreeMap<String, Vec<String>>,
         probes: &[osm_xds::bootstrap::Probe],
     ) -> Result<Mesh> {
+        Self::start_with(hub, pods, input, api, apps, probes, &[])
+    }
+
+    /// [`Mesh::start_with_probes`] with `extra_hosts` in every pod's `/etc/hosts` besides the services'
+    /// names (say, a host outside the mesh).
+    pub fn start_with(
+        hub: Hub,
+        pods: BTreeMap<String, Pod>,
+        input: MeshInput,
+        api: AdsApi,
+        apps: &BTreeMap<String, Vec<String>>,
+        probes: &[osm_xds::bootstrap::Probe],
+        extra_hosts: &[(IpAddr, Vec<String>)],
+    ) -> Result<Mesh> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -135,7 +149,8 @@ impl Mesh {
             .values()
             .filter_map(|s| s.cluster_ip.map(|ip| (s.id.name.clone(), ip)))
             .collect();
-        let hosts = input.hosts_entries();
+        let mut hosts = input.hosts_entries();
+        hosts.extend(extra_hosts.iter().cloned());
         let pod_meta: BTreeMap<String, osm_model::Pod> = input
             .pods
             .values()
@@ -212,6 +227,19 @@ impl Mesh {
         extra: &[(&str, Option<Vec<String>>)],
         customize: impl FnOnce(&mut MeshInput, &BTreeMap<String, IpAddr>),
     ) -> Result<(Mesh, BTreeMap<String, IpAddr>)> {
+        Self::bookstore_with_hosts(prefix, api, permissive, split, extra, customize, |_| Vec::new())
+    }
+
+    /// [`Mesh::bookstore`] with `extra_hosts(pod addresses)` in every pod's `/etc/hosts`.
+    pub fn bookstore_with_hosts(
+        prefix: &str,
+        api: AdsApi,
+        permissive: bool,
+        split: Option<(u32, u32)>,
+        extra: &[(&str, Option<Vec<String>>)],
+        customize: impl FnOnce(&mut MeshInput, &BTreeMap<String, IpAddr>),
+        extra_hosts: impl FnOnce(&BTreeMap<String, IpAddr>) -> Vec<(IpAddr, Vec<String>)>,
+    ) -> Result<(Mesh, BTreeMap<String, IpAddr>)> {
         let mut names: Vec<&str> = BOOKSTORE_PODS.iter().map(|p| p.1).collect();
         names.extend(extra.iter().map(|e| e.0));
         let (hub, pods) = Mesh::pods_for(prefix, &names)?;
@@ -236,7 +264,8 @@ impl Mesh {
                 apps.insert(name.to_string(), app.clone());
             }
         }
-        let mesh = Mesh::start(hub, pods, input, api, &apps)?;
+        let hosts = extra_hosts(&ips);
+        let mesh = Mesh::start_with(hub, pods, input, api, &apps, &[], &hosts)?;
         Ok((mesh, ips))
     }
 

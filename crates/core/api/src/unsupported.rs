@@ -23,6 +23,13 @@ pub enum Subject {
         path: &'static str,
         requested: fn(&MeshConfigSpec) -> bool,
     },
+    /// A field of a policy kind, reported when `requested` says the object uses it.
+    ObjectField {
+        kind: &'static str,
+        /// JSON path, e.g. `spec.matches[].kind=UpstreamTrafficSetting`.
+        path: &'static str,
+        requested: fn(&MeshObject) -> bool,
+    },
 }
 
 /// One thing not supported yet, and what the user gets instead.
@@ -38,6 +45,7 @@ impl fmt::Debug for Unsupported {
         match self.subject {
             Subject::Kind(kind) => write!(f, "kind {kind}"),
             Subject::MeshConfigField { path, .. } => write!(f, "MeshConfig {path}"),
+            Subject::ObjectField { kind, path, .. } => write!(f, "{kind} {path}"),
         }
     }
 }
@@ -60,11 +68,33 @@ const fn field(
     }
 }
 
+/// Every object of `kind` whose `requested` says it uses the field at `path`.
+const fn object_field(
+    kind: &'static str,
+    path: &'static str,
+    requested: fn(&MeshObject) -> bool,
+    effect: &'static str,
+) -> Unsupported {
+    Unsupported {
+        subject: Subject::ObjectField {
+            kind,
+            path,
+            requested,
+        },
+        effect,
+    }
+}
+
 /// Everything accepted and not acted on yet.
 pub const UNSUPPORTED: &[Unsupported] = &[
-    kind(
+    object_field(
         "Egress",
-        "no egress policy is applied; traffic to the listed hosts is not allowed by it",
+        "spec.matches[].kind=UpstreamTrafficSetting",
+        |o| {
+            matches!(o, MeshObject::Egress(e)
+                if e.spec.matches.iter().any(|m| m.kind == "UpstreamTrafficSetting"))
+        },
+        "no connection settings are applied to the egress clusters (the rest of the policy is)",
     ),
     kind(
         "IngressBackend",
@@ -241,6 +271,15 @@ pub fn warnings(object: &MeshObject) -> Vec<Warning> {
             Subject::Kind(k) if k == object.kind() => Some(Warning {
                 object: name.clone(),
                 field: None,
+                effect: u.effect,
+            }),
+            Subject::ObjectField {
+                kind,
+                path,
+                requested,
+            } if kind == object.kind() && requested(object) => Some(Warning {
+                object: name.clone(),
+                field: Some(path),
                 effect: u.effect,
             }),
             _ => None,

@@ -176,7 +176,8 @@ fn policy(kind: &str, spec: Value) -> Value {
 #[test]
 fn egress_rules() {
     let ok = json!({"sources": [sa("curl", "curl")], "hosts": ["httpbin.org"], "ipAddresses": ["1.2.3.0/24"],
-                    "ports": [{"number": 443, "protocol": "https"}]});
+                    "ports": [{"number": 443, "protocol": "https"},
+                              {"number": 3306, "protocol": "tcp-server-first"}]});
     assert_eq!(fields(policy("Egress", ok)), Vec::<String>::new());
     let bad = json!({
         "sources": [{"kind": "Service", "name": "", "namespace": ""}],

@@ -74,6 +74,10 @@ pub struct MeshState {
     shared_outbound: Option<Arc<OutboundIntent>>,
     /// SMI: the outbound intent of each client identity.
     outbound_by_identity: HashMap<ServiceIdentity, Arc<OutboundIntent>>,
+    /// Egress policy: what each named source identity may reach outside the mesh.
+    egress_by_identity: HashMap<ServiceIdentity, Arc<EgressIntent>>,
+    /// The egress intent of every other identity, shared.
+    no_egress: Arc<EgressIntent>,
     model: MeshModel,
 }
 
@@ -165,8 +169,11 @@ impl MeshState {
             clusters: Interner::new(),
             shared_outbound: None,
             outbound_by_identity: HashMap::new(),
+            egress_by_identity: HashMap::new(),
+            no_egress: Arc::new(EgressIntent::default()),
             model: MeshModel::default(),
         };
+        state.egress_by_identity = crate::egress::by_identity(input, &mut state.model.warnings);
         let index = crate::input::PodSelectorIndex::new(input);
         for (id, svc) in &input.services {
             let endpoints = resolve(input, input.endpoints_with(svc, &index));
@@ -195,7 +202,8 @@ impl MeshState {
             || old.traffic_targets != new.traffic_targets
             || old.http_route_groups != new.http_route_groups
             || old.tcp_routes != new.tcp_routes
-            || old.traffic_splits != new.traffic_splits;
+            || old.traffic_splits != new.traffic_splits
+            || old.egresses != new.egresses;
         let services = changed_keys(&old.services, &new.services);
         if policies_moved {
             return self.recompute_all(new);
@@ -327,6 +335,7 @@ impl MeshState {
                 pod: pod_ref.clone(),
                 outbound: self.outbound_of(new, &identity),
                 inbound: Arc::new(self.inbound_for(new, &identity, pod_ref)),
+                egress: self.egress_of(&identity),
                 identity,
             };
             if self.model.proxies.get(uuid) != Some(&intent) {
@@ -532,6 +541,7 @@ impl MeshState {
             let identity = pod.identity();
             let outbound = self.outbound_of(input, &identity);
             let inbound = inbound_interner.intern(self.inbound_for(input, &identity, &pod.id));
+            let egress = self.egress_of(&identity);
             proxies.insert(
                 uuid.clone(),
                 ProxyIntent {
@@ -540,6 +550,7 @@ impl MeshState {
                     identity,
                     inbound,
                     outbound,
+                    egress,
                 },
             );
         }
@@ -559,6 +570,14 @@ impl MeshState {
         self.outbound_by_identity
             .insert(identity.clone(), outbound.clone());
         outbound
+    }
+
+    /// The egress intent of an identity: its own if an Egress policy names it, else the shared empty one.
+    fn egress_of(&self, identity: &ServiceIdentity) -> Arc<EgressIntent> {
+        self.egress_by_identity
+            .get(identity)
+            .unwrap_or(&self.no_egress)
+            .clone()
     }
 
     /// Traffic a pod accepts: the ports of the services whose endpoints name it.

@@ -8,6 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use osm_api::config::MeshConfigSpec;
+use osm_api::policy::EgressSpec;
 use osm_api::smi::access::TrafficTargetSpec;
 use osm_api::smi::specs::{HTTPRouteGroupSpec, TCPRouteSpec};
 use osm_api::smi::split::TrafficSplitSpec;
@@ -177,6 +178,8 @@ pub struct MeshInput {
     pub http_route_groups: BTreeMap<ObjectRef, HTTPRouteGroupSpec>,
     pub tcp_routes: BTreeMap<ObjectRef, TCPRouteSpec>,
     pub traffic_splits: BTreeMap<ObjectRef, TrafficSplitSpec>,
+    /// `policy.openservicemesh.io` Egress policies (applied when `featureFlags.enableEgressPolicy`).
+    pub egresses: BTreeMap<ObjectRef, EgressSpec>,
 }
 
 impl MeshInput {

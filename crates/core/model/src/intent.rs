@@ -21,6 +21,9 @@ pub struct ProxyIntent {
     pub identity: ServiceIdentity,
     pub inbound: Arc<InboundIntent>,
     pub outbound: Arc<OutboundIntent>,
+    /// What its identity may reach outside the mesh by Egress policy (most proxies: nothing, one
+    /// shared empty value).
+    pub egress: Arc<EgressIntent>,
 }
 
 /// Traffic this proxy accepts for its local application.
@@ -222,4 +225,61 @@ pub fn cluster_name(service: &ServiceRef, port: u16) -> String {
 /// `<svc>.<ns>.svc.cluster.local`
 pub fn service_sni(service: &ServiceRef) -> String {
     format!("{}.{}.svc.cluster.local", service.name, service.namespace)
+}
+
+/// Destinations outside the mesh one identity may reach by Egress policy, per destination port.
+/// (`traffic.enableEgress` passthrough is separate: [`OutboundIntent::egress_passthrough`].)
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct EgressIntent {
+    /// Sorted by port.
+    pub ports: Vec<EgressPort>,
+}
+
+impl EgressIntent {
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+}
+
+/// Everything the policies of one identity allow on one destination port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct EgressPort {
+    pub port: u16,
+    /// `http`: hosts, sorted, each reached at `<host>:<port>` resolved by DNS. Empty: no HTTP egress.
+    pub http_hosts: Vec<EgressHttpHost>,
+    /// The destination addresses HTTP egress is limited to; empty: any address.
+    pub http_ip_ranges: Vec<IpRange>,
+    /// `https`: TLS server names (SNI) passed to their original destination.
+    pub server_names: Vec<String>,
+    /// `tcp`, `tcp-server-first` and `https` with `ipAddresses`: destination ranges passed to their
+    /// original destination. `Some(empty)`: any address (a `tcp` policy without `ipAddresses`);
+    /// `None`: no such chain.
+    pub ip_ranges: Option<Vec<IpRange>>,
+    /// The upstream protocol name of the `ip_ranges` chain: `tcp-server-first`, `tcp` or `https`.
+    pub ip_protocol: &'static str,
+    /// Some policy says the server speaks first here: the sidecar must not wait to inspect the
+    /// client's first bytes on this port.
+    pub server_first: bool,
+}
+
+/// One external HTTP host and the requests allowed to it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct EgressHttpHost {
+    pub host: String,
+    /// Sorted; [`HttpRouteMatch::any`] when no HTTPRouteGroup narrows it; empty: nothing matches.
+    pub routes: Vec<HttpRouteMatch>,
+}
+
+/// A CIDR range: `addr/prefix_len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct IpRange {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl IpRange {
+    /// Parses `a.b.c.d/n`, an IPv6 CIDR, or an address alone (a single host).
+    pub fn parse(s: &str) -> Option<IpRange> {
+        crate::egress::parse_ip_range(s)
+    }
 }

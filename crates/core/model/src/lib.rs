@@ -4,6 +4,7 @@
 
 mod compute;
 pub mod diff;
+mod egress;
 pub mod explain;
 pub mod input;
 pub mod intent;

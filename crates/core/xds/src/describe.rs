@@ -17,7 +17,8 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LbEndpoint, lb_endpoint};
 use envoy_types::pb::envoy::config::listener::v3::{
-    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, ListenerFilterChainMatchPredicate,
+    filter, listener_filter,
 };
 use envoy_types::pb::envoy::config::rbac::v3::{Permission, Policy, Principal, Rbac as RbacRules};
 use envoy_types::pb::envoy::config::rbac::v3::{permission, principal, rbac};
@@ -27,6 +28,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac as HttpRbac, RbacPerRoute};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -176,6 +178,9 @@ fn listener(l: &Listener) -> Value {
         let filters: Vec<Value> = l.listener_filters.iter().map(listener_filter).collect();
         m.insert("listener_filters".into(), json!(filters));
     }
+    if l.continue_on_listener_filters_timeout {
+        m.insert("continue_on_listener_filters_timeout".into(), json!(true));
+    }
     let mut chains = Map::new();
     for (i, c) in l.filter_chains.iter().enumerate() {
         let key = if c.name.is_empty() {
@@ -196,16 +201,36 @@ fn listener(l: &Listener) -> Value {
     Value::Object(m)
 }
 
-/// Just the name when its config is one of the (empty) ones we use.
+/// Just the name when its config is one of the (empty) ones we use, and when it is disabled.
 fn listener_filter(f: &ListenerFilter) -> Value {
     let Some(listener_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
         return json!(f.name);
     };
-    let known = on(any, |_: OriginalDst| ()).or_else(|| on(any, |_: TlsInspector| ()));
-    match known {
+    let known = on(any, |_: OriginalDst| ())
+        .or_else(|| on(any, |_: TlsInspector| ()))
+        .or_else(|| on(any, |_: HttpInspector| ()));
+    let described = match known {
         Some(Ok(())) => json!(f.name),
         Some(Err(error)) => json!({"name": f.name, "config": error}),
         None => json!({"name": f.name, "config": undecoded(any)}),
+    };
+    match &f.filter_disabled {
+        None => described,
+        Some(p) => json!({"name": f.name, "disabled_when": predicate(p)}),
+    }
+}
+
+/// A listener filter predicate as a short expression, e.g. `not (port 80 or port 443)`.
+fn predicate(p: &ListenerFilterChainMatchPredicate) -> String {
+    use envoy_types::pb::envoy::config::listener::v3::listener_filter_chain_match_predicate::Rule;
+    match &p.rule {
+        None => "(empty)".into(),
+        Some(Rule::AnyMatch(_)) => "any".into(),
+        Some(Rule::NotMatch(inner)) => format!("not ({})", predicate(inner)),
+        Some(Rule::OrMatch(set)) => set.rules.iter().map(predicate).collect::<Vec<_>>().join(" or "),
+        Some(Rule::AndMatch(set)) => set.rules.iter().map(predicate).collect::<Vec<_>>().join(" and "),
+        Some(Rule::DestinationPortRange(r)) if r.end == r.start + 1 => format!("port {}", r.start),
+        Some(Rule::DestinationPortRange(r)) => format!("port {}..{}", r.start, r.end),
     }
 }
 

@@ -9,12 +9,12 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
 
 use osm_model::{
-    AppProtocol, InboundAccess, InboundIntent, OutboundIntent, OutboundService, ProxyIntent, ServiceIdentity,
-    ServiceRef, UpstreamCluster,
+    AppProtocol, EgressIntent, InboundAccess, InboundIntent, OutboundIntent, OutboundService, ProxyIntent,
+    ServiceIdentity, ServiceRef, UpstreamCluster,
 };
 
 use crate::resource::{ProxyConfig, Resource, ResourceSet};
-use crate::{cds, eds, lds, names, rds, sds};
+use crate::{cds, eds, egress, lds, names, rds, sds};
 
 /// A memo table keyed by value. An entry lives while something outside the table (a proxy config, a
 /// set) still holds its value: `sweep` drops the rest. That lets a recompute touch only the proxies a
@@ -81,6 +81,49 @@ impl<I> ByPointer<I> {
     }
 }
 
+/// [`ByPointer`] for the outbound set, which is built from two intents: the outbound one and the
+/// egress one (the same shared empty value for most proxies).
+struct ByPointerPair {
+    entries: HashMap<(usize, usize), PairEntry>,
+}
+
+type PairEntry = (Weak<OutboundIntent>, Weak<EgressIntent>, Weak<ResourceSet>);
+
+impl ByPointerPair {
+    fn new() -> Self {
+        Self {
+            entries: HashMap::new(),
+        }
+    }
+
+    fn key(outbound: &Arc<OutboundIntent>, egress: &Arc<EgressIntent>) -> (usize, usize) {
+        (Arc::as_ptr(outbound) as usize, Arc::as_ptr(egress) as usize)
+    }
+
+    fn get(&self, outbound: &Arc<OutboundIntent>, egress: &Arc<EgressIntent>) -> Option<Arc<ResourceSet>> {
+        self.entries
+            .get(&Self::key(outbound, egress))
+            .and_then(|(_, _, set)| set.upgrade())
+    }
+
+    fn insert(&mut self, outbound: &Arc<OutboundIntent>, egress: &Arc<EgressIntent>, set: &Arc<ResourceSet>) {
+        self.entries.insert(
+            Self::key(outbound, egress),
+            (
+                Arc::downgrade(outbound),
+                Arc::downgrade(egress),
+                Arc::downgrade(set),
+            ),
+        );
+    }
+
+    fn sweep(&mut self) {
+        self.entries.retain(|_, (outbound, egress, set)| {
+            outbound.strong_count() > 0 && egress.strong_count() > 0 && set.strong_count() > 0
+        });
+    }
+}
+
 /// The outbound listener and route configs, which depend on which services a proxy may reach and how
 /// (addresses, ports, protocols, clusters and weights) but not on the endpoints behind the clusters: an
 /// endpoint change must not re-encode them. Keyed by a hash of that shape, confirmed on a hit.
@@ -94,9 +137,10 @@ type RoutingEntry = (RoutingShape, Vec<Arc<Resource>>);
 /// A backend as routing names it: cluster `<service>|<target port>`, and its weight.
 type BackendShape = (ServiceRef, u16, u32);
 
-/// What `lds::outbound` and `rds::outbound` read of an outbound intent.
+/// What `lds::outbound`, `rds::outbound` and the egress routes read of the intents.
 struct RoutingShape {
     egress_passthrough: bool,
+    egress: Arc<EgressIntent>,
     services: Vec<ServiceShape>,
 }
 
@@ -109,9 +153,10 @@ struct ServiceShape {
 }
 
 impl RoutingShape {
-    fn of(intent: &OutboundIntent) -> Self {
+    fn of(intent: &OutboundIntent, egress: &Arc<EgressIntent>) -> Self {
         Self {
             egress_passthrough: intent.egress_passthrough,
+            egress: egress.clone(),
             services: intent
                 .services
                 .iter()
@@ -134,8 +179,9 @@ impl RoutingShape {
     }
 
     /// Compares without building the intent's shape.
-    fn matches(&self, intent: &OutboundIntent) -> bool {
+    fn matches(&self, intent: &OutboundIntent, egress: &EgressIntent) -> bool {
         self.egress_passthrough == intent.egress_passthrough
+            && *self.egress == *egress
             && self.services.len() == intent.services.len()
             && self.services.iter().zip(&intent.services).all(|(shape, s)| {
                 shape.service == s.service
@@ -155,9 +201,10 @@ impl RoutingShape {
             })
     }
 
-    fn hash(intent: &OutboundIntent) -> u64 {
+    fn hash(intent: &OutboundIntent, egress: &EgressIntent) -> u64 {
         let mut h = std::hash::DefaultHasher::new();
         intent.egress_passthrough.hash(&mut h);
+        egress.hash(&mut h);
         for s in &intent.services {
             (&s.service, s.port, s.protocol, &s.addresses).hash(&mut h);
             for b in &s.backends {
@@ -169,13 +216,16 @@ impl RoutingShape {
 }
 
 impl Routing {
-    fn get_or_build(&mut self, intent: &OutboundIntent) -> Vec<Arc<Resource>> {
-        let bucket = self.entries.entry(RoutingShape::hash(intent)).or_default();
-        if let Some((_, resources)) = bucket.iter().find(|(shape, _)| shape.matches(intent)) {
+    fn get_or_build(&mut self, intent: &OutboundIntent, egress: &Arc<EgressIntent>) -> Vec<Arc<Resource>> {
+        let bucket = self
+            .entries
+            .entry(RoutingShape::hash(intent, egress))
+            .or_default();
+        if let Some((_, resources)) = bucket.iter().find(|(shape, _)| shape.matches(intent, egress)) {
             return resources.clone();
         }
-        let resources = build_routing(intent);
-        bucket.push((RoutingShape::of(intent), resources.clone()));
+        let resources = build_routing(intent, egress);
+        bucket.push((RoutingShape::of(intent, egress), resources.clone()));
         resources
     }
 
@@ -188,9 +238,11 @@ impl Routing {
     }
 }
 
-/// `outbound-listener` and one `rds-outbound.<port>` per HTTP port.
-fn build_routing(intent: &OutboundIntent) -> Vec<Arc<Resource>> {
-    let mut out: Vec<Arc<Resource>> = lds::outbound(intent).into_iter().collect();
+/// `outbound-listener`, one `rds-outbound.<port>` per HTTP port, one `rds-egress.<port>` per HTTP
+/// egress port.
+fn build_routing(intent: &OutboundIntent, egress: &EgressIntent) -> Vec<Arc<Resource>> {
+    let mut out: Vec<Arc<Resource>> = lds::outbound(intent, egress).into_iter().collect();
+    out.extend(egress::route_configs(egress));
     let mut http_ports: std::collections::BTreeMap<u16, Vec<&OutboundService>> = Default::default();
     for s in &intent.services {
         if s.protocol == AppProtocol::Http {
@@ -219,10 +271,10 @@ pub struct Generator {
     trust_domain: String,
     ca_bundle: Arc<str>,
     statics: Arc<ResourceSet>,
-    outbound: Memo<Arc<OutboundIntent>, ResourceSet>,
+    outbound: Memo<(Arc<OutboundIntent>, Arc<EgressIntent>), ResourceSet>,
     /// The permissive intent is shared by every proxy; hashing it once per proxy would cost more than
     /// building it.
-    outbound_by_ptr: ByPointer<OutboundIntent>,
+    outbound_by_ptr: ByPointerPair,
     inbound: Memo<Arc<InboundIntent>, ResourceSet>,
     inbound_by_ptr: ByPointer<InboundIntent>,
     routing: Routing,
@@ -251,7 +303,7 @@ impl Generator {
             ca_bundle: ca_bundle_pem.into(),
             statics: statics(ca_bundle_pem),
             outbound: Memo::new(),
-            outbound_by_ptr: ByPointer::new(),
+            outbound_by_ptr: ByPointerPair::new(),
             inbound: Memo::new(),
             inbound_by_ptr: ByPointer::new(),
             routing: Routing::default(),
@@ -294,32 +346,36 @@ impl Generator {
     /// The full config of one proxy. `identity_secrets` holds its `service-cert` (shared by every proxy
     /// of the same identity; the caller owns certificate issuance and rotation).
     pub fn proxy_config(&mut self, proxy: &ProxyIntent, identity_secrets: Arc<ResourceSet>) -> ProxyConfig {
-        let outbound = self.outbound_set(&proxy.outbound);
+        let outbound = self.outbound_set(&proxy.outbound, &proxy.egress);
         let inbound = self.inbound_set(&proxy.inbound);
         ProxyConfig {
             sets: vec![self.statics.clone(), inbound, outbound, identity_secrets],
         }
     }
 
-    fn outbound_set(&mut self, intent: &Arc<OutboundIntent>) -> Arc<ResourceSet> {
-        if let Some(set) = self.outbound_by_ptr.get(intent) {
+    fn outbound_set(&mut self, intent: &Arc<OutboundIntent>, egress: &Arc<EgressIntent>) -> Arc<ResourceSet> {
+        if let Some(set) = self.outbound_by_ptr.get(intent, egress) {
             return set;
         }
-        let set = match self.outbound.entries.get(intent) {
+        let key = (intent.clone(), egress.clone());
+        let set = match self.outbound.entries.get(&key) {
             Some(set) => set.clone(),
             None => {
-                let set = Arc::new(self.build_outbound(intent));
-                self.outbound.entries.insert(intent.clone(), set.clone());
+                let set = Arc::new(self.build_outbound(intent, egress));
+                self.outbound.entries.insert(key, set.clone());
                 set
             }
         };
-        self.outbound_by_ptr.insert(intent, &set);
+        self.outbound_by_ptr.insert(intent, egress, &set);
         set
     }
 
-    fn build_outbound(&mut self, intent: &Arc<OutboundIntent>) -> ResourceSet {
+    fn build_outbound(&mut self, intent: &Arc<OutboundIntent>, egress: &Arc<EgressIntent>) -> ResourceSet {
         let mut set = ResourceSet::default();
-        for r in self.routing.get_or_build(intent) {
+        for r in self.routing.get_or_build(intent, egress) {
+            set.insert(r);
+        }
+        for r in egress::clusters(egress) {
             set.insert(r);
         }
         for s in &intent.services {

@@ -140,3 +140,76 @@ fn path_security_every_hcm_normalises() {
         }
     }
 }
+
+/// SMI mode with Egress policies for bookbuyer (passthrough off): HTTP by Host narrowed by an
+/// HTTPRouteGroup, HTTPS by SNI and by address, TCP and server-first TCP by range. Inspectors run only
+/// on the HTTP and SNI ports; the server-first port is never inspected.
+#[test]
+fn smi_bookbuyer_egress() {
+    let index = |list: &[&str], name: &str| list.iter().position(|x| *x == name).expect("known name") as u8;
+    let mut input = bookstore(
+        false,
+        Some((50, 50)),
+        |p| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + index(&PODS, p))),
+        |s| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1 + index(&SERVICES, s))),
+    );
+    input.mesh_config.traffic.enable_egress = false;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(
+        "apiVersion: specs.smi-spec.io/v1alpha4
+kind: HTTPRouteGroup
+metadata: {name: status-routes, namespace: bookbuyer}
+spec:
+  matches:
+  - {name: status, pathRegex: /status.*, methods: [GET]}
+---
+apiVersion: policy.openservicemesh.io/v1alpha1
+kind: Egress
+metadata: {name: httpbin, namespace: bookbuyer}
+spec:
+  sources: [{kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}]
+  hosts: [httpbin.org]
+  ports: [{number: 80, protocol: http}]
+  matches:
+  - {apiGroup: specs.smi-spec.io/v1alpha4, kind: HTTPRouteGroup, name: status-routes}
+---
+apiVersion: policy.openservicemesh.io/v1alpha1
+kind: Egress
+metadata: {name: https, namespace: bookbuyer}
+spec:
+  sources: [{kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}]
+  hosts: [github.com, openservicemesh.io]
+  ipAddresses: [203.0.113.0/24]
+  ports: [{number: 443, protocol: https}]
+---
+apiVersion: policy.openservicemesh.io/v1alpha1
+kind: Egress
+metadata: {name: databases, namespace: bookbuyer}
+spec:
+  sources: [{kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}]
+  ipAddresses: [198.51.100.0/24, 192.0.2.7/32]
+  ports: [{number: 3306, protocol: tcp-server-first}, {number: 6379, protocol: tcp}]
+",
+    )
+    .expect("egress documents");
+    for doc in docs {
+        let id = osm_model::ObjectRef::new(
+            doc["metadata"]["namespace"].as_str().unwrap(),
+            doc["metadata"]["name"].as_str().unwrap(),
+        );
+        match doc["kind"].as_str() {
+            Some("Egress") => {
+                let e: osm_api::policy::Egress = serde_json::from_value(doc).unwrap();
+                input.egresses.insert(id, e.spec);
+            }
+            Some("HTTPRouteGroup") => {
+                let g: osm_api::smi::specs::HTTPRouteGroup = serde_json::from_value(doc).unwrap();
+                input.http_route_groups.insert(id, g.spec);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let model = compute(&input);
+    assert!(model.warnings.is_empty(), "{:?}", model.warnings);
+    assert!(model.proxies["bookthief"].egress.is_empty());
+    insta::assert_yaml_snapshot!(described(&model, "bookbuyer"));
+}

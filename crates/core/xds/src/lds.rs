@@ -27,7 +27,9 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CommonTlsContext, DownstreamTlsContext, common_tls_context,
 };
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
-use osm_model::{AppProtocol, InboundAccess, InboundIntent, OutboundIntent, OutboundService, TcpAccess};
+use osm_model::{
+    AppProtocol, EgressIntent, InboundAccess, InboundIntent, OutboundIntent, OutboundService, TcpAccess,
+};
 use prost::{Message, Name};
 
 use crate::common::{ads, inline, path_normalization, sds, socket_address, tls_transport_socket};
@@ -35,22 +37,36 @@ use crate::names;
 use crate::rds::{HTTP_RBAC_FILTER, principals_policy, read_only_methods};
 use crate::resource::{Resource, TypeKind, to_any};
 
-/// Filter chains by original destination (ClusterIP:port); unknown destinations go to
-/// `passthrough-outbound` when egress is enabled, and are closed otherwise. `None` when the proxy may
-/// reach nothing at all (Envoy refuses a listener without filter chains; with no listener, intercepted
-/// connections are refused, which is the intent).
-pub fn outbound(intent: &OutboundIntent) -> Option<Arc<Resource>> {
-    if intent.services.is_empty() && !intent.egress_passthrough {
+/// Filter chains by original destination (ClusterIP:port), then the Egress policy chains (see
+/// [`crate::egress`]); unknown destinations go to `passthrough-outbound` when egress is enabled, and
+/// are closed otherwise. `None` when the proxy may reach nothing at all (Envoy refuses a listener
+/// without filter chains; with no listener, intercepted connections are refused, which is the intent).
+pub fn outbound(intent: &OutboundIntent, egress: &EgressIntent) -> Option<Arc<Resource>> {
+    if intent.services.is_empty() && !intent.egress_passthrough && egress.is_empty() {
         return None;
     }
     let mut seen = HashSet::new();
-    let filter_chains = intent
+    let mut filter_chains: Vec<FilterChain> = intent
         .services
         .iter()
         // Two headless services can share an address and port; Envoy refuses identical matches.
         .filter(|s| seen.insert((s.addresses.clone(), s.port)))
         .map(outbound_chain)
         .collect();
+    if !egress.is_empty() {
+        // An Egress policy naming a mesh address exactly as a service chain does adds nothing (and
+        // Envoy would refuse the duplicate match): the mesh chain wins.
+        let mut matches: HashSet<Option<Vec<u8>>> = filter_chains
+            .iter()
+            .map(|c| c.filter_chain_match.as_ref().map(Message::encode_to_vec))
+            .collect();
+        filter_chains.extend(
+            crate::egress::filter_chains(egress)
+                .into_iter()
+                .filter(|c| matches.insert(c.filter_chain_match.as_ref().map(Message::encode_to_vec))),
+        );
+    }
+    let inspectors = crate::egress::inspectors(egress);
     let default_filter_chain = intent.egress_passthrough.then(|| FilterChain {
         name: names::OUTBOUND_EGRESS_FILTER_CHAIN.to_string(),
         filters: vec![tcp_proxy_filter(
@@ -67,10 +83,14 @@ pub fn outbound(intent: &OutboundIntent) -> Option<Arc<Resource>> {
         name: names::OUTBOUND_LISTENER.to_string(),
         address: Some(socket_address("0.0.0.0", names::OUTBOUND_PORT)),
         traffic_direction: TrafficDirection::Outbound as i32,
-        listener_filters: vec![listener_filter(
+        // A connection the inspectors give up on still gets a chain (upstream OSM's setting).
+        continue_on_listener_filters_timeout: !inspectors.is_empty(),
+        listener_filters: std::iter::once(listener_filter(
             "envoy.filters.listener.original_dst",
             &OriginalDst::default(),
-        )],
+        ))
+        .chain(inspectors)
+        .collect(),
         filter_chains,
         default_filter_chain,
         ..Default::default()
@@ -263,7 +283,7 @@ pub fn prometheus() -> Arc<Resource> {
     Resource::encode(TypeKind::Listener, names::PROMETHEUS_LISTENER, &listener)
 }
 
-fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool) -> Filter {
+pub(crate) fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool) -> Filter {
     let mut http_filters = Vec::new();
     if with_rbac {
         // Empty rules: enforcement comes from each route's RBAC override.
@@ -318,7 +338,7 @@ fn router_filter() -> HttpFilter {
     }
 }
 
-fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
+pub(crate) fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
     typed_filter(
         "envoy.filters.network.tcp_proxy",
         &TcpProxy {
@@ -336,7 +356,7 @@ fn typed_filter<M: Message + Name>(name: &str, config: &M) -> Filter {
     }
 }
 
-fn listener_filter<M: Message + Name>(name: &str, config: &M) -> ListenerFilter {
+pub(crate) fn listener_filter<M: Message + Name>(name: &str, config: &M) -> ListenerFilter {
     ListenerFilter {
         name: name.to_string(),
         config_type: Some(listener_filter::ConfigType::TypedConfig(to_any(config))),

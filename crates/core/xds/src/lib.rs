@@ -10,6 +10,7 @@ mod common;
 #[cfg(test)]
 mod describe;
 pub mod eds;
+pub mod egress;
 pub mod generator;
 #[cfg(test)]
 mod golden_tests;

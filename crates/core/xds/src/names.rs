@@ -57,3 +57,27 @@ pub fn root_cert_inbound(identity: &ServiceIdentity) -> String {
         identity.namespace, identity.service_account
     )
 }
+
+/// An egress filter chain: `egress-<protocol>.<port>` (protocol as the Egress policy names it).
+pub fn egress_filter_chain(protocol: &str, port: u16) -> String {
+    format!("egress-{protocol}.{port}")
+}
+
+/// The route config of HTTP egress on a port.
+pub fn rds_egress(port: u16) -> String {
+    format!("rds-egress.{port}")
+}
+
+pub fn egress_virtual_host(host: &str) -> String {
+    format!("egress_virtual-host|{host}")
+}
+
+/// The DNS-resolved cluster of an external HTTP host.
+pub fn egress_http_cluster(host: &str, port: u16) -> String {
+    format!("{host}:{port}")
+}
+
+/// The original-destination cluster of TLS and TCP egress on a port.
+pub fn egress_port_cluster(port: u16) -> String {
+    port.to_string()
+}

@@ -197,7 +197,7 @@ fn header_regex(name: &str, r: &str) -> HeaderMatcher {
     }
 }
 
-fn http_route_match(m: &HttpRouteMatch) -> RouteMatch {
+pub(crate) fn http_route_match(m: &HttpRouteMatch) -> RouteMatch {
     RouteMatch {
         path_specifier: Some(route_match::PathSpecifier::SafeRegex(regex(&m.path_regex))),
         headers: header_matchers(m),

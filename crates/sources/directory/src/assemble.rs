@@ -23,8 +23,8 @@ pub struct LoadResult {
     /// The model's input: objects of monitored namespaces, the mesh configuration.
     pub input: MeshInput,
     /// Valid objects of our kinds the model does not use (yet): MeshRootCertificates, MeshConfigs
-    /// other than `osm-mesh-config`, and Egress, IngressBackend, Retry and UpstreamTrafficSetting
-    /// policies of monitored namespaces. In file order.
+    /// other than `osm-mesh-config`, and IngressBackend, Retry and UpstreamTrafficSetting policies
+    /// of monitored namespaces. In file order.
     pub extra: Vec<MeshObject>,
     /// What the objects ask for that the control plane does not do yet
     /// ([`osm_api::unsupported`]): each located like an error (file, document, object, field), but
@@ -402,6 +402,9 @@ fn mesh_object(
         }
         MeshObject::TrafficSplit(o) => {
             input.traffic_splits.insert(id, o.spec.clone());
+        }
+        MeshObject::Egress(o) => {
+            input.egresses.insert(id, o.spec.clone());
         }
         other => extra.push(other.clone()),
     }

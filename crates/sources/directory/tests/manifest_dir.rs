@@ -613,21 +613,106 @@ fn unknown_kinds_and_missing_directory() {
 fn other_mesh_kinds_are_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let egress = |port: i64| {
+    let retry = |retry_on: &str| {
         format!(
-            "apiVersion: policy.openservicemesh.io/v1alpha1\nkind: Egress\nmetadata:\n  name: web\n  namespace: shop\n\
-             spec:\n  sources:\n  - kind: ServiceAccount\n    name: web\n    namespace: shop\n  hosts: [example.com]\n  \
-             ports:\n  - number: {port}\n    protocol: http\n"
+            "apiVersion: policy.openservicemesh.io/v1alpha1\nkind: Retry\nmetadata:\n  name: web\n  namespace: shop\n\
+             spec:\n  source:\n    kind: ServiceAccount\n    name: web\n    namespace: shop\n  destinations:\n  \
+             - kind: Service\n    name: api\n    namespace: shop\n  retryPolicy:\n    retryOn: {retry_on}\n    \
+             perTryTimeout: 1s\n    numRetries: 3\n    retryBackoffBaseInterval: 1s\n"
         )
     };
-    write(dir, "egress.yaml", &egress(80));
+    write(dir, "retry.yaml", &retry("5xx"));
     let result = ManifestDir::new(dir)
         .load()
         .unwrap_or_else(|e| panic!("{}", errors_text(&e)));
     assert_eq!(result.extra.len(), 1);
-    assert_eq!(result.extra[0].kind(), "Egress");
-    write(dir, "egress.yaml", &egress(0));
+    assert_eq!(result.extra[0].kind(), "Retry");
+    write(dir, "retry.yaml", &retry("sometimes"));
     let errors = ManifestDir::new(dir).load().unwrap_err();
+    assert_eq!(errors.len(), 1, "{}", errors_text(&errors));
+    assert_eq!(errors[0].object.as_deref(), Some("Retry shop/web"));
+    assert_eq!(
+        errors[0].field.as_deref(),
+        Some("spec.retryPolicy.retryOn"),
+        "{}",
+        errors[0]
+    );
+}
+
+/// An Egress policy `name` in `ns`, allowing ServiceAccount `ns/web` to reach `host` on `port`.
+fn egress(ns: &str, name: &str, host: &str, port: i64) -> String {
+    format!(
+        "apiVersion: policy.openservicemesh.io/v1alpha1\nkind: Egress\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
+         spec:\n  sources:\n  - kind: ServiceAccount\n    name: web\n    namespace: {ns}\n  hosts: [{host}]\n  \
+         ports:\n  - number: {port}\n    protocol: http\n"
+    )
+}
+
+/// Egress policies are served in `MeshInput.egresses`, keyed by reference, with their spec, like the
+/// SMI policies: only those of monitored namespaces (not an ignored one, not another mesh's); an
+/// edit and a deletion apply; an invalid one is reported with its field.
+#[test]
+fn egress_policies_of_monitored_namespaces_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(
+        dir,
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ignored\n  labels:\n    openservicemesh.io/ignore: \"true\"\n\
+         ---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: other-mesh\n  labels:\n    \
+         openservicemesh.io/monitored-by: other\n",
+    );
+    write(dir, "egress/shop.yaml", &egress("shop", "web", "example.com", 80));
+    write(
+        dir,
+        "egress/elsewhere.yaml",
+        &[
+            egress("ignored", "web", "ignored.example", 80),
+            egress("other-mesh", "web", "other.example", 80),
+        ]
+        .join("---\n"),
+    );
+    let mut source = loaded(dir);
+    let input = source.input();
+    let keys: Vec<String> = input.egresses.keys().map(ToString::to_string).collect();
+    assert_eq!(keys, ["shop/web"], "only the monitored namespace's Egress");
+    let spec = &input.egresses[&pod_ref("shop", "web")];
+    assert_eq!(spec.hosts, ["example.com"]);
+    assert!(spec.ip_addresses.is_empty());
+    assert_eq!(
+        (
+            spec.sources[0].kind.as_str(),
+            spec.sources[0].name.as_str(),
+            spec.sources[0].namespace.as_str()
+        ),
+        ("ServiceAccount", "web", "shop")
+    );
+    assert_eq!(spec.ports.len(), 1);
+    assert_eq!(spec.ports[0].number, 80);
+    assert_eq!(spec.ports[0].protocol, "http");
+    assert!(source.current().extra.is_empty(), "{:?}", source.current().extra);
+
+    // The other mesh's Egress is served to that mesh.
+    let other = ManifestDir::new(dir)
+        .with_mesh_name("other")
+        .load()
+        .unwrap()
+        .input;
+    assert!(other.egresses.contains_key(&pod_ref("other-mesh", "web")));
+    assert!(!other.egresses.contains_key(&pod_ref("ignored", "web")));
+
+    // An edit applies; an invalid edit is refused with its field and the last good spec is kept.
+    write(
+        dir,
+        "egress/shop.yaml",
+        &egress("shop", "web", "example.com", 443),
+    );
+    let Reload::Reloaded(input) = source.reload() else {
+        panic!("{}", errors_text(source.errors()))
+    };
+    assert_eq!(input.egresses[&pod_ref("shop", "web")].ports[0].number, 443);
+    write(dir, "egress/shop.yaml", &egress("shop", "web", "example.com", 0));
+    let errors = rejected(&mut source);
     assert_eq!(errors.len(), 1, "{}", errors_text(&errors));
     assert_eq!(errors[0].object.as_deref(), Some("Egress shop/web"));
     assert!(
@@ -639,6 +724,17 @@ fn other_mesh_kinds_are_kept() {
         "{}",
         errors[0]
     );
+    assert_eq!(
+        source.input().egresses[&pod_ref("shop", "web")].ports[0].number,
+        443
+    );
+
+    // Deleting the file removes the policy.
+    fs::remove_file(dir.join("egress/shop.yaml")).unwrap();
+    let Reload::Reloaded(input) = source.reload() else {
+        panic!("{}", errors_text(source.errors()))
+    };
+    assert!(input.egresses.is_empty(), "{:?}", input.egresses);
 }
 
 /// A directory that could not be listed and then comes back empty: the problem clears.

@@ -171,6 +171,59 @@ async fn polling_add_edit_delete() {
     .await;
 }
 
+/// An Egress policy written into a watched directory is served in `MeshInput.egresses`; one in an
+/// ignored namespace is not; deleting the file removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_egress_is_served() {
+    let (_tmp, dir) = one_split_dir();
+    let mut w = start(&dir, inotify_only());
+    let first = w.next().await.expect("a clean initial load");
+    assert!(first.egresses.is_empty());
+    let shop = ObjectRef::new("shop", "allow-example");
+    let egress = |ns: &str| {
+        format!(
+            "apiVersion: policy.openservicemesh.io/v1alpha1\nkind: Egress\nmetadata:\n  name: allow-example\n  \
+             namespace: {ns}\nspec:\n  sources:\n  - kind: ServiceAccount\n    name: web\n    namespace: {ns}\n  \
+             hosts: [example.com]\n  ports:\n  - number: 443\n    protocol: https\n"
+        )
+    };
+    write(
+        &dir,
+        "egress.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ignored\n  labels:\n    \
+             openservicemesh.io/ignore: \"true\"\n---\n{}---\n{}",
+            egress("shop"),
+            egress("ignored")
+        ),
+    );
+    let input = w
+        .until(
+            "the Egress served",
+            |u| matches!(u, Ok(i) if i.egresses.contains_key(&shop)),
+        )
+        .await
+        .unwrap();
+    let keys: Vec<&ObjectRef> = input.egresses.keys().collect();
+    assert_eq!(keys, [&shop], "the ignored namespace's Egress was served");
+    let spec = &input.egresses[&shop];
+    assert_eq!(spec.hosts, ["example.com"]);
+    assert_eq!(
+        (spec.ports[0].number, spec.ports[0].protocol.as_str()),
+        (443, "https")
+    );
+    assert_eq!(split_weights(&input), Some((50, 50)), "the rest is still served");
+
+    fs::remove_file(dir.join("egress.yaml")).unwrap();
+    w.until(
+        "the Egress removed",
+        |u| matches!(u, Ok(i) if i.egresses.is_empty()),
+    )
+    .await
+    .unwrap();
+    w.stop().await;
+}
+
 /// A burst of writes is coalesced: the final contents are delivered, without one update per write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_are_coalesced() {

@@ -17,6 +17,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
 use osm_api::config::{MeshConfig, MeshConfigSpec};
+use osm_api::policy::Egress;
 use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
@@ -53,6 +54,8 @@ pub struct Snapshot {
     pub http_route_groups: Vec<Arc<HTTPRouteGroup>>,
     pub tcp_routes: Vec<Arc<TCPRoute>>,
     pub traffic_splits: Vec<Arc<TrafficSplit>>,
+    /// OSM Egress policies (`policy.openservicemesh.io/v1alpha1`).
+    pub egresses: Vec<Arc<Egress>>,
     /// MeshConfigs of the OSM namespace (only `osm-mesh-config` is read).
     pub mesh_configs: Vec<Arc<MeshConfig>>,
 }
@@ -173,7 +176,7 @@ type ProblemKey = (&'static str, ObjectRef);
 
 /// An assembled input kept between changes, with the indices that let a Pod, Service, Endpoints or
 /// EndpointSlice change re-assemble only the entries it touches ([`Assembly::update`]). Namespaces,
-/// MeshConfig and SMI policies are assembled only by [`Assembly::new`].
+/// MeshConfig, SMI policies and Egress policies are assembled only by [`Assembly::new`].
 #[derive(Clone, Debug, Default)]
 pub struct Assembly {
     input: MeshInput,
@@ -258,6 +261,7 @@ impl Assembly {
         });
         a.policies(&snap.tcp_routes, "TCPRoute", |i| &mut i.tcp_routes);
         a.policies(&snap.traffic_splits, "TrafficSplit", |i| &mut i.traffic_splits);
+        a.policies(&snap.egresses, "Egress", |i| &mut i.egresses);
         a
     }
 
@@ -623,7 +627,8 @@ policy!(
     TrafficTarget => osm_api::smi::access::TrafficTargetSpec,
     HTTPRouteGroup => osm_api::smi::specs::HTTPRouteGroupSpec,
     TCPRoute => osm_api::smi::specs::TCPRouteSpec,
-    TrafficSplit => osm_api::smi::split::TrafficSplitSpec
+    TrafficSplit => osm_api::smi::split::TrafficSplitSpec,
+    Egress => osm_api::policy::EgressSpec
 );
 
 /// Whether a Service names a target port (resolved against the pods it selects).
@@ -946,6 +951,48 @@ mod tests {
                 p.resource_version.as_str()
             ),
             ("TrafficTarget", "shop", "bad", "spec.destination.namespace", "7")
+        );
+    }
+
+    fn egress(ns: &str, name: &str, sources: Value) -> Arc<Egress> {
+        obj(json!({
+            "apiVersion": "policy.openservicemesh.io/v1alpha1", "kind": "Egress",
+            "metadata": {"namespace": ns, "name": name, "resourceVersion": "3"},
+            "spec": {
+                "sources": sources,
+                "hosts": ["example.com"],
+                "ports": [{"number": 443, "protocol": "https"}],
+            },
+        }))
+    }
+
+    /// Egress policies are kept by reference with their spec, like the SMI policies: only those of
+    /// monitored namespaces; an invalid one is skipped with its field.
+    #[test]
+    fn egress_policies_of_monitored_namespaces() {
+        let web = |ns: &str| json!([{"kind": "ServiceAccount", "name": "web", "namespace": ns}]);
+        let good = egress("shop", "good", web("shop"));
+        let snap = Snapshot {
+            namespaces: vec![
+                namespace("shop", json!({MONITORED_BY_LABEL: "osm"})),
+                namespace("plain", json!({})),
+            ],
+            egresses: vec![
+                good.clone(),
+                egress("shop", "bad", json!([])),
+                egress("plain", "elsewhere", web("plain")),
+            ],
+            ..Snapshot::default()
+        };
+        let Assembled { input, problems } = run(&snap);
+        let kept: Vec<String> = input.egresses.keys().map(ToString::to_string).collect();
+        assert_eq!(kept, ["shop/good"]);
+        assert_eq!(input.egresses[&ObjectRef::new("shop", "good")], good.spec);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let p = &problems[0];
+        assert_eq!(
+            (p.kind.as_str(), p.name.as_str(), p.field.as_str()),
+            ("Egress", "bad", "spec.sources")
         );
     }
 

@@ -2,8 +2,9 @@
 //!
 //! [`KubeSource`] runs one kube-rs `watcher` (with the default backoff) feeding a reflector store per
 //! kind, cluster-wide: Namespaces, Services, EndpointSlices (discovery.k8s.io/v1; core/v1 Endpoints
-//! where the server does not serve that version, e.g. 1.20), Pods and the SMI kinds TrafficTarget,
-//! HTTPRouteGroup, TCPRoute and TrafficSplit; plus MeshConfig `osm-mesh-config` in the OSM namespace.
+//! where the server does not serve that version, e.g. 1.20), Pods, the SMI kinds TrafficTarget,
+//! HTTPRouteGroup, TCPRoute and TrafficSplit, and OSM Egress policies; plus MeshConfig
+//! `osm-mesh-config` in the OSM namespace.
 //! `managedFields` are trimmed before anything is stored.
 //!
 //! Delivery: the first input is assembled only after every watcher finished its initial list
@@ -11,10 +12,10 @@
 //! once. A burst of Pod, Service, Endpoints and EndpointSlice events re-assembles only the entries
 //! those objects touch, read from the stores by reference ([`Assembly::update`]), and delivers the
 //! entries whose value changed as an [`osm_model::InputDelta`]: its cost follows the burst, not the
-//! cluster. A Namespace, MeshConfig or SMI policy change (rare), or a relist, assembles everything
-//! again and delivers the whole input if it differs. A watch restart relists into the reflector's
-//! buffer, which replaces the store only at `InitDone`, so a relist never shows an empty or partial
-//! input.
+//! cluster. A Namespace, MeshConfig, SMI or Egress policy change (rare), or a relist, assembles
+//! everything again and delivers the whole input if it differs. A watch restart relists into the
+//! reflector's buffer, which replaces the store only at `InitDone`, so a relist never shows an empty
+//! or partial input.
 //!
 //! Assembly rules ([`assemble`]): only monitored namespaces count (labelled
 //! `openservicemesh.io/monitored-by=<mesh name>`, not `openservicemesh.io/ignore`); a pod's proxy
@@ -41,6 +42,7 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource};
 use osm_api::config::MeshConfig;
 use osm_api::contract::MESH_CONFIG_NAME;
+use osm_api::policy::Egress;
 use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
@@ -192,6 +194,7 @@ impl KubeSource {
         let http_route_groups: Store<HTTPRouteGroup> = add!(Api::all(c.clone()), all(), Role::Rebuild);
         let tcp_routes: Store<TCPRoute> = add!(Api::all(c.clone()), all(), Role::Rebuild);
         let traffic_splits: Store<TrafficSplit> = add!(Api::all(c.clone()), all(), Role::Rebuild);
+        let egresses: Store<Egress> = add!(Api::all(c.clone()), all(), Role::Rebuild);
         let mesh_configs: Store<MeshConfig> = add!(
             Api::namespaced(c.clone(), &self.opts.osm_namespace),
             all().fields(&format!("metadata.name={MESH_CONFIG_NAME}")),
@@ -208,6 +211,7 @@ impl KubeSource {
             http_route_groups,
             tcp_routes,
             traffic_splits,
+            egresses,
             mesh_configs,
         };
 
@@ -234,6 +238,7 @@ struct KubeStores {
     http_route_groups: Store<HTTPRouteGroup>,
     tcp_routes: Store<TCPRoute>,
     traffic_splits: Store<TrafficSplit>,
+    egresses: Store<Egress>,
     mesh_configs: Store<MeshConfig>,
 }
 
@@ -276,6 +281,7 @@ impl Stores for KubeStores {
             http_route_groups: self.http_route_groups.state(),
             tcp_routes: self.tcp_routes.state(),
             traffic_splits: self.traffic_splits.state(),
+            egresses: self.egresses.state(),
             mesh_configs: self.mesh_configs.state(),
         }
     }
@@ -414,7 +420,7 @@ enum Role {
     Service,
     Endpoints,
     EndpointSlice,
-    /// Namespaces, MeshConfig and SMI policies (rare): a change assembles everything again.
+    /// Namespaces, MeshConfig, SMI and Egress policies (rare): a change assembles everything again.
     Rebuild,
 }
 
@@ -884,6 +890,40 @@ mod tests {
         rig.send(0, Role::Pod, News::Relisting);
         rig.send(0, Role::Pod, News::Listed);
         assert!(rig.settle_events().await.is_empty());
+        assert_eq!(rig.stores.full_reads.load(Ordering::SeqCst), 3);
+    }
+
+    /// An Egress change is a rebuild, like an SMI policy change: the whole input is assembled again
+    /// and delivered, with the policy in it, then without it once deleted.
+    #[tokio::test(start_paused = true)]
+    async fn an_egress_change_rebuilds_the_input() {
+        let mut rig = rig(1);
+        rig.signal(0, true);
+        assert_eq!(rig.settle().await.len(), 1);
+        let id = ObjectRef::new("shop", "allow");
+        rig.edit(|s| {
+            s.egresses.push(obj(json!({
+                "metadata": {"namespace": "shop", "name": "allow"},
+                "spec": {
+                    "sources": [{"kind": "ServiceAccount", "name": "web", "namespace": "shop"}],
+                    "hosts": ["example.com"],
+                    "ports": [{"number": 443, "protocol": "https"}],
+                },
+            })))
+        });
+        rig.send(0, Role::Rebuild, News::Changed(id.clone()));
+        let events = rig.settle_events().await;
+        assert!(
+            matches!(events.as_slice(), [SourceEvent::Input(i)] if i.egresses.contains_key(&id)),
+            "{events:?}"
+        );
+        rig.edit(|s| s.egresses.clear());
+        rig.send(0, Role::Rebuild, News::Changed(id.clone()));
+        let events = rig.settle_events().await;
+        assert!(
+            matches!(events.as_slice(), [SourceEvent::Input(i)] if i.egresses.is_empty()),
+            "{events:?}"
+        );
         assert_eq!(rig.stores.full_reads.load(Ordering::SeqCst), 3);
     }
 

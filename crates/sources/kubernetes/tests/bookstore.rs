@@ -2,7 +2,8 @@
 //! (addresses set through the status subresource), Endpoints and SMI policies are created, and the
 //! delivered `MeshInput`, run through `osm_model::compute`, shows SMI mode (bookbuyer reaches
 //! bookstore, bookthief nothing), then permissive mode after a MeshConfig patch, and an invalid
-//! TrafficTarget logged and skipped while the rest is still served.
+//! TrafficTarget logged and skipped while the rest is still served. OSM Egress policies of monitored
+//! namespaces are served too, and leave the input when deleted.
 //!
 //! Each test starts its own apiserver and uses namespaces with a unique suffix; without the
 //! binaries it skips loudly (fails under `CI=true`).
@@ -20,9 +21,10 @@ use k8s_openapi::api::core::v1::{
     ObjectReference, Pod, PodSpec, Service, ServiceAccount, ServicePort, ServiceSpec,
 };
 use kube::Client;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use osm_api::config::MeshConfig;
 use osm_api::contract::{MONITORED_BY_LABEL, PROXY_UUID_LABEL};
+use osm_api::policy::{Egress, EgressSpec};
 use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
@@ -313,16 +315,9 @@ async fn bookstore_smi_then_permissive_and_invalid_policy_skipped() -> anyhow::R
     let client = api.client();
     osm_envtest::apply_crds(&client, &osm_api::crds::all()).await?;
 
-    let sfx = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_micros()
-            % 0xffffff
-    );
     let mesh = Mesh {
         client: client.clone(),
-        sfx,
+        sfx: suffix()?,
     };
     let monitored = [(MONITORED_BY_LABEL, "osm")];
     for base in ["bookbuyer", "bookthief", "bookstore", "bookwarehouse"] {
@@ -509,6 +504,104 @@ async fn bookstore_smi_then_permissive_and_invalid_policy_skipped() -> anyhow::R
         .filter(|l| l.contains("invalid object skipped") && l.contains("bad-target"))
         .count();
     assert_eq!(reports, 1, "bad-target reported {reports} times");
+
+    stop.send(true)?;
+    tokio::time::timeout(WAIT, task)
+        .await
+        .context("source did not stop")??;
+    Ok(())
+}
+
+/// A unique suffix for this test's namespaces.
+fn suffix() -> anyhow::Result<String> {
+    Ok(format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_micros()
+            % 0xffffff
+    ))
+}
+
+/// Egress policies through the apiserver: one created in a monitored namespace is delivered in
+/// `MeshInput.egresses` with its spec, one in an unlabelled namespace never is, and deleting the
+/// first takes it out of the input again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_policies_are_served_and_removed() -> anyhow::Result<()> {
+    let Some(assets) = osm_envtest::require_or_skip("egress_policies_are_served_and_removed") else {
+        return Ok(());
+    };
+    let api = osm_envtest::ApiServer::start_with(&assets).await?;
+    let client = api.client();
+    osm_envtest::apply_crds(&client, &osm_api::crds::all()).await?;
+    let mesh = Mesh {
+        client: client.clone(),
+        sfx: suffix()?,
+    };
+    mesh.namespace("shop", &[(MONITORED_BY_LABEL, "osm")]).await?;
+    mesh.namespace("outside", &[]).await?;
+    mesh.namespace("osm-system", &[]).await?;
+    let egress = |ns: &str| -> anyhow::Result<Egress> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "policy.openservicemesh.io/v1alpha1",
+            "kind": "Egress",
+            "metadata": {"name": "allow-example", "namespace": ns},
+            "spec": {
+                "sources": [{"kind": "ServiceAccount", "name": "web", "namespace": ns}],
+                "hosts": ["example.com"],
+                "ipAddresses": ["192.0.2.0/24"],
+                "ports": [{"number": 443, "protocol": "https"}],
+            },
+        }))?)
+    };
+    // Listed before the source starts: in an unlabelled namespace, never part of the mesh.
+    let outside = mesh.ns("outside");
+    Api::<Egress>::namespaced(client.clone(), &outside)
+        .create(&PostParams::default(), &egress(&outside)?)
+        .await
+        .context("creating the Egress outside the mesh")?;
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (stop, shutdown) = watch::channel(false);
+    let source = KubeSource::new(client.clone(), KubeOptions::new("osm", mesh.ns("osm-system")));
+    let task = tokio::spawn(source.run(shutdown, move |input| {
+        let _ = tx.send(input);
+    }));
+    let first = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .context("no input delivered")?
+        .context("source stopped")?;
+    assert!(
+        first.egresses.is_empty(),
+        "an Egress of an unmonitored namespace was served: {:?}",
+        first.egresses
+    );
+
+    // Created in the monitored namespace: served, with its spec.
+    let shop = mesh.ns("shop");
+    let id = ObjectRef::new(shop.clone(), "allow-example");
+    let egresses = Api::<Egress>::namespaced(client.clone(), &shop);
+    let created = egress(&shop)?;
+    egresses
+        .create(&PostParams::default(), &created)
+        .await
+        .context("creating the Egress in the mesh")?;
+    let served = next_input(&mut rx, "input with the Egress", |i| i.egresses.contains_key(&id)).await?;
+    let keys: Vec<&ObjectRef> = served.egresses.keys().collect();
+    assert_eq!(keys, [&id], "only the monitored namespace's Egress");
+    let spec: &EgressSpec = &served.egresses[&id];
+    assert_eq!(spec, &created.spec);
+
+    // Deleted: out of the input.
+    egresses
+        .delete("allow-example", &DeleteParams::default())
+        .await
+        .context("deleting the Egress")?;
+    let gone = next_input(&mut rx, "input without the Egress", |i| {
+        !i.egresses.contains_key(&id)
+    })
+    .await?;
+    assert!(gone.egresses.is_empty(), "{:?}", gone.egresses);
 
     stop.send(true)?;
     tokio::time::timeout(WAIT, task)

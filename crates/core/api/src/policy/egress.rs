@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::{KIND_SERVICE_ACCOUNT, PortSpec, TypedLocalObjectReference, check_matches, check_port_spec};
 use crate::validate::{Errors, Validate, ValidationErrors};
 
-/// Protocols an Egress port may name.
-pub const EGRESS_PROTOCOLS: [&str; 3] = ["http", "https", "tcp"];
+/// Protocols an Egress port may name. `tcp-server-first` is TCP where the server speaks first (MySQL,
+/// SMTP): the sidecar must not wait for the client's first bytes to inspect them.
+pub const EGRESS_PROTOCOLS: [&str; 4] = ["http", "https", "tcp", "tcp-server-first"];
 
 /// Allows `sources` to reach external `hosts` / `ipAddresses` on `ports`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -56,14 +56,19 @@ pub fn sample(entry: &Unsupported, name: &str, ns: &str) -> Value {
         Subject::MeshConfigField { path, .. } => json!({
             "apiVersion": "config.openservicemesh.io/v1alpha2", "kind": "MeshConfig",
             "metadata": {"name": name, "namespace": ns}, "spec": mesh_config_spec(path)}),
-        Subject::Kind("Egress") => policy(
+        Subject::ObjectField { kind: "Egress", .. } => policy(
             "Egress",
             name,
             ns,
             json!({
             "sources": [{"kind": "ServiceAccount", "name": "curl", "namespace": ns}],
-            "hosts": ["httpbin.org"], "ports": [{"number": 80, "protocol": "http"}]}),
+            "hosts": ["httpbin.org"], "ports": [{"number": 80, "protocol": "http"}],
+            "matches": [{"apiGroup": "policy.openservicemesh.io/v1alpha1",
+                         "kind": "UpstreamTrafficSetting", "name": "httpbin"}]}),
         ),
+        Subject::ObjectField { kind, path, .. } => {
+            panic!("no sample for the unsupported field {kind} {path}: add one here")
+        }
         Subject::Kind("IngressBackend") => policy(
             "IngressBackend",
             name,
@@ -115,7 +120,7 @@ pub fn all(ns: &str) -> Vec<(&'static Unsupported, String, Value)> {
 /// The field path the warning must name (`None` for a whole kind).
 pub fn field(entry: &Unsupported) -> Option<&'static str> {
     match entry.subject {
-        Subject::MeshConfigField { path, .. } => Some(path),
+        Subject::MeshConfigField { path, .. } | Subject::ObjectField { path, .. } => Some(path),
         Subject::Kind(_) => None,
     }
 }

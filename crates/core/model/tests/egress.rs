@@ -1,0 +1,229 @@
+//! Egress policies → each proxy's egress intent: who gets them, how policies for one port merge, and
+//! what is reported instead of applied.
+#![forbid(unsafe_code)]
+use std::net::{IpAddr, Ipv4Addr};
+
+use osm_api::policy::{Egress, EgressSpec};
+use osm_fixtures::bookstore;
+use osm_model::*;
+
+fn mesh() -> MeshInput {
+    let mut input = bookstore(
+        false,
+        None,
+        |_| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        |_| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)),
+    );
+    input.mesh_config.traffic.enable_egress = false;
+    input
+}
+
+fn add(input: &mut MeshInput, name: &str, spec_yaml: &str) {
+    let yaml = format!(
+        "apiVersion: policy.openservicemesh.io/v1alpha1\nkind: Egress\nmetadata: {{name: {name}, namespace: bookbuyer}}\nspec:\n{spec_yaml}"
+    );
+    let e: Egress = serde_saphyr::from_str(&yaml).expect("Egress YAML");
+    input.egresses.insert(ObjectRef::new("bookbuyer", name), e.spec);
+}
+
+const BUYER: &str = "  sources: [{kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}]\n";
+
+fn range(s: &str) -> IpRange {
+    IpRange::parse(s).expect("a CIDR")
+}
+
+#[test]
+fn egress_applies_to_the_listed_service_accounts_only() {
+    let mut input = mesh();
+    add(
+        &mut input,
+        "http",
+        &format!("{BUYER}  hosts: [httpbin.org]\n  ports: [{{number: 80, protocol: http}}]\n"),
+    );
+    let model = compute(&input);
+    assert!(model.warnings.is_empty(), "{:?}", model.warnings);
+    let buyer = &model.proxies["bookbuyer"].egress;
+    assert_eq!(buyer.ports.len(), 1);
+    assert_eq!(buyer.ports[0].port, 80);
+    assert_eq!(
+        buyer.ports[0].http_hosts,
+        vec![EgressHttpHost {
+            host: "httpbin.org".into(),
+            routes: vec![HttpRouteMatch::any()],
+        }]
+    );
+    assert!(buyer.ports[0].http_ip_ranges.is_empty(), "any address");
+    for other in ["bookthief", "bookstore-v1", "bookwarehouse"] {
+        assert!(
+            model.proxies[other].egress.is_empty(),
+            "{other} got bookbuyer's egress"
+        );
+    }
+}
+
+#[test]
+fn egress_policies_for_one_port_merge() {
+    let mut input = mesh();
+    add(
+        &mut input,
+        "a",
+        &format!(
+            "{BUYER}  hosts: [a.example]\n  ipAddresses: [203.0.113.0/24]\n  ports: [{{number: 443, protocol: https}}, {{number: 5432, protocol: tcp}}]\n"
+        ),
+    );
+    add(
+        &mut input,
+        "b",
+        &format!(
+            "{BUYER}  hosts: [b.example]\n  ipAddresses: [198.51.100.7/32]\n  ports: [{{number: 443, protocol: https}}, {{number: 5432, protocol: tcp-server-first}}]\n"
+        ),
+    );
+    let model = compute(&input);
+    assert!(model.warnings.is_empty(), "{:?}", model.warnings);
+    let ports = &model.proxies["bookbuyer"].egress.ports;
+    assert_eq!(ports.iter().map(|p| p.port).collect::<Vec<_>>(), [443, 5432]);
+    let https = &ports[0];
+    assert_eq!(https.server_names, ["a.example", "b.example"]);
+    assert_eq!(
+        https.ip_ranges,
+        Some(vec![range("198.51.100.7/32"), range("203.0.113.0/24")])
+    );
+    assert_eq!(https.ip_protocol, "https");
+    let tcp = &ports[1];
+    assert!(tcp.server_first, "one policy says the server speaks first");
+    assert_eq!(tcp.ip_protocol, "tcp-server-first");
+    assert!(tcp.server_names.is_empty() && tcp.http_hosts.is_empty());
+}
+
+#[test]
+fn egress_tcp_without_addresses_reaches_any_address_and_http_honours_addresses() {
+    let mut input = mesh();
+    add(
+        &mut input,
+        "tcp",
+        &format!("{BUYER}  ports: [{{number: 6379, protocol: tcp}}]\n"),
+    );
+    add(
+        &mut input,
+        "http",
+        &format!(
+            "{BUYER}  hosts: [api.example]\n  ipAddresses: [192.0.2.0/24]\n  ports: [{{number: 80, protocol: http}}]\n"
+        ),
+    );
+    let model = compute(&input);
+    let ports = &model.proxies["bookbuyer"].egress.ports;
+    let http = ports.iter().find(|p| p.port == 80).expect("port 80");
+    assert_eq!(http.http_ip_ranges, vec![range("192.0.2.0/24")]);
+    assert_eq!(http.ip_ranges, None);
+    let tcp = ports.iter().find(|p| p.port == 6379).expect("port 6379");
+    assert_eq!(tcp.ip_ranges, Some(Vec::new()), "any address");
+}
+
+#[test]
+fn egress_http_route_groups_narrow_the_routes() {
+    let mut input = mesh();
+    let group: osm_api::smi::specs::HTTPRouteGroup = serde_saphyr::from_str(
+        "apiVersion: specs.smi-spec.io/v1alpha4
+kind: HTTPRouteGroup
+metadata: {name: status, namespace: bookbuyer}
+spec:
+  matches: [{name: status, pathRegex: /status.*, methods: [get]}]
+",
+    )
+    .unwrap();
+    input
+        .http_route_groups
+        .insert(ObjectRef::new("bookbuyer", "status"), group.spec);
+    add(
+        &mut input,
+        "http",
+        &format!(
+            "{BUYER}  hosts: [httpbin.org]\n  ports: [{{number: 80, protocol: http}}]\n  matches: [{{apiGroup: specs.smi-spec.io/v1alpha4, kind: HTTPRouteGroup, name: status}}]\n"
+        ),
+    );
+    let model = compute(&input);
+    let routes = &model.proxies["bookbuyer"].egress.ports[0].http_hosts[0].routes;
+    assert_eq!(routes.len(), 1);
+    assert!(routes[0].matches("GET", "/status/200", &[]));
+    assert!(!routes[0].matches("GET", "/get", &[]));
+    assert!(!routes[0].matches("POST", "/status/200", &[]));
+}
+
+/// Problems are reported, naming the object and field; nothing is applied more widely than written.
+#[test]
+fn egress_problems_are_reported_not_widened() {
+    let mut input = mesh();
+    add(
+        &mut input,
+        "missing-group",
+        &format!(
+            "{BUYER}  hosts: [httpbin.org]\n  ports: [{{number: 80, protocol: http}}]\n  matches: [{{apiGroup: specs.smi-spec.io/v1alpha4, kind: HTTPRouteGroup, name: nowhere}}]\n"
+        ),
+    );
+    let mut bad = EgressSpec {
+        ip_addresses: vec!["not-a-cidr".into()],
+        ..input.egresses[&ObjectRef::new("bookbuyer", "missing-group")].clone()
+    };
+    bad.matches.clear();
+    bad.ports[0].protocol = "tcp".into();
+    input
+        .egresses
+        .insert(ObjectRef::new("bookbuyer", "bad-cidr"), bad);
+    let model = compute(&input);
+    let warnings = model.warnings.join("\n");
+    assert!(
+        warnings.contains(
+            "Egress bookbuyer/missing-group: spec.matches[0] names HTTPRouteGroup bookbuyer/nowhere"
+        ),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("Egress bookbuyer/bad-cidr: spec.ipAddresses[0] \"not-a-cidr\" is not a CIDR"),
+        "{warnings}"
+    );
+    let ports = &model.proxies["bookbuyer"].egress.ports;
+    assert_eq!(ports.len(), 1, "the bad policy is not applied: {ports:?}");
+    assert!(
+        ports[0].http_hosts[0].routes.is_empty(),
+        "a missing group matches nothing"
+    );
+    assert_eq!(ports[0].ip_ranges, None);
+}
+
+#[test]
+fn egress_policies_wait_for_their_feature_flag() {
+    let mut input = mesh();
+    add(
+        &mut input,
+        "http",
+        &format!("{BUYER}  hosts: [httpbin.org]\n  ports: [{{number: 80, protocol: http}}]\n"),
+    );
+    input.mesh_config.feature_flags.enable_egress_policy = false;
+    let model = compute(&input);
+    assert!(model.proxies["bookbuyer"].egress.is_empty());
+    assert!(
+        model
+            .warnings
+            .iter()
+            .any(|w| w.contains("enableEgressPolicy is false")),
+        "{:?}",
+        model.warnings
+    );
+}
+
+/// An egress edit is a policy change: an incremental update gives what a full compute gives.
+#[test]
+fn egress_changes_update_incrementally_like_a_full_compute() {
+    let before = mesh();
+    let mut after = before.clone();
+    add(
+        &mut after,
+        "http",
+        &format!("{BUYER}  hosts: [httpbin.org]\n  ports: [{{number: 80, protocol: http}}]\n"),
+    );
+    let mut state = MeshState::new(&before);
+    state.update(&before, &after);
+    assert_eq!(state.model(), &compute(&after));
+    state.update(&after, &before);
+    assert_eq!(state.model(), &compute(&before));
+}
