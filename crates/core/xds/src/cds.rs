@@ -3,16 +3,18 @@
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, UpstreamTlsContext, common_tls_context,
 };
-use osm_model::{ServiceRef, UpstreamCluster};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
+use osm_model::{AppProtocol, ServiceRef, UpstreamCluster};
 
 use crate::common::{ads, sds, seconds, tls_transport_socket};
 use crate::eds::lb_endpoint_for;
 use crate::names;
-use crate::resource::{Resource, TypeKind};
+use crate::resource::{Resource, TypeKind, to_any};
 
 /// `<ns>/<svc>|<port>`: EDS-fed, mTLS with SNI `<svc>.<ns>.svc.cluster.local` and ALPN `osm`; the server
 /// must present the CA-signed certificate of one of the service's identities. It does not depend on
@@ -55,6 +57,10 @@ pub fn upstream(c: &UpstreamCluster, trust_domain: &str) -> Arc<Resource> {
         }),
         connect_timeout: Some(seconds(1)),
         transport_socket: Some(tls_transport_socket(&tls)),
+        typed_extension_protocol_options: match c.protocol {
+            AppProtocol::Http => follow_downstream_protocol(),
+            AppProtocol::Tcp => Default::default(),
+        },
         ..Default::default()
     };
     Resource::encode(TypeKind::Cluster, name, &cluster)
@@ -62,11 +68,32 @@ pub fn upstream(c: &UpstreamCluster, trust_domain: &str) -> Arc<Resource> {
 
 /// `<ns>/<svc>|<port>|local`: the application in this pod.
 pub fn local(service: &ServiceRef, target_port: u16) -> Arc<Resource> {
-    static_cluster(
-        &names::local_cluster(service, target_port),
-        "127.0.0.1",
-        target_port,
-    )
+    let name = names::local_cluster(service, target_port);
+    let mut cluster = static_cluster_config(&name, "127.0.0.1", target_port);
+    // Only HTTP connection managers read it; a TCP port's tcp_proxy ignores it.
+    cluster.typed_extension_protocol_options = follow_downstream_protocol();
+    Resource::encode(TypeKind::Cluster, name, &cluster)
+}
+
+/// Speak upstream what the client spoke downstream: HTTP/1.1 stays HTTP/1.1, HTTP/2 (gRPC, h2c)
+/// stays HTTP/2 across both sidecars and to the app — upstream OSM's setting on every HTTP cluster.
+fn follow_downstream_protocol() -> std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any> {
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+                http_protocol_options::UseDownstreamHttpConfig {
+                    http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    [(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+        to_any(&options),
+    )]
+    .into()
 }
 
 /// Envoy's own admin endpoint, scraped through the prometheus listener.
@@ -89,7 +116,11 @@ pub fn passthrough() -> Arc<Resource> {
 }
 
 fn static_cluster(name: &str, ip: &str, port: u16) -> Arc<Resource> {
-    let cluster = Cluster {
+    Resource::encode(TypeKind::Cluster, name, &static_cluster_config(name, ip, port))
+}
+
+fn static_cluster_config(name: &str, ip: &str, port: u16) -> Cluster {
+    Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Static as i32,
@@ -104,6 +135,5 @@ fn static_cluster(name: &str, ip: &str, port: u16) -> Arc<Resource> {
             ..Default::default()
         }),
         ..Default::default()
-    };
-    Resource::encode(TypeKind::Cluster, name, &cluster)
+    }
 }

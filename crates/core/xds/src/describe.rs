@@ -474,6 +474,27 @@ fn cluster(c: &Cluster) -> Value {
     if let Some(ts) = &c.transport_socket {
         m.insert("tls".into(), transport_socket_summary(ts));
     }
+    for any in c.typed_extension_protocol_options.values() {
+        use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+            HttpProtocolOptions, http_protocol_options::UpstreamProtocolOptions,
+        };
+        let described = match on(any, |o: HttpProtocolOptions| o.upstream_protocol_options) {
+            Some(Ok(Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(c)))) => json!(format!(
+                "as downstream (HTTP/1.1{})",
+                if c.http2_protocol_options.is_some() {
+                    " or HTTP/2"
+                } else {
+                    ""
+                }
+            )),
+            Some(Ok(Some(UpstreamProtocolOptions::ExplicitHttpConfig(_)))) => json!("explicit"),
+            Some(Ok(Some(UpstreamProtocolOptions::AutoConfig(_)))) => json!("auto (ALPN)"),
+            Some(Ok(None)) => json!("default"),
+            Some(Err(error)) => json!(error),
+            None => undecoded(any),
+        };
+        m.insert("upstream_http_protocol".into(), described);
+    }
     Value::Object(m)
 }
 

@@ -186,7 +186,9 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
                             &names::root_cert_inbound(&intent.identity),
                         )),
                     ),
-                    alpn_protocols: vec![names::ALPN_OSM.to_string()],
+                    // No ALPN is negotiated (the chain matches the client's offered `osm`), as
+                    // upstream: with a negotiated protocol the HTTP connection manager would take it as
+                    // HTTP/1.1, while without one it detects HTTP/2 (gRPC) from the client's preface.
                     ..Default::default()
                 }),
                 require_client_certificate: Some(BoolValue { value: true }),

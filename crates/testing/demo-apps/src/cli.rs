@@ -7,11 +7,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use hyper::Method;
 use hyper::header::{HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 
 use crate::bookbuyer::{self, BuyerConfig};
 use crate::bookstore::{self, Bookstore};
 use crate::bookwarehouse::{self, Warehouse, WarehouseServer};
 use crate::client_loop::{self, StopWhen};
+use crate::grpc::{self, GrpcCallSpec, GrpcMethod, GrpcTarget};
 use crate::http::{self, HttpRequestSpec};
 use crate::stats::{AppStats, SharedStats, StatsFile, StopSignals};
 use crate::summary::Summary;
@@ -55,10 +57,31 @@ pub enum App {
         #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
         address: IpAddr,
     },
+    /// Answer gRPC calls over h2c (raw-bytes messages): `/demo.Echo/Unary` with `NAME:M`,
+    /// `/demo.Echo/ServerStream` with `NAME:<i>:M` for i in 0..5, header `x-served-by: NAME`; any other
+    /// method gets `grpc-status: 12`.
+    GrpcServer {
+        /// Port to listen on (0: any free port; the chosen one is printed).
+        #[arg(long)]
+        port: u16,
+        /// Name to answer with.
+        #[arg(long)]
+        name: String,
+        /// Address to listen on.
+        #[arg(long, visible_alias = "bind", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+        address: IpAddr,
+        /// Print `request: METHOD PATH` (POST for gRPC) on stdout for every call, the path exactly as
+        /// received (tests assert which calls reached the app).
+        #[arg(long)]
+        record_requests: bool,
+    },
     /// Send HTTP requests, one connection each, and print a JSON summary line at the end.
     HttpClient(HttpClientArgs),
     /// Send a message over TCP and expect it echoed, one connection each; print a JSON summary line.
     TcpClient(TcpClientArgs),
+    /// Call `grpc-server` over h2c, one connection per call, and print a JSON summary line at the end
+    /// (statuses `grpc-<code>`, or `http-<code>` when the HTTP status is not 200).
+    GrpcClient(GrpcClientArgs),
     /// The bookstore demo's bookstore: sells books, restocks each sale from the bookwarehouse.
     Bookstore(BookstoreArgs),
     /// The bookstore demo's bookwarehouse: restocks books in a SQLite store.
@@ -165,6 +188,28 @@ pub struct TcpClientArgs {
     pub run: LoopArgs,
 }
 
+/// Arguments of `grpc-client`.
+#[derive(Debug, Args)]
+pub struct GrpcClientArgs {
+    /// Target `host:port`, sent as `:authority`; the host is resolved via the system resolver
+    /// (/etc/hosts).
+    #[arg(long)]
+    pub target: GrpcTarget,
+    /// Method to call.
+    #[arg(long, value_enum)]
+    pub method: GrpcMethod,
+    /// Request message (the answer must echo it).
+    #[arg(long, default_value = "hello")]
+    pub message: String,
+    /// Call this path instead of the method's, still expecting the method's answer (tests: an unknown
+    /// method).
+    #[arg(long, hide = true, value_parser = parse_path)]
+    pub path: Option<PathAndQuery>,
+    /// When to stop, pacing and timeout.
+    #[command(flatten)]
+    pub run: LoopArgs,
+}
+
 /// How long a client runs. Without `--count`, `--duration-ms` or `--until-file` it runs until SIGTERM or
 /// SIGINT; in every case it prints the summary when it stops.
 #[derive(Debug, Args, Clone)]
@@ -201,6 +246,13 @@ fn parse_method(s: &str) -> Result<Method, String> {
     Method::from_bytes(s.to_ascii_uppercase().as_bytes()).map_err(|e| format!("{s:?}: {e}"))
 }
 
+fn parse_path(s: &str) -> Result<PathAndQuery, String> {
+    if !s.starts_with('/') {
+        return Err(format!("{s:?}: expected an absolute path"));
+    }
+    s.parse().map_err(|e| format!("{s:?}: {e}"))
+}
+
 fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = s
         .split_once(':')
@@ -224,6 +276,15 @@ pub async fn run(cli: Cli) -> std::io::Result<()> {
         } => {
             let listener = bind(address, port).await?;
             http::serve(listener, name, record_requests).await
+        }
+        App::GrpcServer {
+            port,
+            name,
+            address,
+            record_requests,
+        } => {
+            let listener = bind(address, port).await?;
+            grpc::serve(listener, name, record_requests).await
         }
         App::TcpEcho { port, address } => {
             let listener = bind(address, port).await?;
@@ -251,6 +312,16 @@ pub async fn run(cli: Cli) -> std::io::Result<()> {
                 })
                 .await,
             );
+            Ok(())
+        }
+        App::GrpcClient(args) => {
+            let timeout = Duration::from_millis(args.run.timeout_ms);
+            let mut spec = GrpcCallSpec::new(args.target, args.method, args.message, timeout);
+            if let Some(path) = args.path {
+                spec.path = path;
+            }
+            let interval = Duration::from_millis(args.run.interval_ms);
+            print_summary(client_loop::run(&args.run.stop_when(), interval, || grpc::attempt(&spec)).await);
             Ok(())
         }
         App::Bookstore(args) => {
@@ -419,6 +490,66 @@ mod tests {
     }
 
     #[test]
+    fn grpc_args() {
+        let cli = parse(&[
+            "grpc-server",
+            "--port",
+            "0",
+            "--name",
+            "echo-v1",
+            "--bind",
+            "127.0.0.1",
+            "--record-requests",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            App::GrpcServer { port: 0, ref name, address, record_requests: true }
+                if name == "echo-v1" && address.is_loopback()
+        ));
+        let cli = parse(&["grpc-server", "--port", "9090", "--name", "e"]).unwrap();
+        assert!(matches!(cli.command, App::GrpcServer { address, .. } if address.is_unspecified()));
+
+        let cli = parse(&[
+            "grpc-client",
+            "--target",
+            "echo.demo:9090",
+            "--method",
+            "server-stream",
+            "--count",
+            "2",
+            "--timeout-ms",
+            "300",
+        ])
+        .unwrap();
+        let App::GrpcClient(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!((args.target.host.as_str(), args.target.port), ("echo.demo", 9090));
+        assert_eq!(args.method, GrpcMethod::ServerStream);
+        assert_eq!((args.message.as_str(), args.path), ("hello", None));
+        assert_eq!(args.run.stop_when().count, Some(2));
+        assert_eq!(args.run.timeout_ms, 300);
+
+        let cli = parse(&[
+            "grpc-client",
+            "--target",
+            "h:1",
+            "--method",
+            "unary",
+            "--message",
+            "m",
+            "--path",
+            "/demo.Echo/Nope",
+        ])
+        .unwrap();
+        let App::GrpcClient(args) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(args.path.unwrap().as_str(), "/demo.Echo/Nope");
+    }
+
+    #[test]
     fn bookstore_demo_args() {
         let cli = parse(&[
             "bookstore",
@@ -472,6 +603,19 @@ mod tests {
             &["http-client", "--url", "http://h/", "--header", "bad name: v"],
             &["http-client", "--url", "http://h/", "--count", "-1"],
             &["tcp-client", "--addr", "h:1", "--message", ""],
+            &["grpc-client", "--target", "h:1"],
+            &["grpc-client", "--target", "h", "--method", "unary"],
+            &["grpc-client", "--target", "h:1", "--method", "bidi"],
+            &[
+                "grpc-client",
+                "--target",
+                "h:1",
+                "--method",
+                "unary",
+                "--path",
+                "x",
+            ],
+            &["grpc-server", "--port", "1"],
             &["http-server", "--port", "70000", "--name", "x"],
             &["http-server", "--port", "80"],
             &["bookstore", "--stats-file", "/tmp/s"],

@@ -200,7 +200,7 @@ async fn exchange(
 }
 
 /// Resolves `host` (system resolver: `/etc/hosts` first) and connects to the first address that accepts.
-async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
+pub(crate) async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
     let addrs = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| format!("resolve {host}: {e}"))?;
@@ -215,7 +215,7 @@ async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
 }
 
 /// Aborts a spawned task when dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {

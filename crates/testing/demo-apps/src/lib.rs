@@ -5,6 +5,10 @@
 //! - `http-client --url URL [--method M] [--header 'k: v']… [--count N | --duration-ms D | --until-file F]`:
 //!   one connection per request (`Connection: close`); prints one JSON [`Summary`] line when it stops.
 //! - `tcp-client --addr host:port --message M [stop flags]`: the same for echoes.
+//! - `grpc-server --port P --name NAME`: gRPC over h2c with raw-bytes messages (no protobuf), service
+//!   `demo.Echo` (methods `Unary`, `ServerStream`), see [`grpc`].
+//! - `grpc-client --target host:port --method unary|server-stream [--message M] [stop flags]`: one
+//!   connection per call; the summary's statuses are `grpc-<code>` (or `http-<code>`).
 //! - `bookstore`, `bookwarehouse`, `bookbuyer`, `bookthief`: the bookstore demo's apps speaking the upstream
 //!   demo's HTTP API (port 14001), each keeping a JSON [`stats::AppStats`] in its `--stats-file`, which
 //!   the demo orchestrator reads with [`stats::read_stats`].
@@ -20,6 +24,7 @@ pub mod bookstore;
 pub mod bookwarehouse;
 pub mod cli;
 pub mod client_loop;
+pub mod grpc;
 pub mod http;
 pub mod stats;
 pub mod summary;

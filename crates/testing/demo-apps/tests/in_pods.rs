@@ -153,6 +153,145 @@ fn envoy_sidecar_intercepts_outbound() {
     assert!(stats.contains("cluster.bookstore.upstream_rq_200: 3"), "{stats}");
 }
 
+/// gRPC over h2c through real Envoy (HTTP/2 on both sides): both methods answered from pod B; Envoy's
+/// own refusals of gRPC calls (RBAC deny, unreachable cluster) arrive as gRPC statuses.
+#[test]
+fn grpc_through_envoy() {
+    let Some(_prereqs) = osm_harness::require_or_skip("grpc_through_envoy") else {
+        return;
+    };
+    let hub = Hub::create(PREFIX).unwrap();
+    let a = hub.add_pod(PodSpec::named("client")).unwrap();
+    let b = hub.add_pod(PodSpec::named("echo")).unwrap();
+    let mut server = b
+        .spawn(&[BIN, "grpc-server", "--port", "14001", "--name", "echo-v1"], &[])
+        .unwrap();
+    server.wait_for_output("listening on", TIMEOUT).unwrap();
+
+    a.apply_init(&osm_init::InitConfig::default()).unwrap();
+    let mut envoy = a.spawn_envoy(&grpc_bootstrap(&b.ip().to_string())).unwrap();
+    envoy.wait_ready(Duration::from_secs(60)).unwrap();
+    a.set_hosts(&[("10.96.0.10".parse().unwrap(), vec!["echo.demo".into()])])
+        .unwrap();
+
+    let client = |method: &str, path: Option<&str>| {
+        let mut args = vec![
+            BIN,
+            "grpc-client",
+            "--target",
+            "echo.demo:14001",
+            "--method",
+            method,
+            "--count",
+            "2",
+        ];
+        if let Some(path) = path {
+            args.extend(["--path", path]);
+        }
+        summary(a.spawn(&args, &[]).unwrap())
+    };
+    for method in ["unary", "server-stream"] {
+        let s = client(method, None);
+        assert_eq!((s.ok, s.errors), (2, 0), "{method}: {s:?}\n{}", envoy.log_tail());
+        assert_eq!(s.served_by.get("echo-v1"), Some(&2), "{s:?}");
+    }
+    for (path, status) in [
+        ("/demo.Echo/Denied", "grpc-7"),
+        ("/demo.Echo/Unavailable", "grpc-14"),
+    ] {
+        let s = client("unary", Some(path));
+        assert_eq!((s.ok, s.errors), (0, 0), "{path}: {s:?}\n{}", envoy.log_tail());
+        assert_eq!(s.status.get(status), Some(&2), "{path}: {s:?}");
+    }
+    // The calls really went through Envoy, over HTTP/2 to the server.
+    let stats = envoy
+        .admin_get("/stats?filter=cluster.echo.upstream_(rq_200|cx_http2_total)")
+        .unwrap();
+    assert!(stats.contains("cluster.echo.upstream_rq_200: 4"), "{stats}");
+    assert!(
+        !stats.contains("cluster.echo.upstream_cx_http2_total: 0"),
+        "{stats}"
+    );
+}
+
+/// Pod A's Envoy for [`grpc_through_envoy`]: h2c in and out; `/demo.Echo/Denied` refused by RBAC,
+/// `/demo.Echo/Unavailable` routed to a cluster where nothing listens, the rest to pod B.
+fn grpc_bootstrap(upstream_ip: &str) -> String {
+    format!(
+        r#"
+node: {{id: grpc-test, cluster: client}}
+admin:
+  address:
+    socket_address: {{address: 127.0.0.1, port_value: 15000}}
+static_resources:
+  listeners:
+  - name: outbound-listener
+    address:
+      socket_address: {{address: 0.0.0.0, port_value: 15001}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: outbound
+          codec_type: AUTO
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/demo.Echo/Unavailable"}}
+                route: {{cluster: nowhere}}
+              - match: {{prefix: "/"}}
+                route: {{cluster: echo}}
+          http_filters:
+          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules:
+                action: DENY
+                policies:
+                  denied:
+                    permissions: [{{url_path: {{path: {{exact: "/demo.Echo/Denied"}}}}}}]
+                    principals: [{{any: true}}]
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: echo
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {{}}
+    load_assignment:
+      cluster_name: echo
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{address: {upstream_ip}, port_value: 14001}}
+  - name: nowhere
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {{}}
+    load_assignment:
+      cluster_name: nowhere
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{address: 127.0.0.1, port_value: 1}}
+"#
+    )
+}
+
 fn outbound_bootstrap(upstream_ip: &str) -> String {
     format!(
         r#"

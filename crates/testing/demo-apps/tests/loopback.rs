@@ -229,3 +229,97 @@ fn harness_finds_the_binary() {
         std::path::Path::new(BIN).canonicalize().unwrap()
     );
 }
+
+/// gRPC over h2c: unary and server-streaming calls are answered by name (the client resolving
+/// `localhost` through the system resolver), an unknown method is `grpc-12`, and `--record-requests`
+/// prints each call's path.
+#[test]
+fn grpc_calls() {
+    let (srv, addr) = server(&["grpc-server", "--name", "echo-v1", "--record-requests"]);
+    let port = addr.rsplit(':').next().unwrap();
+    let target = format!("localhost:{port}");
+    for (method, count) in [("unary", "3"), ("server-stream", "2")] {
+        let s = App::start(&[
+            "grpc-client",
+            "--target",
+            &target,
+            "--method",
+            method,
+            "--message",
+            "hello mesh",
+            "--count",
+            count,
+        ])
+        .summary();
+        let n: u64 = count.parse().unwrap();
+        assert_eq!((s.sent, s.ok, s.errors), (n, n, 0), "{method}: {s:?}");
+        assert_eq!(s.status.get("grpc-0"), Some(&n), "{method}: {s:?}");
+        assert_eq!(s.served_by.get("echo-v1"), Some(&n), "{method}: {s:?}");
+    }
+    srv.wait_line(true, "request: POST /demo.Echo/Unary");
+    srv.wait_line(true, "request: POST /demo.Echo/ServerStream");
+
+    let s = App::start(&[
+        "grpc-client",
+        "--target",
+        &addr,
+        "--method",
+        "unary",
+        "--path",
+        "/demo.Echo/Nope",
+        "--count",
+        "2",
+    ])
+    .summary();
+    assert_eq!((s.sent, s.ok, s.errors), (2, 0, 0), "{s:?}");
+    assert_eq!(s.status.get("grpc-12"), Some(&2), "{s:?}");
+    srv.wait_line(true, "request: POST /demo.Echo/Nope");
+}
+
+/// A refused connection and a server that never answers are errors, each bounded by `--timeout-ms`.
+#[test]
+fn grpc_client_counts_errors() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = free.local_addr().unwrap().to_string();
+    drop(free);
+    let s = App::start(&[
+        "grpc-client",
+        "--target",
+        &target,
+        "--method",
+        "unary",
+        "--count",
+        "2",
+        "--timeout-ms",
+        "1000",
+    ])
+    .summary();
+    assert_eq!((s.sent, s.ok, s.errors), (2, 0, 2), "{s:?}");
+    assert!(s.status.is_empty(), "{s:?}");
+    assert!(s.last_error.unwrap().contains("connect"));
+
+    // Accepted by the kernel (backlog) but never served: the attempt times out.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = silent.local_addr().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let s = App::start(&[
+        "grpc-client",
+        "--target",
+        &target,
+        "--method",
+        "server-stream",
+        "--count",
+        "2",
+        "--timeout-ms",
+        "200",
+    ])
+    .summary();
+    assert_eq!((s.sent, s.ok, s.errors), (2, 0, 2), "{s:?}");
+    assert!(s.last_error.unwrap().contains("timeout"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
