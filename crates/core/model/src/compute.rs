@@ -44,6 +44,7 @@ struct ResolvedEndpoint {
     ip: IpAddr,
     pod: Option<PodRef>,
     identity: Option<ServiceIdentity>,
+    hostname: Option<String>,
 }
 
 /// The SMI policy that applies to one destination identity.
@@ -151,6 +152,7 @@ fn resolve(input: &MeshInput, endpoints: BTreeSet<crate::input::Endpoint>) -> Ve
                 .and_then(|p| input.pods.get(p))
                 .map(|p| p.identity()),
             pod: ep.pod,
+            hostname: ep.hostname,
         })
         .collect()
 }
@@ -711,6 +713,11 @@ impl MeshState {
                 if backends.is_empty() {
                     continue;
                 }
+                let pod_hosts = if self.splits.contains_key(&svc.id) {
+                    Vec::new()
+                } else {
+                    self.pod_hosts(svc, port.target_port, port.protocol, &allowed)
+                };
                 let addresses = match svc.cluster_ip {
                     Some(ip) => vec![ip],
                     None => backends
@@ -726,6 +733,7 @@ impl MeshState {
                     protocol: port.protocol,
                     addresses,
                     backends,
+                    pod_hosts,
                 });
             }
         }
@@ -759,7 +767,54 @@ impl MeshState {
             protocol,
             server_identities: eps.iter().filter_map(|ep| ep.identity.clone()).collect(),
             endpoints: eps.iter().map(|ep| ep.ip).collect(),
+            pod_hostname: None,
         }))
+    }
+
+    /// A headless service's per-pod names: one cluster per allowed endpoint with a hostname, so
+    /// `<hostname>.<svc>.<ns>` reaches that pod only (upstream OSM's per-pod mesh services).
+    fn pod_hosts(
+        &mut self,
+        svc: &Service,
+        target_port: u16,
+        protocol: AppProtocol,
+        allowed: &impl Fn(&Option<ServiceIdentity>) -> bool,
+    ) -> Vec<PodHost> {
+        if svc.cluster_ip.is_some() {
+            return Vec::new();
+        }
+        let eps: Vec<(String, IpAddr, Option<ServiceIdentity>)> = self
+            .endpoints
+            .get(&svc.id)
+            .into_iter()
+            .flatten()
+            .filter(|ep| allowed(&ep.identity))
+            .filter_map(|ep| Some((ep.hostname.clone()?, ep.ip, ep.identity.clone())))
+            .collect();
+        let mut hosts: Vec<PodHost> = eps
+            .into_iter()
+            .map(|(hostname, ip, identity)| PodHost {
+                cluster: self.clusters.intern(UpstreamCluster {
+                    service: svc.id.clone(),
+                    target_port,
+                    protocol,
+                    server_identities: identity.into_iter().collect(),
+                    endpoints: [ip].into(),
+                    pod_hostname: Some(hostname.clone()),
+                }),
+                hostname,
+            })
+            .collect();
+        hosts.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        // Two addresses with one hostname would make the name ambiguous: neither gets it.
+        let mut dup = BTreeSet::new();
+        for w in hosts.windows(2) {
+            if w[0].hostname == w[1].hostname {
+                dup.insert(w[0].hostname.clone());
+            }
+        }
+        hosts.retain(|h| !dup.contains(&h.hostname));
+        hosts
     }
 }
 

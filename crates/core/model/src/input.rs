@@ -163,6 +163,10 @@ impl Pod {
 pub struct Endpoint {
     pub ip: IpAddr,
     pub pod: Option<PodRef>,
+    /// The address's `hostname` (Kubernetes sets it for a pod whose `subdomain` is the service's
+    /// name, as a StatefulSet's pods have): a headless service then names the pod
+    /// `<hostname>.<svc>.<ns>`.
+    pub hostname: Option<String>,
 }
 
 /// Everything the model needs to compute every proxy's intent.
@@ -235,6 +239,7 @@ fn pod_endpoints<'a>(pods: impl Iterator<Item = &'a Pod>) -> BTreeSet<Endpoint> 
         p.ip.map(|ip| Endpoint {
             ip,
             pod: Some(p.id.clone()),
+            hostname: None,
         })
     })
     .collect()

@@ -186,6 +186,16 @@ pub struct OutboundService {
     pub addresses: Vec<IpAddr>,
     /// Weighted upstream clusters; a TrafficSplit apex has several, a plain service one.
     pub backends: Vec<WeightedCluster>,
+    /// A headless service's pods with a hostname, each reachable alone as `<hostname>.<svc>.<ns>`;
+    /// sorted by hostname.
+    pub pod_hosts: Vec<PodHost>,
+}
+
+/// One pod of a headless service, by its hostname, and the cluster holding only that pod.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct PodHost {
+    pub hostname: String,
+    pub cluster: Arc<UpstreamCluster>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -203,12 +213,20 @@ pub struct UpstreamCluster {
     /// Identities the server certificate may have (the identities of the endpoints' pods).
     pub server_identities: BTreeSet<ServiceIdentity>,
     pub endpoints: BTreeSet<IpAddr>,
+    /// One pod of a headless service by its hostname (see [`PodHost`]); `None`: the whole service.
+    pub pod_hostname: Option<String>,
 }
 
 impl UpstreamCluster {
-    /// Upstream OSM's cluster name.
+    /// Upstream OSM's cluster name: `<ns>/<svc>|<port>`, `<ns>/<hostname>.<svc>|<port>` for one pod.
     pub fn name(&self) -> String {
-        cluster_name(&self.service, self.target_port)
+        match &self.pod_hostname {
+            None => cluster_name(&self.service, self.target_port),
+            Some(h) => format!(
+                "{}/{h}.{}|{}",
+                self.service.namespace, self.service.name, self.target_port
+            ),
+        }
     }
 
     /// The TLS SNI clients send, which the server's inbound filter chains match.

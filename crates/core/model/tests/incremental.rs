@@ -176,6 +176,9 @@ fn apply(input: &mut MeshInput, op: &Op) {
                 .map(|(last, pod)| Endpoint {
                     ip: ip(last),
                     pod: Some(pod_ref(pod)),
+                    // Some addresses carry a hostname, as a StatefulSet's do: per-pod names of
+                    // headless services are covered too.
+                    hostname: (pod % 2 == 0).then(|| format!("h{pod}")),
                 })
                 .collect();
             input.endpoints.insert(service_ref(i), eps);

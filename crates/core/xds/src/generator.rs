@@ -150,6 +150,8 @@ struct ServiceShape {
     protocol: AppProtocol,
     addresses: Vec<std::net::IpAddr>,
     backends: Vec<BackendShape>,
+    /// Per-pod names of a headless service (their clusters are named by hostname).
+    pod_hosts: Vec<String>,
 }
 
 impl RoutingShape {
@@ -172,6 +174,7 @@ impl RoutingShape {
                         protocol: s.protocol,
                         addresses: s.addresses.clone(),
                         backends,
+                        pod_hosts: s.pod_hosts.iter().map(|p| p.hostname.clone()).collect(),
                     }
                 })
                 .collect(),
@@ -188,6 +191,12 @@ impl RoutingShape {
                     && shape.port == s.port
                     && shape.protocol == s.protocol
                     && shape.addresses == s.addresses
+                    && shape.pod_hosts.len() == s.pod_hosts.len()
+                    && shape
+                        .pod_hosts
+                        .iter()
+                        .zip(&s.pod_hosts)
+                        .all(|(h, p)| *h == p.hostname)
                     && shape.backends.len() == s.backends.len()
                     && shape
                         .backends
@@ -207,6 +216,9 @@ impl RoutingShape {
         egress.hash(&mut h);
         for s in &intent.services {
             (&s.service, s.port, s.protocol, &s.addresses).hash(&mut h);
+            for p in &s.pod_hosts {
+                p.hostname.hash(&mut h);
+            }
             for b in &s.backends {
                 (&b.cluster.service, b.cluster.target_port, b.weight).hash(&mut h);
             }
@@ -257,6 +269,8 @@ fn build_routing(intent: &OutboundIntent, egress: &EgressIntent) -> Vec<Arc<Reso
     out
 }
 
+type ClusterKey = (ServiceRef, u16, BTreeSet<ServiceIdentity>, Option<String>);
+
 /// How many memoised entries the generator holds, per table (for metrics, tests and benchmarks).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GeneratorStats {
@@ -278,7 +292,8 @@ pub struct Generator {
     inbound: Memo<Arc<InboundIntent>, ResourceSet>,
     inbound_by_ptr: ByPointer<InboundIntent>,
     routing: Routing,
-    clusters: Memo<(ServiceRef, u16, BTreeSet<ServiceIdentity>), Resource>,
+    /// By service, target port, server identities and pod hostname (one pod of a headless service).
+    clusters: Memo<ClusterKey, Resource>,
     endpoints: Memo<Arc<UpstreamCluster>, Resource>,
 }
 
@@ -379,11 +394,20 @@ impl Generator {
             set.insert(r);
         }
         for s in &intent.services {
-            for b in &s.backends {
-                let c = &b.cluster;
+            let clusters = s
+                .backends
+                .iter()
+                .map(|b| &b.cluster)
+                .chain(s.pod_hosts.iter().map(|p| &p.cluster));
+            for c in clusters {
                 let td = &self.trust_domain;
                 set.insert(self.clusters.get_or_build(
-                    (c.service.clone(), c.target_port, c.server_identities.clone()),
+                    (
+                        c.service.clone(),
+                        c.target_port,
+                        c.server_identities.clone(),
+                        c.pod_hostname.clone(),
+                    ),
                     |_| cds::upstream(c, td),
                 ));
                 set.insert(

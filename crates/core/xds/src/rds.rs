@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     PathMatcher, RegexMatcher, StringMatcher, path_matcher, string_matcher,
 };
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
-use osm_model::{HttpAccess, HttpRouteMatch, HttpRoutePolicy, OutboundService, ServiceIdentity};
+use osm_model::{HttpAccess, HttpRouteMatch, HttpRoutePolicy, OutboundService, PodHost, ServiceIdentity};
 
 use crate::names;
 use crate::resource::{Resource, TypeKind, to_any};
@@ -36,6 +36,13 @@ pub fn outbound(port: u16, services: &[&OutboundService]) -> Arc<Resource> {
     for s in services {
         *short_count.entry(s.service.name.as_str()).or_default() += 1;
     }
+    let per_pod: Vec<VirtualHost> = services
+        .iter()
+        .flat_map(|s| {
+            let unique = short_count[s.service.name.as_str()] == 1;
+            s.pod_hosts.iter().map(move |p| pod_virtual_host(s, p, unique))
+        })
+        .collect();
     let virtual_hosts = services
         .iter()
         .map(|s| {
@@ -67,6 +74,7 @@ pub fn outbound(port: u16, services: &[&OutboundService]) -> Arc<Resource> {
                 ..Default::default()
             }
         })
+        .chain(per_pod)
         .collect();
     let name = names::rds_outbound(port);
     let config = RouteConfiguration {
@@ -76,6 +84,39 @@ pub fn outbound(port: u16, services: &[&OutboundService]) -> Arc<Resource> {
         ..Default::default()
     };
     Resource::encode(TypeKind::Route, name, &config)
+}
+
+/// `<ns>/<hostname>.<svc>`: one pod of a headless service by its DNS names (`<hostname>.<svc>.<ns>`
+/// and longer; `<hostname>.<svc>` when the service's short name is unique in this config), to the
+/// cluster holding only that pod.
+fn pod_virtual_host(s: &OutboundService, p: &PodHost, short_unique: bool) -> VirtualHost {
+    let svc = &s.service;
+    let base = format!("{}.{}", p.hostname, svc.name);
+    let mut hosts = vec![
+        format!("{base}.{}", svc.namespace),
+        format!("{base}.{}.svc", svc.namespace),
+        format!("{base}.{}.svc.cluster", svc.namespace),
+        format!("{base}.{}.svc.cluster.local", svc.namespace),
+    ];
+    if short_unique {
+        hosts.insert(0, base.clone());
+    }
+    let mut domains: Vec<String> = hosts.iter().map(|h| format!("{h}:{}", s.port)).collect();
+    domains.extend(hosts);
+    VirtualHost {
+        name: format!("{}/{base}", svc.namespace),
+        domains,
+        routes: vec![Route {
+            name: "default".to_string(),
+            r#match: Some(prefix_match("/")),
+            action: Some(route::Action::Route(RouteAction {
+                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(p.cluster.name())),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
 }
 
 fn cluster_specifier(s: &OutboundService) -> route_action::ClusterSpecifier {

@@ -572,7 +572,8 @@ fn endpoints_set(e: &Endpoints, id: &ObjectRef, problems: &mut Vec<Problem>) -> 
             continue;
         };
         let pod = pod_of(address.target_ref.as_ref(), &id.namespace);
-        set.insert(Endpoint { ip, pod });
+        let hostname = address.hostname.clone().filter(|h| !h.is_empty());
+        set.insert(Endpoint { ip, pod, hostname });
     }
     set
 }
@@ -602,7 +603,11 @@ fn slice_endpoints(
                 ));
                 continue;
             };
-            set.insert(Endpoint { ip, pod: pod.clone() });
+            set.insert(Endpoint {
+                ip,
+                pod: pod.clone(),
+                hostname: endpoint.hostname.clone().filter(|h| !h.is_empty()),
+            });
         }
     }
 }
@@ -851,7 +856,8 @@ mod tests {
             eps,
             [Endpoint {
                 ip: "10.1.0.1".parse().unwrap(),
-                pod: Some(ObjectRef::new(ns, "web-1"))
+                pod: Some(ObjectRef::new(ns, "web-1")),
+                hostname: None,
             }]
         );
     }
@@ -875,7 +881,8 @@ mod tests {
                 slice(
                     "web-a",
                     json!([
-                        {"addresses": ["10.1.0.1"], "targetRef": {"kind": "Pod", "name": "web-1"}},
+                        {"addresses": ["10.1.0.1"], "targetRef": {"kind": "Pod", "name": "web-1"},
+                         "hostname": "web-1"},
                         {"addresses": ["10.1.0.9"], "conditions": {"ready": false}},
                     ]),
                 ),
@@ -899,11 +906,13 @@ mod tests {
             [
                 Endpoint {
                     ip: "10.1.0.1".parse().unwrap(),
-                    pod: Some(ObjectRef::new(ns, "web-1"))
+                    pod: Some(ObjectRef::new(ns, "web-1")),
+                    hostname: Some("web-1".into()),
                 },
                 Endpoint {
                     ip: "10.1.0.2".parse().unwrap(),
-                    pod: None
+                    pod: None,
+                    hostname: None,
                 },
             ]
         );

@@ -334,6 +334,7 @@ pub fn build(spec: &MeshSpec) -> MeshInput {
                 .insert(Endpoint {
                     ip,
                     pod: Some(PodRef::new(&ns, pod_name(j))),
+                    hostname: None,
                 });
         }
     }
@@ -479,11 +480,13 @@ impl Churn {
                 eps.remove(&Endpoint {
                     ip: old,
                     pod: Some(pod_ref.clone()),
+                    hostname: None,
                 });
             }
             eps.insert(Endpoint {
                 ip: new_ip,
                 pod: Some(pod_ref),
+                hostname: None,
             });
         }
     }
@@ -510,6 +513,7 @@ impl Churn {
             eps.insert(Endpoint {
                 ip,
                 pod: Some(pod_ref.clone()),
+                hostname: None,
             });
         }
         self.added.push((service, pod_ref));
@@ -525,6 +529,7 @@ impl Churn {
             eps.remove(&Endpoint {
                 ip,
                 pod: Some(pod_ref),
+                hostname: None,
             });
         }
     }
