@@ -70,6 +70,9 @@ pub struct MeshState {
     destinations: BTreeMap<ServiceIdentity, DestinationPolicy>,
     /// SMI: source identity → destination identities it may reach.
     reachable: BTreeMap<ServiceIdentity, BTreeSet<ServiceIdentity>>,
+    /// SMI: destination identity → source identities that may reach it (`reachable` inverted), so a
+    /// change finds the clients it concerns without looking at every client.
+    reachers: HashMap<ServiceIdentity, BTreeSet<ServiceIdentity>>,
     clusters: Interner<UpstreamCluster>,
     /// Permissive: the one outbound intent every proxy shares.
     shared_outbound: Option<Arc<OutboundIntent>>,
@@ -168,6 +171,7 @@ impl MeshState {
             splits: BTreeMap::new(),
             destinations: BTreeMap::new(),
             reachable: BTreeMap::new(),
+            reachers: HashMap::new(),
             clusters: Interner::new(),
             shared_outbound: None,
             outbound_by_identity: HashMap::new(),
@@ -292,14 +296,12 @@ impl MeshState {
                 change.all = true;
             }
         } else {
-            let clients: Vec<ServiceIdentity> = self
-                .outbound_by_identity
-                .keys()
-                .filter(|c| {
-                    self.reachable
-                        .get(*c)
-                        .is_some_and(|r| !r.is_disjoint(&touched.identities))
-                })
+            let clients: BTreeSet<ServiceIdentity> = touched
+                .identities
+                .iter()
+                .filter_map(|d| self.reachers.get(d))
+                .flatten()
+                .filter(|c| self.outbound_by_identity.contains_key(*c))
                 .cloned()
                 .collect();
             for client in clients {
@@ -477,6 +479,10 @@ impl MeshState {
                     .or_default()
                     .insert(destination.clone());
             }
+            self.reachers
+                .entry(destination.clone())
+                .or_default()
+                .extend(sources.iter().cloned());
             let mut http = Vec::new();
             let mut tcp = Vec::new();
             for rule in &tt.rules {

@@ -295,6 +295,8 @@ pub struct Generator {
     /// By service, target port, server identities and pod hostname (one pod of a headless service).
     clusters: Memo<ClusterKey, Resource>,
     endpoints: Memo<Arc<UpstreamCluster>, Resource>,
+    /// Proxies whose config was replaced or dropped since the last full sweep (see [`Generator::sweep`]).
+    released_since_sweep: usize,
 }
 
 /// Resources every proxy gets: the prometheus listener, the fixed clusters, the shared outbound CA.
@@ -324,6 +326,7 @@ impl Generator {
             routing: Routing::default(),
             clusters: Memo::new(),
             endpoints: Memo::new(),
+            released_since_sweep: 0,
         }
     }
 
@@ -336,8 +339,25 @@ impl Generator {
     }
 
     /// Forgets what nothing outside the generator holds any more: sets no published config uses, and
-    /// resources no remaining set contains. Call it after publishing a recompute's configs.
-    pub fn sweep(&mut self) {
+    /// resources no remaining set contains. Call it after publishing a recompute's configs, with the
+    /// number of proxies whose config that replaced or dropped.
+    ///
+    /// A pass visits every entry, so it is amortised: it runs once the configs released since the last
+    /// pass reach an eighth of the sets held. Until then what they released (at most one outbound and
+    /// one inbound set each) only holds memory; an endpoint change costs what it touched, not a pass
+    /// over the whole mesh.
+    pub fn sweep(&mut self, released: usize) {
+        self.released_since_sweep += released;
+        let held = self.outbound.len() + self.inbound.len();
+        if self.released_since_sweep == 0 || self.released_since_sweep * 8 < held {
+            return;
+        }
+        self.released_since_sweep = 0;
+        self.sweep_all();
+    }
+
+    /// [`Generator::sweep`] now, whatever was released.
+    pub fn sweep_all(&mut self) {
         // Sets first: dropping one releases the resources it holds.
         self.outbound.sweep();
         self.inbound.sweep();

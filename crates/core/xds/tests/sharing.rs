@@ -47,7 +47,7 @@ fn generate(g: &mut Generator, model: &MeshModel) -> BTreeMap<String, ProxyConfi
         .iter()
         .map(|(uuid, p)| (uuid.clone(), g.proxy_config(p, SECRETS.clone())))
         .collect();
-    g.sweep();
+    g.sweep_all();
     out
 }
 
@@ -202,7 +202,7 @@ fn sweep_drops_unused_entries() {
     assert!(stats_swept.load_assignments < stats_full.load_assignments);
     let third = generate(&mut g, &compute(&with_warehouse));
     drop(second);
-    g.sweep();
+    g.sweep_all();
     assert_eq!(g.stats(), stats_full);
 
     let a = &third["bookbuyer"];

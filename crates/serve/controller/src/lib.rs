@@ -276,7 +276,7 @@ impl ControlPlane {
             }
             pods.extend(pods_added);
         }
-        generator.sweep();
+        generator.sweep(stats.changed + stats.removed);
         if identities_moved {
             certs.retain(model.proxies.values().map(|p| &p.identity));
         }

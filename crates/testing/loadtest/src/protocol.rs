@@ -151,4 +151,9 @@ pub struct Observed {
     pub missing: usize,
     /// Inputs the source delivered while this change was waited for (normally 1).
     pub deliveries: usize,
+    /// CPU the harness's own bookkeeping took in the controller process for this change (noting
+    /// every proxy's generation at `Arm` and again here, waiting for the ACKs): the driver takes it
+    /// out of the controller's CPU per event, which measures the control plane.
+    #[serde(default)]
+    pub harness_cpu_us: u64,
 }

@@ -109,6 +109,6 @@ pub fn generate_all(
         .values()
         .map(|p: &ProxyIntent| g.proxy_config(p, secrets[&p.identity].clone()))
         .collect();
-    g.sweep();
+    g.sweep_all();
     configs
 }

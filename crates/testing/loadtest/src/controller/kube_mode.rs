@@ -66,6 +66,15 @@ impl Source for Timed {
 struct Armed {
     before: Vec<Option<u64>>,
     events: broadcast::Receiver<osm_ads::Synced>,
+    /// The CPU `Arm` took on this thread.
+    cpu_us: u64,
+}
+
+/// CPU time of the calling thread (the command loop: the harness's bookkeeping, not the control plane).
+fn thread_cpu_us() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
+        .unwrap_or(0)
 }
 
 /// How long the first input may take (every initial list at 3000 services on a busy machine).
@@ -192,9 +201,12 @@ pub(super) fn run(args: ControllerArgs, kubeconfig: &Path) -> Result<()> {
             Command::Arm => {
                 // Whatever the source delivered before is not the change about to be written.
                 while news.try_recv().is_ok() {}
+                let cpu0 = thread_cpu_us();
+                let before = cache.generation_each(&names);
                 armed = Some(Armed {
-                    before: cache.generation_each(&names),
+                    before,
                     events: cache.synced(),
+                    cpu_us: thread_cpu_us().saturating_sub(cpu0),
                 });
                 send(&mut out, &Reply::Armed)?;
             }
@@ -208,7 +220,10 @@ pub(super) fn run(args: ControllerArgs, kubeconfig: &Path) -> Result<()> {
                     )?;
                     continue;
                 };
-                let reply = observe(&rt, &cache, &keys, &news, a, timeout_ms, &mut out)?;
+                let cpu0 = thread_cpu_us();
+                let arm_cpu_us = a.cpu_us;
+                let mut reply = observe(&rt, &cache, &keys, &news, a, timeout_ms, &mut out)?;
+                reply.harness_cpu_us = arm_cpu_us + thread_cpu_us().saturating_sub(cpu0);
                 send(&mut out, &Reply::Observed(reply))?;
             }
             Command::Change { .. } | Command::Rotate { .. } | Command::Soak { .. } => send(
@@ -251,6 +266,7 @@ fn observe(
         done_ns: None,
         missing: 0,
         deliveries: 0,
+        harness_cpu_us: 0,
     };
     while reply.applied_ns.is_none() {
         match news.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
