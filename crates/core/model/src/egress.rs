@@ -63,7 +63,20 @@ pub(crate) fn by_identity(
     }
     builders
         .into_iter()
-        .map(|(identity, b)| (identity, Arc::new(b.finish())))
+        .map(|(identity, b)| {
+            let intent = b.finish();
+            for p in intent.ports.iter().filter(|p| p.server_first) {
+                if !p.http_hosts.is_empty() || !p.server_names.is_empty() {
+                    // The inspectors that read Host and SNI would wait for a server-first client.
+                    warnings.push(format!(
+                        "Egress policies for {identity}: port {} is tcp-server-first and also http/https; \
+                         on that port only the IP-range match applies",
+                        p.port
+                    ));
+                }
+            }
+            (identity, Arc::new(intent))
+        })
         .collect()
 }
 

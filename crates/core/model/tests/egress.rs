@@ -227,3 +227,28 @@ fn egress_changes_update_incrementally_like_a_full_compute() {
     state.update(&after, &before);
     assert_eq!(state.model(), &compute(&before));
 }
+
+/// A port both server-first and HTTP cannot be inspected for Host: said, not silently half-applied.
+#[test]
+fn egress_server_first_and_http_on_one_port_is_reported() {
+    let mut input = mesh();
+    add(
+        &mut input,
+        "mixed",
+        &format!(
+            "{BUYER}  hosts: [db.example]\n  ipAddresses: [192.0.2.0/24]\n  ports: [{{number: 3306, protocol: http}}, {{number: 3306, protocol: tcp-server-first}}]\n"
+        ),
+    );
+    let model = compute(&input);
+    assert!(
+        model
+            .warnings
+            .iter()
+            .any(|w| w.contains("port 3306 is tcp-server-first and also http/https")),
+        "{:?}",
+        model.warnings
+    );
+    let port = &model.proxies["bookbuyer"].egress.ports[0];
+    assert!(port.server_first);
+    assert_eq!(port.ip_ranges, Some(vec![range("192.0.2.0/24")]));
+}
