@@ -1,5 +1,6 @@
 //! A headless Service over StatefulSet-style pods (Endpoints addresses with a `hostname`) through real
-//! Envoy sidecars: `web-0.web.shop` reaches pod web-0 only, every time; `web.shop` reaches all pods.
+//! Envoy sidecars: `web-0.web.shop` reaches pod web-0 only, every time — on an HTTP port (by Host) and
+//! on a TCP port (by address) — while `web.shop` reaches all pods.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -20,11 +21,12 @@ fn headless(prefix: &str, api: AdsApi, permissive: bool) {
     let (hub, pods) = Mesh::pods_for(prefix, &names).unwrap();
     let ip = |n: &str| IpAddr::V4(pods[n].ip());
     let mut b = MeshBuilder::new(permissive);
+    // Port 9090 is declared TCP (onto the same HTTP app): the client's sidecar only sees addresses.
     b.service(
         "shop",
         "web",
         None,
-        &[(8080, 8080, AppProtocol::Http)],
+        &[(8080, 8080, AppProtocol::Http), (9090, 8080, AppProtocol::Tcp)],
         &[("app", "web")],
     );
     for p in PODS {
@@ -102,6 +104,16 @@ spec:
         .http_get("client", "http://web-2.web.shop:8080/", 20, &[])
         .unwrap();
     assert_eq!(s.served_by.get("web-2"), Some(&20), "{s:?}");
+    // The TCP port: one chain per pod address, so the pod the client resolved is the pod it reaches.
+    let s = mesh
+        .http_get("client", "http://web-1.web.shop:9090/", 50, &[])
+        .unwrap();
+    assert_eq!((s.ok, s.errors), (50, 0), "TCP port: {s:?}");
+    assert_eq!(
+        s.served_by.get("web-1"),
+        Some(&50),
+        "TCP to web-1 reached another pod: {s:?}"
+    );
     // The service name reaches every pod.
     let s = mesh.http_get("client", "http://web.shop:8080/", 30, &[]).unwrap();
     assert_eq!((s.ok, s.errors), (30, 0), "web.shop: {s:?}");

@@ -51,7 +51,7 @@ pub fn outbound(intent: &OutboundIntent, egress: &EgressIntent) -> Option<Arc<Re
         .iter()
         // Two headless services can share an address and port; Envoy refuses identical matches.
         .filter(|s| seen.insert((s.addresses.clone(), s.port)))
-        .map(outbound_chain)
+        .flat_map(outbound_chains)
         .collect();
     if !egress.is_empty() {
         // An Egress policy naming a mesh address exactly as a service chain does adds nothing (and
@@ -100,6 +100,54 @@ pub fn outbound(intent: &OutboundIntent, egress: &EgressIntent) -> Option<Arc<Re
         names::OUTBOUND_LISTENER,
         &listener,
     ))
+}
+
+/// The chains of one reachable service port. A TCP port of a headless service whose pods have
+/// hostnames gets one chain per such pod (its address to its own cluster: a TCP client that resolved
+/// `web-0.web.ns` reaches web-0, as it would without a mesh), and one for any other address; HTTP
+/// ports tell pods apart by Host instead (`rds::outbound`).
+fn outbound_chains(s: &OutboundService) -> Vec<FilterChain> {
+    if s.protocol != AppProtocol::Tcp || s.pod_hosts.is_empty() {
+        return vec![outbound_chain(s)];
+    }
+    let mut chains: Vec<FilterChain> = s
+        .pod_hosts
+        .iter()
+        .map(|p| {
+            let name = format!(
+                "outbound_{}/{}.{}_{}_tcp",
+                s.service.namespace, p.hostname, s.service.name, s.port
+            );
+            FilterChain {
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: Some(UInt32Value { value: s.port.into() }),
+                    prefix_ranges: p.cluster.endpoints.iter().map(|ip| host_cidr(*ip)).collect(),
+                    ..Default::default()
+                }),
+                filters: vec![tcp_proxy_filter(&name, &p.cluster.name())],
+                name,
+                ..Default::default()
+            }
+        })
+        .collect();
+    let by_pod: HashSet<std::net::IpAddr> = s
+        .pod_hosts
+        .iter()
+        .flat_map(|p| p.cluster.endpoints.iter().copied())
+        .collect();
+    let rest: Vec<std::net::IpAddr> = s
+        .addresses
+        .iter()
+        .copied()
+        .filter(|ip| !by_pod.contains(ip))
+        .collect();
+    if !rest.is_empty() {
+        chains.push(outbound_chain(&OutboundService {
+            addresses: rest,
+            ..s.clone()
+        }));
+    }
+    chains
 }
 
 fn outbound_chain(s: &OutboundService) -> FilterChain {
