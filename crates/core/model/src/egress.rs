@@ -61,6 +61,10 @@ pub(crate) fn by_identity(
             builders.entry(identity).or_default().add(&policy, spec);
         }
     }
+    // Identities with equal policies share one value: the generator finds a proxy's config by the
+    // address of its intents, and hashing the (permissive, mesh-wide) outbound intent again for each
+    // identity would cost more than the config.
+    let mut shared: HashMap<EgressIntent, Arc<EgressIntent>> = HashMap::new();
     builders
         .into_iter()
         .map(|(identity, b)| {
@@ -75,7 +79,11 @@ pub(crate) fn by_identity(
                     ));
                 }
             }
-            (identity, Arc::new(intent))
+            let intent = shared
+                .entry(intent)
+                .or_insert_with_key(|i| Arc::new(i.clone()))
+                .clone();
+            (identity, intent)
         })
         .collect()
 }

@@ -1,7 +1,12 @@
 //! Builds the 1000-service permissive scale mesh (2000 proxies), generates every proxy's config once,
 //! and prints wall time, CPU time and peak RSS per phase, plus how much is encoded and shared.
 //!
-//! `cargo run --release -p osm-xds --example mesh_scale [services]`
+//! `cargo run --release -p osm-xds --example mesh_scale [services] [egress policies]`
+//!
+//! With egress policies, every identity is a source of each of them (cycling through http on port 80,
+//! https on 443 and tcp on a port of its own with one address), to price what they add per proxy.
+//! With a third argument `distinct`, policy `k` names identity `k` only instead: every identity with a
+//! policy then has its own egress intent, so its own outbound listener.
 //!
 //! CPU time and memory come from `/proc/self/stat` (utime + stime, in USER_HZ = 100 ticks) and
 //! `/proc/self/status` (VmHWM, VmRSS). Before each phase the peak is reset through
@@ -66,6 +71,36 @@ fn phase<T>(name: &str, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// `count` Egress policies naming every service's identity as a source.
+fn add_egress_policies(input: &mut osm_model::MeshInput, services: usize, count: usize) {
+    let distinct = std::env::args().nth(3).as_deref() == Some("distinct");
+    let source = |i: usize| {
+        serde_json::json!({"kind": "ServiceAccount", "name": mesh::service_name(i),
+                           "namespace": mesh::NAMESPACE})
+    };
+    let everyone: Vec<serde_json::Value> = (0..services).map(source).collect();
+    for k in 0..count {
+        let sources = if distinct {
+            vec![source(k % services)]
+        } else {
+            everyone.clone()
+        };
+        let spec = match k % 3 {
+            0 => serde_json::json!({"sources": sources, "hosts": [format!("api-{k}.example.com")],
+                                    "ports": [{"number": 80, "protocol": "http"}]}),
+            1 => serde_json::json!({"sources": sources, "hosts": [format!("svc-{k}.example.com")],
+                                    "ports": [{"number": 443, "protocol": "https"}]}),
+            _ => serde_json::json!({"sources": sources,
+                                    "ipAddresses": [format!("203.0.113.{}/32", k % 250)],
+                                    "ports": [{"number": 5400 + k % 1000, "protocol": "tcp"}]}),
+        };
+        input.egresses.insert(
+            osm_model::ObjectRef::new(mesh::NAMESPACE, format!("egress-{k}")),
+            serde_json::from_value(spec).expect("an Egress spec"),
+        );
+    }
+}
+
 fn main() {
     let services: usize = std::env::args()
         .nth(1)
@@ -76,7 +111,18 @@ fn main() {
         2 * services
     );
     let ca = mesh::ca_bundle();
-    let input = phase("build input", || mesh::full_mesh(services));
+    let egresses: usize = std::env::args()
+        .nth(2)
+        .map(|s| s.parse().expect("egress policies: a number"))
+        .unwrap_or(0);
+    let input = phase("build input", || {
+        let mut input = mesh::full_mesh(services);
+        add_egress_policies(&mut input, services, egresses);
+        input
+    });
+    if egresses > 0 {
+        println!("{egresses} Egress policies, each naming every identity as a source");
+    }
     let model = phase("compute model", || compute(&input));
     let secrets = phase("identity secrets (outside timing)", || {
         mesh::secrets_by_identity(&model)

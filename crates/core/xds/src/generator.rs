@@ -228,7 +228,12 @@ impl RoutingShape {
 }
 
 impl Routing {
-    fn get_or_build(&mut self, intent: &OutboundIntent, egress: &Arc<EgressIntent>) -> Vec<Arc<Resource>> {
+    fn get_or_build(
+        &mut self,
+        intent: &OutboundIntent,
+        egress: &Arc<EgressIntent>,
+        build: impl FnOnce(&OutboundIntent, &EgressIntent) -> Vec<Arc<Resource>>,
+    ) -> Vec<Arc<Resource>> {
         let bucket = self
             .entries
             .entry(RoutingShape::hash(intent, egress))
@@ -236,7 +241,7 @@ impl Routing {
         if let Some((_, resources)) = bucket.iter().find(|(shape, _)| shape.matches(intent, egress)) {
             return resources.clone();
         }
-        let resources = build_routing(intent, egress);
+        let resources = build(intent, egress);
         bucket.push((RoutingShape::of(intent, egress), resources.clone()));
         resources
     }
@@ -250,11 +255,18 @@ impl Routing {
     }
 }
 
-/// `outbound-listener`, one `rds-outbound.<port>` per HTTP port, one `rds-egress.<port>` per HTTP
-/// egress port.
-fn build_routing(intent: &OutboundIntent, egress: &EgressIntent) -> Vec<Arc<Resource>> {
+/// `outbound-listener`, one `rds-egress.<port>` per HTTP egress port and the egress clusters: what
+/// depends on the egress intent too.
+fn build_listener(intent: &OutboundIntent, egress: &EgressIntent) -> Vec<Arc<Resource>> {
     let mut out: Vec<Arc<Resource>> = lds::outbound(intent, egress).into_iter().collect();
     out.extend(egress::route_configs(egress));
+    out.extend(egress::clusters(egress));
+    out
+}
+
+/// One `rds-outbound.<port>` per HTTP port.
+fn build_routes(intent: &OutboundIntent, _: &EgressIntent) -> Vec<Arc<Resource>> {
+    let mut out = Vec::new();
     let mut http_ports: std::collections::BTreeMap<u16, Vec<&OutboundService>> = Default::default();
     for s in &intent.services {
         if s.protocol == AppProtocol::Http {
@@ -285,10 +297,20 @@ pub struct Generator {
     trust_domain: String,
     ca_bundle: Arc<str>,
     statics: Arc<ResourceSet>,
-    outbound: Memo<(Arc<OutboundIntent>, Arc<EgressIntent>), ResourceSet>,
+    /// What a proxy may reach in the mesh: clusters, endpoints, `rds-outbound.<port>`.
+    outbound: Memo<Arc<OutboundIntent>, ResourceSet>,
     /// The permissive intent is shared by every proxy; hashing it once per proxy would cost more than
     /// building it.
-    outbound_by_ptr: ByPointerPair,
+    outbound_by_ptr: ByPointer<OutboundIntent>,
+    /// The outbound listener and the egress routes and clusters, which depend on the egress intent
+    /// too: apart from the mesh part, so that identities with their own egress policies share that.
+    listener_sets_by_ptr: ByPointerPair,
+    /// Listener sets by the addresses of their resources (which the `listeners` memo keeps alive while
+    /// a set holds them, so an address is not reused meanwhile).
+    listener_sets: HashMap<Vec<usize>, Weak<ResourceSet>>,
+    listeners: Routing,
+    /// The key of the mesh routes (which do not depend on egress).
+    no_egress: Arc<EgressIntent>,
     inbound: Memo<Arc<InboundIntent>, ResourceSet>,
     inbound_by_ptr: ByPointer<InboundIntent>,
     routing: Routing,
@@ -320,7 +342,11 @@ impl Generator {
             ca_bundle: ca_bundle_pem.into(),
             statics: statics(ca_bundle_pem),
             outbound: Memo::new(),
-            outbound_by_ptr: ByPointerPair::new(),
+            outbound_by_ptr: ByPointer::new(),
+            listener_sets_by_ptr: ByPointerPair::new(),
+            listener_sets: HashMap::new(),
+            listeners: Routing::default(),
+            no_egress: Arc::new(EgressIntent::default()),
             inbound: Memo::new(),
             inbound_by_ptr: ByPointer::new(),
             routing: Routing::default(),
@@ -360,6 +386,9 @@ impl Generator {
     pub fn sweep_all(&mut self) {
         // Sets first: dropping one releases the resources it holds.
         self.outbound.sweep();
+        self.listener_sets_by_ptr.sweep();
+        self.listener_sets.retain(|_, set| set.strong_count() > 0);
+        self.listeners.sweep();
         self.inbound.sweep();
         self.outbound_by_ptr.sweep();
         self.inbound_by_ptr.sweep();
@@ -381,36 +410,64 @@ impl Generator {
     /// The full config of one proxy. `identity_secrets` holds its `service-cert` (shared by every proxy
     /// of the same identity; the caller owns certificate issuance and rotation).
     pub fn proxy_config(&mut self, proxy: &ProxyIntent, identity_secrets: Arc<ResourceSet>) -> ProxyConfig {
-        let outbound = self.outbound_set(&proxy.outbound, &proxy.egress);
+        let outbound = self.outbound_set(&proxy.outbound);
+        let listener = self.listener_set(&proxy.outbound, &proxy.egress);
         let inbound = self.inbound_set(&proxy.inbound);
         ProxyConfig {
-            sets: vec![self.statics.clone(), inbound, outbound, identity_secrets],
+            sets: vec![
+                self.statics.clone(),
+                inbound,
+                outbound,
+                listener,
+                identity_secrets,
+            ],
         }
     }
 
-    fn outbound_set(&mut self, intent: &Arc<OutboundIntent>, egress: &Arc<EgressIntent>) -> Arc<ResourceSet> {
-        if let Some(set) = self.outbound_by_ptr.get(intent, egress) {
+    fn outbound_set(&mut self, intent: &Arc<OutboundIntent>) -> Arc<ResourceSet> {
+        if let Some(set) = self.outbound_by_ptr.get(intent) {
             return set;
         }
-        let key = (intent.clone(), egress.clone());
-        let set = match self.outbound.entries.get(&key) {
+        let set = match self.outbound.entries.get(intent) {
             Some(set) => set.clone(),
             None => {
-                let set = Arc::new(self.build_outbound(intent, egress));
-                self.outbound.entries.insert(key, set.clone());
+                let set = Arc::new(self.build_outbound(intent));
+                self.outbound.entries.insert(intent.clone(), set.clone());
                 set
             }
         };
-        self.outbound_by_ptr.insert(intent, egress, &set);
+        self.outbound_by_ptr.insert(intent, &set);
         set
     }
 
-    fn build_outbound(&mut self, intent: &Arc<OutboundIntent>, egress: &Arc<EgressIntent>) -> ResourceSet {
-        let mut set = ResourceSet::default();
-        for r in self.routing.get_or_build(intent, egress) {
-            set.insert(r);
+    fn listener_set(&mut self, intent: &Arc<OutboundIntent>, egress: &Arc<EgressIntent>) -> Arc<ResourceSet> {
+        if let Some(set) = self.listener_sets_by_ptr.get(intent, egress) {
+            return set;
         }
-        for r in egress::clusters(egress) {
+        // A few resources, found by shape (not by the whole intent, whose endpoints they do not read),
+        // and the set by their addresses: cheaper than hashing the intent to find an equal one.
+        let resources = self.listeners.get_or_build(intent, egress, build_listener);
+        let key: Vec<usize> = resources.iter().map(|r| Arc::as_ptr(r) as usize).collect();
+        let set = match self.listener_sets.get(&key).and_then(Weak::upgrade) {
+            Some(set) => set,
+            None => {
+                let mut set = ResourceSet::default();
+                for r in resources {
+                    set.insert(r);
+                }
+                let set = Arc::new(set);
+                self.listener_sets.insert(key, Arc::downgrade(&set));
+                set
+            }
+        };
+        self.listener_sets_by_ptr.insert(intent, egress, &set);
+        set
+    }
+
+    fn build_outbound(&mut self, intent: &Arc<OutboundIntent>) -> ResourceSet {
+        let mut set = ResourceSet::default();
+        let no_egress = self.no_egress.clone();
+        for r in self.routing.get_or_build(intent, &no_egress, build_routes) {
             set.insert(r);
         }
         for s in &intent.services {
