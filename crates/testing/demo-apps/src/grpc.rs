@@ -143,15 +143,7 @@ pub async fn serve(listener: TcpListener, name: String, record: bool) -> std::io
     let name: Arc<str> = name.into();
     let served_by = header_value(&name)?;
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                // Transient (e.g. out of file descriptors, aborted handshake): keep serving.
-                eprintln!("accept: {err}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+        let stream = crate::http::accept(&listener).await;
         tokio::spawn(connection(stream, Arc::clone(&name), served_by.clone(), record));
     }
 }

@@ -22,6 +22,20 @@ pub const RECORDED_REQUEST: &str = "request:";
 /// Response header naming the server that answered; the client tallies it in `served_by`.
 pub const SERVED_BY: &str = "x-served-by";
 
+/// The next connection on `listener`. Accept errors are transient (out of file descriptors, an
+/// aborted handshake): they are printed and the server keeps serving.
+pub(crate) async fn accept(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return stream,
+            Err(err) => {
+                eprintln!("accept: {err}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// Serves HTTP/1.1 on `listener` forever: every request gets `200`, body `name`, header
 /// `x-served-by: name`. Keep-alive is supported (Envoy pools upstream connections). With `record`, each
 /// request is printed as [`RECORDED_REQUEST`]` METHOD PATH` (path and query exactly as received);
@@ -57,15 +71,7 @@ where
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                // Transient (e.g. out of file descriptors, aborted handshake): keep serving.
-                eprintln!("accept: {err}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+        let stream = accept(&listener).await;
         let handler = handler.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {

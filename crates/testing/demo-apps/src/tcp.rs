@@ -10,14 +10,7 @@ use crate::summary::Outcome;
 /// Echoes every byte back on every connection, forever.
 pub async fn serve_echo(listener: TcpListener) -> std::io::Result<()> {
     loop {
-        let mut stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                eprintln!("accept: {err}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+        let mut stream = crate::http::accept(&listener).await;
         tokio::spawn(async move {
             let (mut reader, mut writer) = stream.split();
             let _ = tokio::io::copy(&mut reader, &mut writer).await;
