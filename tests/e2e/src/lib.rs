@@ -30,6 +30,15 @@ pub const OSM_NAMESPACE: &str = "osm-system";
 pub const USER_AGENT: &str = "user-agent: Go-http-client/1.1";
 pub const BOOKBUYER_HEADER: &str = "client-app: bookbuyer";
 
+/// The value of counter `name` in an Envoy admin `/stats` text (0 when absent).
+pub fn stat_value(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// One pod of the mesh: its namespace (network), app and sidecar.
 pub struct MeshPod {
     pub pod: Pod,

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use osm_e2e::internet::{self, Internet, Outcome};
-use osm_e2e::{Mesh, http_server_args, require_or_skip};
+use osm_e2e::{Mesh, http_server_args, require_or_skip, stat_value};
 use osm_model::ObjectRef;
 use osm_xds::bootstrap::AdsApi;
 
@@ -54,7 +54,7 @@ fn egress_passthrough(prefix: &str, api: AdsApi) {
 
     // The connections went through the sidecar's passthrough chain, under upstream's stat names.
     let stats = mesh.envoy("bookbuyer").admin_get("/stats").unwrap();
-    let passthrough_cx = stat(
+    let passthrough_cx = stat_value(
         &stats,
         "tcp.egress-tcp-proxy.passthrough-outbound.downstream_cx_total",
     );
@@ -62,7 +62,7 @@ fn egress_passthrough(prefix: &str, api: AdsApi) {
         passthrough_cx >= 7,
         "passthrough connections {passthrough_cx}:\n{stats}"
     );
-    assert!(stat(&stats, "cluster.passthrough-outbound.upstream_cx_total") >= 7);
+    assert!(stat_value(&stats, "cluster.passthrough-outbound.upstream_cx_total") >= 7);
 
     // Off: every protocol is refused promptly — not answered, not hung.
     mesh.update(|i| i.mesh_config.traffic.enable_egress = false)
@@ -109,14 +109,6 @@ fn egress_passthrough(prefix: &str, api: AdsApi) {
     assert!(mesh.nacks().is_empty(), "NACKs: {:?}", mesh.nacks());
 }
 
-fn stat(stats: &str, name: &str) -> u64 {
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn egress_passthrough_sotw() {
     egress_passthrough("eeg", AdsApi::StateOfTheWorld);
@@ -127,15 +119,19 @@ fn egress_passthrough_delta() {
     egress_passthrough("eegd", AdsApi::Delta);
 }
 
-/// An Egress policy or an HTTPRouteGroup as an OSM user writes it (the shape of upstream's egress
-/// docs), parsed into the spec the model reads.
-fn egress(yaml: &str) -> (ObjectRef, osm_api::policy::EgressSpec) {
-    let e: osm_api::policy::Egress = serde_saphyr::from_str(yaml).expect("Egress YAML");
-    let meta = &e.metadata;
-    (
-        ObjectRef::new(meta.namespace.clone().unwrap(), meta.name.clone().unwrap()),
-        e.spec,
-    )
+/// An Egress policy for bookbuyer's ServiceAccount as an OSM user writes it (the shape of upstream's
+/// egress docs), parsed into the spec the model reads; `spec` is the rest of its spec.
+fn buyer_egress(name: &str, spec: &str) -> (ObjectRef, osm_api::policy::EgressSpec) {
+    let yaml = format!(
+        "apiVersion: policy.openservicemesh.io/v1alpha1
+kind: Egress
+metadata: {{name: {name}, namespace: bookbuyer}}
+spec:
+  sources: [{{kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}}]
+{spec}"
+    );
+    let e: osm_api::policy::Egress = serde_saphyr::from_str(&yaml).expect("Egress YAML");
+    (ObjectRef::new("bookbuyer", name), e.spec)
 }
 
 fn route_group(yaml: &str) -> (ObjectRef, osm_api::smi::specs::HTTPRouteGroupSpec) {
@@ -205,17 +201,15 @@ fn egress_policy(prefix: &str, api: AdsApi) {
     assert!(net.server_first(buyer).is_refused());
 
     // HTTP by Host, no matches: every path of the host, for bookbuyer only.
-    let (id, spec) = egress(&format!(
-        "apiVersion: policy.openservicemesh.io/v1alpha1
-kind: Egress
-metadata: {{name: httpbin-80, namespace: bookbuyer}}
-spec:
-  sources: [{{kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}}]
-  hosts: [{INTERNET_HOST}]
+    let (id, spec) = buyer_egress(
+        "httpbin-80",
+        &format!(
+            "  hosts: [{INTERNET_HOST}]
   ports: [{{number: {}, protocol: http}}]
 ",
-        internet::HTTP_PORT
-    ));
+            internet::HTTP_PORT
+        ),
+    );
     mesh.update(|i| {
         i.egresses.insert(id.clone(), spec.clone());
     })
@@ -250,19 +244,17 @@ spec:
   - {name: status, pathRegex: /status.*, methods: [GET]}
 ",
     );
-    let (id, spec) = egress(&format!(
-        "apiVersion: policy.openservicemesh.io/v1alpha1
-kind: Egress
-metadata: {{name: httpbin-status, namespace: bookbuyer}}
-spec:
-  sources: [{{kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}}]
-  hosts: [{INTERNET_HOST}]
+    let (id, spec) = buyer_egress(
+        "httpbin-status",
+        &format!(
+            "  hosts: [{INTERNET_HOST}]
   ports: [{{number: {}, protocol: http}}]
   matches:
   - {{apiGroup: specs.smi-spec.io/v1alpha4, kind: HTTPRouteGroup, name: status-routes}}
 ",
-        internet::HTTP_PORT
-    ));
+            internet::HTTP_PORT
+        ),
+    );
     mesh.update(|i| {
         i.http_route_groups.insert(group_id.clone(), group.clone());
         i.egresses.insert(id.clone(), spec.clone());
@@ -284,17 +276,15 @@ spec:
     .expect("deletion ACKed");
 
     // HTTPS by SNI: the listed host passes, another name to the same address is refused.
-    let (id, spec) = egress(&format!(
-        "apiVersion: policy.openservicemesh.io/v1alpha1
-kind: Egress
-metadata: {{name: https-internet, namespace: bookbuyer}}
-spec:
-  sources: [{{kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}}]
-  hosts: [{INTERNET_HOST}]
+    let (id, spec) = buyer_egress(
+        "https-internet",
+        &format!(
+            "  hosts: [{INTERNET_HOST}]
   ports: [{{number: {}, protocol: https}}]
 ",
-        internet::HTTPS_PORT
-    ));
+            internet::HTTPS_PORT
+        ),
+    );
     mesh.update(|i| {
         i.egresses.insert(id.clone(), spec.clone());
     })
@@ -319,20 +309,18 @@ spec:
 
     // TCP and server-first TCP by IP range: the host's /32 passes, another range does not.
     let tcp = |range: &str| {
-        egress(&format!(
-            "apiVersion: policy.openservicemesh.io/v1alpha1
-kind: Egress
-metadata: {{name: tcp-internet, namespace: bookbuyer}}
-spec:
-  sources: [{{kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}}]
-  ipAddresses: [{range}]
+        buyer_egress(
+            "tcp-internet",
+            &format!(
+                "  ipAddresses: [{range}]
   ports:
   - {{number: {}, protocol: tcp}}
   - {{number: {}, protocol: tcp-server-first}}
 ",
-            internet::HTTPS_PORT,
-            internet::SERVER_FIRST_PORT
-        ))
+                internet::HTTPS_PORT,
+                internet::SERVER_FIRST_PORT
+            ),
+        )
     };
     let (id, spec) = tcp(&format!("{internet_ip}/32"));
     mesh.update(|i| {
@@ -372,40 +360,34 @@ spec:
     // All at once, as one listener: HTTP and SNI ports inspected, the server-first port not; an https
     // port with both hosts and addresses admits the SNI from anywhere or anything to those addresses.
     let policies = [
-        egress(&format!(
-            "apiVersion: policy.openservicemesh.io/v1alpha1
-kind: Egress
-metadata: {{name: all-http, namespace: bookbuyer}}
-spec:
-  sources: [{{kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}}]
-  hosts: [{INTERNET_HOST}]
+        buyer_egress(
+            "all-http",
+            &format!(
+                "  hosts: [{INTERNET_HOST}]
   ports: [{{number: {}, protocol: http}}]
 ",
-            internet::HTTP_PORT
-        )),
-        egress(&format!(
-            "apiVersion: policy.openservicemesh.io/v1alpha1
-kind: Egress
-metadata: {{name: all-https, namespace: bookbuyer}}
-spec:
-  sources: [{{kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}}]
-  hosts: [{INTERNET_HOST}]
+                internet::HTTP_PORT
+            ),
+        ),
+        buyer_egress(
+            "all-https",
+            &format!(
+                "  hosts: [{INTERNET_HOST}]
   ipAddresses: [192.0.2.0/24]
   ports: [{{number: {}, protocol: https}}]
 ",
-            internet::HTTPS_PORT
-        )),
-        egress(&format!(
-            "apiVersion: policy.openservicemesh.io/v1alpha1
-kind: Egress
-metadata: {{name: all-tcp, namespace: bookbuyer}}
-spec:
-  sources: [{{kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}}]
-  ipAddresses: [{internet_ip}/32]
+                internet::HTTPS_PORT
+            ),
+        ),
+        buyer_egress(
+            "all-tcp",
+            &format!(
+                "  ipAddresses: [{internet_ip}/32]
   ports: [{{number: {}, protocol: tcp-server-first}}, {{number: 6379, protocol: tcp}}]
 ",
-            internet::SERVER_FIRST_PORT
-        )),
+                internet::SERVER_FIRST_PORT
+            ),
+        ),
     ];
     mesh.update(|i| {
         for (id, spec) in &policies {
@@ -432,7 +414,7 @@ spec:
     );
     let stats = mesh.envoy("bookbuyer").admin_get("/stats").unwrap();
     assert!(
-        stat(&stats, "tcp.egress-tcp-proxy.3306.downstream_cx_total") >= 1,
+        stat_value(&stats, "tcp.egress-tcp-proxy.3306.downstream_cx_total") >= 1,
         "{stats}"
     );
 

@@ -1,7 +1,7 @@
 //! Permissive mode with real Envoy: plain HTTP from an app reaches another pod's app through both
 //! sidecars, and the hop between them is mTLS with the expected identities.
 
-use osm_e2e::{BOOKBUYER_HEADER, Mesh, USER_AGENT, require_or_skip};
+use osm_e2e::{BOOKBUYER_HEADER, Mesh, USER_AGENT, require_or_skip, stat_value};
 use osm_xds::bootstrap::AdsApi;
 
 fn permissive(prefix: &str, api: AdsApi) {
@@ -96,14 +96,6 @@ fn permissive(prefix: &str, api: AdsApi) {
         );
     }
     assert!(mesh.nacks().is_empty(), "NACKs: {:?}", mesh.nacks());
-}
-
-fn stat_value(stats: &str, name: &str) -> u64 {
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]

@@ -92,7 +92,7 @@ pub const UNSUPPORTED: &[Unsupported] = &[
         "spec.matches[].kind=UpstreamTrafficSetting",
         |o| {
             matches!(o, MeshObject::Egress(e)
-                if e.spec.matches.iter().any(|m| m.kind == "UpstreamTrafficSetting"))
+                if e.spec.matches.iter().any(|m| m.kind == crate::policy::KIND_UPSTREAM_TRAFFIC_SETTING))
         },
         "no connection settings are applied to the egress clusters (the rest of the policy is)",
     ),

@@ -148,7 +148,7 @@ impl Errors {
 }
 
 /// Parses `a.b.c.d/n` or `x::y/n`; on failure says why.
-pub(crate) fn parse_cidr(value: &str) -> Result<(IpAddr, u8), String> {
+pub fn parse_cidr(value: &str) -> Result<(IpAddr, u8), String> {
     let (addr, prefix) = value
         .split_once('/')
         .ok_or_else(|| format!("{value:?} has no /prefix-length"))?;

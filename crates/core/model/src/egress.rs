@@ -10,18 +10,16 @@
 //! SNI from anywhere, or anything to those addresses) instead of requiring both at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use osm_api::policy::{EgressSpec, KIND_SERVICE_ACCOUNT};
+use osm_api::policy::{
+    EgressSpec, KIND_HTTP_ROUTE_GROUP, KIND_SERVICE_ACCOUNT, KIND_UPSTREAM_TRAFFIC_SETTING, PROTOCOL_HTTP,
+    PROTOCOL_HTTPS, PROTOCOL_TCP, PROTOCOL_TCP_SERVER_FIRST,
+};
 
 use crate::compute::http_route_match;
 use crate::input::{MeshInput, ObjectRef, ServiceIdentity};
 use crate::intent::{EgressHttpHost, EgressIntent, EgressPort, HttpRouteMatch, IpRange};
-
-/// The kinds an Egress `matches` entry may name.
-const MATCH_HTTP_ROUTE_GROUP: &str = "HTTPRouteGroup";
-const MATCH_UPSTREAM_TRAFFIC_SETTING: &str = "UpstreamTrafficSetting";
 
 /// The egress intent of every identity some Egress policy names (others have none). Empty when the
 /// feature flag `enableEgressPolicy` is off. Problems are pushed to `warnings`, naming the object.
@@ -45,7 +43,9 @@ pub(crate) fn by_identity(
         };
         if spec.hosts.is_empty() {
             for (i, port) in spec.ports.iter().enumerate() {
-                if port.protocol == "http" || (port.protocol == "https" && spec.ip_addresses.is_empty()) {
+                if port.protocol == PROTOCOL_HTTP
+                    || (port.protocol == PROTOCOL_HTTPS && spec.ip_addresses.is_empty())
+                {
                     warnings.push(format!(
                         "Egress {id}: spec.ports[{i}] is {} but spec.hosts is empty; it matches nothing",
                         port.protocol
@@ -104,7 +104,7 @@ impl Policy {
     ) -> Option<Policy> {
         let mut ip_ranges = Vec::new();
         for (i, cidr) in spec.ip_addresses.iter().enumerate() {
-            match parse_ip_range(cidr) {
+            match IpRange::parse(cidr) {
                 Some(r) => ip_ranges.push(r),
                 None => {
                     // Validation refuses these; a policy that would reach more than it says is dropped.
@@ -118,7 +118,7 @@ impl Policy {
         let mut routes: Option<Vec<HttpRouteMatch>> = None;
         for (i, m) in spec.matches.iter().enumerate() {
             match m.kind.as_str() {
-                MATCH_HTTP_ROUTE_GROUP => {
+                KIND_HTTP_ROUTE_GROUP => {
                     let group = ObjectRef::new(&id.namespace, &m.name);
                     let found = routes.get_or_insert_with(Vec::new);
                     match input.http_route_groups.get(&group) {
@@ -130,7 +130,7 @@ impl Policy {
                         )),
                     }
                 }
-                MATCH_UPSTREAM_TRAFFIC_SETTING => warnings.push(format!(
+                KIND_UPSTREAM_TRAFFIC_SETTING => warnings.push(format!(
                     "Egress {id}: spec.matches[{i}] (UpstreamTrafficSetting {}) is not supported yet and is not applied",
                     m.name
                 )),
@@ -173,7 +173,7 @@ impl Builder {
         for port in &spec.ports {
             let p = self.ports.entry(port.number).or_default();
             match port.protocol.as_str() {
-                "http" => {
+                PROTOCOL_HTTP => {
                     let http = p.http.get_or_insert_with(HttpBuilder::default);
                     for host in &spec.hosts {
                         let routes = http.hosts.entry(host.clone()).or_default();
@@ -190,20 +190,20 @@ impl Builder {
                         http.ip_ranges.extend(policy.ip_ranges.iter().copied());
                     }
                 }
-                "https" => {
+                PROTOCOL_HTTPS => {
                     p.server_names.extend(spec.hosts.iter().cloned());
                     if !policy.ip_ranges.is_empty() {
                         p.ip_ranges.extend(policy.ip_ranges.iter().copied());
-                        p.ip_protocols.insert("https");
+                        p.ip_protocols.insert(PROTOCOL_HTTPS);
                     }
                 }
-                protocol @ ("tcp" | "tcp-server-first") => {
+                protocol @ (PROTOCOL_TCP | PROTOCOL_TCP_SERVER_FIRST) => {
                     p.ip_ranges.extend(policy.ip_ranges.iter().copied());
                     p.ip_any |= policy.ip_ranges.is_empty();
-                    if protocol == "tcp" {
-                        p.ip_protocols.insert("tcp");
+                    if protocol == PROTOCOL_TCP {
+                        p.ip_protocols.insert(PROTOCOL_TCP);
                     } else {
-                        p.ip_protocols.insert("tcp-server-first");
+                        p.ip_protocols.insert(PROTOCOL_TCP_SERVER_FIRST);
                         p.server_first = true;
                     }
                 }
@@ -243,31 +243,16 @@ impl Builder {
                     (false, true) => Some(Vec::new()),
                     (false, false) => Some(p.ip_ranges.into_iter().collect()),
                 },
-                ip_protocol: if p.ip_protocols.contains("tcp-server-first") {
-                    "tcp-server-first"
-                } else if p.ip_protocols.contains("tcp") {
-                    "tcp"
+                ip_protocol: if p.ip_protocols.contains(PROTOCOL_TCP_SERVER_FIRST) {
+                    PROTOCOL_TCP_SERVER_FIRST
+                } else if p.ip_protocols.contains(PROTOCOL_TCP) {
+                    PROTOCOL_TCP
                 } else {
-                    "https"
+                    PROTOCOL_HTTPS
                 },
                 server_first: p.server_first,
             })
             .collect();
         EgressIntent { ports }
     }
-}
-
-/// Parses `a.b.c.d/n` (or an address alone, as a single host).
-pub(crate) fn parse_ip_range(s: &str) -> Option<IpRange> {
-    let (addr, len) = match s.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (s, None),
-    };
-    let addr: IpAddr = addr.trim().parse().ok()?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix_len = match len {
-        Some(l) => l.trim().parse::<u8>().ok().filter(|l| *l <= max)?,
-        None => max,
-    };
-    Some(IpRange { addr, prefix_len })
 }

@@ -222,10 +222,7 @@ impl UpstreamCluster {
     pub fn name(&self) -> String {
         match &self.pod_hostname {
             None => cluster_name(&self.service, self.target_port),
-            Some(h) => format!(
-                "{}/{h}.{}|{}",
-                self.service.namespace, self.service.name, self.target_port
-            ),
+            Some(h) => cluster_name(&pod_service(&self.service, h), self.target_port),
         }
     }
 
@@ -233,6 +230,12 @@ impl UpstreamCluster {
     pub fn sni(&self) -> String {
         service_sni(&self.service)
     }
+}
+
+/// One pod of a headless service as upstream OSM names it: `<hostname>.<svc>` in the service's
+/// namespace (its cluster, chain and virtual host names follow).
+pub fn pod_service(service: &ServiceRef, hostname: &str) -> ServiceRef {
+    ServiceRef::new(&service.namespace, format!("{hostname}.{}", service.name))
 }
 
 /// `<ns>/<svc>|<port>`
@@ -296,8 +299,10 @@ pub struct IpRange {
 }
 
 impl IpRange {
-    /// Parses `a.b.c.d/n`, an IPv6 CIDR, or an address alone (a single host).
+    /// Parses `a.b.c.d/n` or an IPv6 CIDR, as validation does.
     pub fn parse(s: &str) -> Option<IpRange> {
-        crate::egress::parse_ip_range(s)
+        osm_api::validate::parse_cidr(s)
+            .ok()
+            .map(|(addr, prefix_len)| IpRange { addr, prefix_len })
     }
 }

@@ -103,8 +103,14 @@ pub fn metrics() -> Arc<Resource> {
 
 /// Connections to destinations outside the mesh go to their original address.
 pub fn passthrough() -> Arc<Resource> {
+    original_destination(names::PASSTHROUGH_CLUSTER)
+}
+
+/// A cluster that connects to each connection's original destination (passthrough, TLS and TCP
+/// egress).
+pub(crate) fn original_destination(name: &str) -> Arc<Resource> {
     let cluster = Cluster {
-        name: names::PASSTHROUGH_CLUSTER.to_string(),
+        name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::OriginalDst as i32,
         )),
@@ -112,14 +118,23 @@ pub fn passthrough() -> Arc<Resource> {
         connect_timeout: Some(seconds(1)),
         ..Default::default()
     };
-    Resource::encode(TypeKind::Cluster, names::PASSTHROUGH_CLUSTER, &cluster)
+    Resource::encode(TypeKind::Cluster, name, &cluster)
+}
+
+/// `host:port` resolved by DNS (HTTP egress).
+pub(crate) fn strict_dns(name: &str, host: &str, port: u16) -> Arc<Resource> {
+    let mut cluster = static_cluster_config(name, host, port);
+    cluster.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+        cluster::DiscoveryType::StrictDns as i32,
+    ));
+    Resource::encode(TypeKind::Cluster, name, &cluster)
 }
 
 fn static_cluster(name: &str, ip: &str, port: u16) -> Arc<Resource> {
     Resource::encode(TypeKind::Cluster, name, &static_cluster_config(name, ip, port))
 }
 
-fn static_cluster_config(name: &str, ip: &str, port: u16) -> Cluster {
+fn static_cluster_config(name: &str, address: &str, port: u16) -> Cluster {
     Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
@@ -129,7 +144,7 @@ fn static_cluster_config(name: &str, ip: &str, port: u16) -> Cluster {
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: name.to_string(),
             endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![lb_endpoint_for(ip, port)],
+                lb_endpoints: vec![lb_endpoint_for(address, port)],
                 ..Default::default()
             }],
             ..Default::default()

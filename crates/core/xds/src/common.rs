@@ -1,8 +1,8 @@
 //! Small builders shared by the per-type modules.
 
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, SocketAddress, TransportSocket,
-    address, config_source, data_source, socket_address, transport_socket,
+    Address, AggregatedConfigSource, ApiVersion, CidrRange, ConfigSource, DataSource, SocketAddress,
+    TransportSocket, address, config_source, data_source, socket_address, transport_socket,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig;
 use envoy_types::pb::google::protobuf::Duration;
@@ -25,6 +25,16 @@ pub fn sds(name: &str) -> SdsSecretConfig {
     SdsSecretConfig {
         name: name.to_string(),
         sds_config: Some(ads()),
+    }
+}
+
+/// `addr/prefix_len` as Envoy matches it.
+pub fn cidr(addr: std::net::IpAddr, prefix_len: u8) -> CidrRange {
+    CidrRange {
+        address_prefix: addr.to_string(),
+        prefix_len: Some(envoy_types::pb::google::protobuf::UInt32Value {
+            value: prefix_len.into(),
+        }),
     }
 }
 

@@ -16,11 +16,6 @@
 
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::CidrRange;
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
-};
 use envoy_types::pb::envoy::config::listener::v3::{
     FilterChain, FilterChainMatch, ListenerFilter, ListenerFilterChainMatchPredicate,
     listener_filter_chain_match_predicate::{MatchSet, Rule},
@@ -32,9 +27,11 @@ use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::H
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::r#type::v3::Int32Range;
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
-use osm_model::{EgressIntent, EgressPort, IpRange};
+use osm_api::policy::{PROTOCOL_HTTP, PROTOCOL_HTTPS};
+use osm_model::{EgressIntent, EgressPort};
 
-use crate::common::seconds;
+use crate::cds;
+use crate::common::cidr;
 use crate::lds::{hcm_filter, listener_filter, tcp_proxy_filter};
 use crate::names;
 use crate::rds::http_route_match;
@@ -48,11 +45,15 @@ pub fn filter_chains(egress: &EgressIntent) -> Vec<FilterChain> {
     let mut chains = Vec::new();
     for p in &egress.ports {
         if !p.http_hosts.is_empty() {
-            let name = names::egress_filter_chain("http", p.port);
+            let name = names::egress_filter_chain(PROTOCOL_HTTP, p.port);
             chains.push(FilterChain {
                 filter_chain_match: Some(FilterChainMatch {
                     destination_port: Some(UInt32Value { value: p.port.into() }),
-                    prefix_ranges: p.http_ip_ranges.iter().map(cidr).collect(),
+                    prefix_ranges: p
+                        .http_ip_ranges
+                        .iter()
+                        .map(|r| cidr(r.addr, r.prefix_len))
+                        .collect(),
                     application_protocols: HTTP_PROTOCOLS.iter().map(|s| s.to_string()).collect(),
                     ..Default::default()
                 }),
@@ -63,7 +64,7 @@ pub fn filter_chains(egress: &EgressIntent) -> Vec<FilterChain> {
         }
         if !p.server_names.is_empty() {
             chains.push(FilterChain {
-                name: names::egress_filter_chain("https", p.port),
+                name: names::egress_filter_chain(PROTOCOL_HTTPS, p.port),
                 filter_chain_match: Some(FilterChainMatch {
                     destination_port: Some(UInt32Value { value: p.port.into() }),
                     server_names: p.server_names.clone(),
@@ -77,14 +78,14 @@ pub fn filter_chains(egress: &EgressIntent) -> Vec<FilterChain> {
             // Chain names are unique in a listener: an https port with SNI and address chains names the
             // second by its addresses.
             let protocol = match (p.ip_protocol, p.server_names.is_empty()) {
-                ("https", false) => "https-ip",
+                (PROTOCOL_HTTPS, false) => "https-ip",
                 (protocol, _) => protocol,
             };
             chains.push(FilterChain {
                 name: names::egress_filter_chain(protocol, p.port),
                 filter_chain_match: Some(FilterChainMatch {
                     destination_port: Some(UInt32Value { value: p.port.into() }),
-                    prefix_ranges: ranges.iter().map(cidr).collect(),
+                    prefix_ranges: ranges.iter().map(|r| cidr(r.addr, r.prefix_len)).collect(),
                     ..Default::default()
                 }),
                 filters: vec![original_destination(p.port)],
@@ -181,57 +182,17 @@ pub fn clusters(egress: &EgressIntent) -> Vec<Arc<Resource>> {
     let mut out = Vec::new();
     for p in &egress.ports {
         for h in &p.http_hosts {
-            out.push(dns_cluster(&h.host, p.port));
+            out.push(cds::strict_dns(
+                &names::egress_http_cluster(&h.host, p.port),
+                &h.host,
+                p.port,
+            ));
         }
         if !p.server_names.is_empty() || p.ip_ranges.is_some() {
-            out.push(original_destination_cluster(p.port));
+            out.push(cds::original_destination(&names::egress_port_cluster(p.port)));
         }
     }
     out
-}
-
-fn dns_cluster(host: &str, port: u16) -> Arc<Resource> {
-    let name = names::egress_http_cluster(host, port);
-    let cluster = Cluster {
-        name: name.clone(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::StrictDns as i32,
-        )),
-        lb_policy: cluster::LbPolicy::RoundRobin as i32,
-        connect_timeout: Some(seconds(1)),
-        load_assignment: Some(ClusterLoadAssignment {
-            cluster_name: name.clone(),
-            endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![LbEndpoint {
-                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(
-                        envoy_types::pb::envoy::config::endpoint::v3::Endpoint {
-                            address: Some(crate::common::socket_address(host, port)),
-                            ..Default::default()
-                        },
-                    )),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    Resource::encode(TypeKind::Cluster, name, &cluster)
-}
-
-fn original_destination_cluster(port: u16) -> Arc<Resource> {
-    let name = names::egress_port_cluster(port);
-    let cluster = Cluster {
-        name: name.clone(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::OriginalDst as i32,
-        )),
-        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
-        connect_timeout: Some(seconds(1)),
-        ..Default::default()
-    };
-    Resource::encode(TypeKind::Cluster, name, &cluster)
 }
 
 fn original_destination(port: u16) -> envoy_types::pb::envoy::config::listener::v3::Filter {
@@ -239,13 +200,4 @@ fn original_destination(port: u16) -> envoy_types::pb::envoy::config::listener::
         &format!("{}.{port}", names::EGRESS_TCP_PROXY_STAT_PREFIX),
         &names::egress_port_cluster(port),
     )
-}
-
-fn cidr(r: &IpRange) -> CidrRange {
-    CidrRange {
-        address_prefix: r.addr.to_string(),
-        prefix_len: Some(UInt32Value {
-            value: r.prefix_len.into(),
-        }),
-    }
 }

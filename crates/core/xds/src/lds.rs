@@ -29,10 +29,11 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use osm_model::{
     AppProtocol, EgressIntent, InboundAccess, InboundIntent, OutboundIntent, OutboundService, TcpAccess,
+    pod_service,
 };
 use prost::{Message, Name};
 
-use crate::common::{ads, inline, path_normalization, sds, socket_address, tls_transport_socket};
+use crate::common::{ads, cidr, inline, path_normalization, sds, socket_address, tls_transport_socket};
 use crate::names;
 use crate::rds::{HTTP_RBAC_FILTER, principals_policy, read_only_methods};
 use crate::resource::{Resource, TypeKind, to_any};
@@ -114,10 +115,8 @@ fn outbound_chains(s: &OutboundService) -> Vec<FilterChain> {
         .pod_hosts
         .iter()
         .map(|p| {
-            let name = format!(
-                "outbound_{}/{}.{}_{}_tcp",
-                s.service.namespace, p.hostname, s.service.name, s.port
-            );
+            let name =
+                names::outbound_filter_chain(&pod_service(&s.service, &p.hostname), s.port, AppProtocol::Tcp);
             FilterChain {
                 filter_chain_match: Some(FilterChainMatch {
                     destination_port: Some(UInt32Value { value: s.port.into() }),
@@ -415,10 +414,5 @@ pub(crate) fn listener_filter<M: Message + Name>(name: &str, config: &M) -> List
 }
 
 fn host_cidr(ip: std::net::IpAddr) -> CidrRange {
-    CidrRange {
-        address_prefix: ip.to_string(),
-        prefix_len: Some(UInt32Value {
-            value: if ip.is_ipv4() { 32 } else { 128 },
-        }),
-    }
+    cidr(ip, if ip.is_ipv4() { 32 } else { 128 })
 }

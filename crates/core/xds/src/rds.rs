@@ -16,7 +16,9 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     PathMatcher, RegexMatcher, StringMatcher, path_matcher, string_matcher,
 };
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
-use osm_model::{HttpAccess, HttpRouteMatch, HttpRoutePolicy, OutboundService, PodHost, ServiceIdentity};
+use osm_model::{
+    HttpAccess, HttpRouteMatch, HttpRoutePolicy, OutboundService, PodHost, ServiceIdentity, pod_service,
+};
 
 use crate::names;
 use crate::resource::{Resource, TypeKind, to_any};
@@ -90,13 +92,13 @@ pub fn outbound(port: u16, services: &[&OutboundService]) -> Arc<Resource> {
 /// and longer; `<hostname>.<svc>` when the service's short name is unique in this config), to the
 /// cluster holding only that pod.
 fn pod_virtual_host(s: &OutboundService, p: &PodHost, short_unique: bool) -> VirtualHost {
-    let svc = &s.service;
-    let base = format!("{}.{}", p.hostname, svc.name);
+    let pod = pod_service(&s.service, &p.hostname);
+    let base = &pod.name;
     let mut hosts = vec![
-        format!("{base}.{}", svc.namespace),
-        format!("{base}.{}.svc", svc.namespace),
-        format!("{base}.{}.svc.cluster", svc.namespace),
-        format!("{base}.{}.svc.cluster.local", svc.namespace),
+        format!("{base}.{}", pod.namespace),
+        format!("{base}.{}.svc", pod.namespace),
+        format!("{base}.{}.svc.cluster", pod.namespace),
+        format!("{base}.{}.svc.cluster.local", pod.namespace),
     ];
     if short_unique {
         hosts.insert(0, base.clone());
@@ -104,7 +106,7 @@ fn pod_virtual_host(s: &OutboundService, p: &PodHost, short_unique: bool) -> Vir
     let mut domains: Vec<String> = hosts.iter().map(|h| format!("{h}:{}", s.port)).collect();
     domains.extend(hosts);
     VirtualHost {
-        name: format!("{}/{base}", svc.namespace),
+        name: pod.to_string(),
         domains,
         routes: vec![Route {
             name: "default".to_string(),

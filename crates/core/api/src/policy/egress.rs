@@ -4,12 +4,20 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{KIND_SERVICE_ACCOUNT, PortSpec, TypedLocalObjectReference, check_matches, check_port_spec};
+use super::{
+    KIND_HTTP_ROUTE_GROUP, KIND_SERVICE_ACCOUNT, KIND_UPSTREAM_TRAFFIC_SETTING, PROTOCOL_HTTP,
+    PROTOCOL_HTTPS, PROTOCOL_TCP, PROTOCOL_TCP_SERVER_FIRST, PortSpec, TypedLocalObjectReference,
+    check_matches, check_port_spec,
+};
 use crate::validate::{Errors, Validate, ValidationErrors};
 
-/// Protocols an Egress port may name. `tcp-server-first` is TCP where the server speaks first (MySQL,
-/// SMTP): the sidecar must not wait for the client's first bytes to inspect them.
-pub const EGRESS_PROTOCOLS: [&str; 4] = ["http", "https", "tcp", "tcp-server-first"];
+/// Protocols an Egress port may name.
+pub const EGRESS_PROTOCOLS: [&str; 4] = [
+    PROTOCOL_HTTP,
+    PROTOCOL_HTTPS,
+    PROTOCOL_TCP,
+    PROTOCOL_TCP_SERVER_FIRST,
+];
 
 /// Allows `sources` to reach external `hosts` / `ipAddresses` on `ports`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -83,7 +91,7 @@ impl Validate for EgressSpec {
         check_matches(
             &mut errs,
             &self.matches,
-            &["HTTPRouteGroup", "UpstreamTrafficSetting"],
+            &[KIND_HTTP_ROUTE_GROUP, KIND_UPSTREAM_TRAFFIC_SETTING],
         );
         errs.finish()
     }

@@ -6,13 +6,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    KIND_AUTHENTICATED_PRINCIPAL, KIND_IP_RANGE, KIND_SERVICE, PortSpec, TypedLocalObjectReference,
-    check_matches, check_port_spec,
+    KIND_AUTHENTICATED_PRINCIPAL, KIND_IP_RANGE, KIND_SERVICE, KIND_UPSTREAM_TRAFFIC_SETTING, PROTOCOL_HTTP,
+    PROTOCOL_HTTPS, PortSpec, TypedLocalObjectReference, check_matches, check_port_spec,
 };
 use crate::validate::{Errors, Validate, ValidationErrors};
 
 /// Protocols an IngressBackend port may name.
-pub const INGRESS_BACKEND_PROTOCOLS: [&str; 2] = ["http", "https"];
+pub const INGRESS_BACKEND_PROTOCOLS: [&str; 2] = [PROTOCOL_HTTP, PROTOCOL_HTTPS];
 
 /// Authorizes `sources` to send ingress traffic to `backends`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -135,7 +135,7 @@ impl Validate for IngressBackendSpec {
                 ),
             }
         }
-        check_matches(&mut errs, &self.matches, &["UpstreamTrafficSetting"]);
+        check_matches(&mut errs, &self.matches, &[KIND_UPSTREAM_TRAFFIC_SETTING]);
         errs.finish()
     }
 }

@@ -33,6 +33,18 @@ pub const KIND_AUTHENTICATED_PRINCIPAL: &str = "AuthenticatedPrincipal";
 /// IngressBackend source kind for a CIDR range.
 pub const KIND_IP_RANGE: &str = "IPRange";
 
+/// Kinds a policy's `matches` may name.
+pub use crate::smi::access::RULE_KIND_HTTP_ROUTE_GROUP as KIND_HTTP_ROUTE_GROUP;
+pub const KIND_UPSTREAM_TRAFFIC_SETTING: &str = "UpstreamTrafficSetting";
+
+/// Port protocols of Egress and IngressBackend.
+pub const PROTOCOL_HTTP: &str = "http";
+pub const PROTOCOL_HTTPS: &str = "https";
+pub const PROTOCOL_TCP: &str = "tcp";
+/// TCP where the server speaks first (MySQL, SMTP): the sidecar must not wait for the client's first
+/// bytes to inspect them.
+pub const PROTOCOL_TCP_SERVER_FIRST: &str = "tcp-server-first";
+
 /// A port and the protocol spoken on it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
