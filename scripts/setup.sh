@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine (run as root):
-# iptables + iproute2 + util-linux (setpriv) from apt, and Envoy 1.40 from PyPI into ./.venv.
+# iptables + iproute2 + util-linux (setpriv) + nginx (the ingress controller of the ingress e2e tests)
+# from apt, and Envoy 1.40 from PyPI into ./.venv.
 # Idempotent: only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,10 @@ command -v iptables-restore >/dev/null 2>&1 || need_apt+=(iptables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The tests run their own nginx processes in pod namespaces (tests/e2e/src/nginx.rs). Debian's `nginx`
+# package holds the binary (/usr/sbin/nginx, with the proxy and SSL modules built in); bookworm's
+# `nginx-light` only adds the echo module on top of it, which the tests do not use.
+PATH="$PATH:/usr/sbin:/sbin" command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${need_apt[*]}; run as root (or install them with apt-get) first" >&2
@@ -18,7 +23,28 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   echo "setup: apt-get install ${need_apt[*]}"
   apt-get update -qq
+  # Packages must not start system services (Debian's nginx would listen on port 80 of the host):
+  # invoke-rc.d and deb-systemd-invoke ask policy-rc.d, and 101 means "not allowed". An existing
+  # policy-rc.d is left alone.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    own_policy=1
+    trap 'rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then rm -f "$policy"; trap - EXIT; fi
+  if [[ " ${need_apt[*]} " == *" nginx "* ]]; then
+    # Nor at boot; and stop it should a policy-rc.d we left alone have let it start.
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now nginx >/dev/null 2>&1 || true
+    else
+      update-rc.d nginx disable >/dev/null 2>&1 || true
+      if /etc/init.d/nginx status >/dev/null 2>&1; then /etc/init.d/nginx stop >/dev/null 2>&1 || true; fi
+    fi
+  fi
 fi
 
 envoy_bin() { ls .venv/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -n1; }

@@ -6,6 +6,7 @@
 pub mod internet;
 pub mod kubelet;
 pub mod mesh_tls;
+pub mod nginx;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};

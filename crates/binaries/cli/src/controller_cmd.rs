@@ -23,6 +23,11 @@ pub struct ControllerArgs {
     /// Keeps the CA (`root-cert.pem`, `root-key.pem`) so restarts keep identities.
     #[arg(long, default_value_os_t = crate::default_state_dir())]
     state_dir: PathBuf,
+    /// Where the ingress gateway certificate MeshConfig `spec.certificate.ingressGateway` asks for is
+    /// written, as `ca.crt` (the mesh root), `tls.crt` and `tls.key` (mode 0600), and kept current
+    /// (renewed before expiry; deleted when the spec goes). Without it the certificate is not issued.
+    #[arg(long)]
+    ingress_gateway_cert_dir: Option<PathBuf>,
 }
 
 pub fn run(osm_namespace: &str, a: ControllerArgs) -> Result<std::process::ExitCode> {
@@ -47,6 +52,7 @@ pub fn run(osm_namespace: &str, a: ControllerArgs) -> Result<std::process::ExitC
         listener,
         Some(http),
         osm_namespace,
+        a.ingress_gateway_cert_dir.as_deref(),
     )?;
     println!("ADS (mTLS) listening on {addr}");
     println!("health and metrics on http://{http_addr} (/health/ready, /health/alive, /version, /metrics)");
@@ -54,6 +60,12 @@ pub fn run(osm_namespace: &str, a: ControllerArgs) -> Result<std::process::ExitC
         "CA bundle: {}",
         a.state_dir.join(osm_ca::ROOT_CERT_FILE).display()
     );
+    if let Some(dir) = &a.ingress_gateway_cert_dir {
+        println!(
+            "ingress gateway certificate (if MeshConfig asks for one): {}/{{ca.crt,tls.crt,tls.key}}",
+            dir.display()
+        );
+    }
     println!(
         "server name sidecars must expect: {}",
         osm_api::contract::ads_server_name(osm_namespace)

@@ -23,6 +23,9 @@ impl LocalControlPlane {
     /// Runs the control plane fed by `config_dir` (problems are reported; valid files still apply)
     /// on `rt`: ADS on `listener` once the directory is loaded, and `/health/*`, `/version` and
     /// `/metrics` on `http` (upstream's port 9091) if given. The directory is watched for changes.
+    /// The ingress gateway certificate MeshConfig may ask for is written into `ingress_gateway_cert_dir`
+    /// (`ca.crt`, `tls.crt`, `tls.key`) and kept current; without a directory it is not issued, with a
+    /// warning.
     pub fn start_on(
         rt: &Runtime,
         ca: Arc<CertificateAuthority>,
@@ -30,11 +33,27 @@ impl LocalControlPlane {
         listener: std::net::TcpListener,
         http: Option<std::net::TcpListener>,
         osm_namespace: &str,
+        ingress_gateway_cert_dir: Option<&Path>,
     ) -> Result<Self> {
         let source = ManifestSource::new(ManifestDir::new(config_dir));
         let last_event = Arc::new(Mutex::new(String::new()));
         let cp = Arc::new(ControlPlane::new(ca, MeshInput::default()));
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        {
+            let _guard = rt.enter();
+            match ingress_gateway_cert_dir {
+                Some(dir) => {
+                    let store = Arc::new(osm_ca::DirectoryStore::new(dir));
+                    cp.spawn_ingress_gateway_cert(store, shutdown_rx.clone());
+                }
+                None => {
+                    rt.spawn(warn_unwritten_ingress_gateway_cert(
+                        cp.ingress_gateway_spec(),
+                        shutdown_rx.clone(),
+                    ));
+                }
+            }
+        }
         let listeners = Listeners {
             ads: listener,
             http,
@@ -87,7 +106,7 @@ impl LocalControlPlane {
         hub: &osm_harness::Hub,
     ) -> Result<Self> {
         let listener = hub.bind_tcp(osm_xds::names::ADS_PORT)?;
-        Self::start_on(rt, ca, config_dir, listener, None, "osm-system")
+        Self::start_on(rt, ca, config_dir, listener, None, "osm-system", None)
     }
 
     pub fn control_plane(&self) -> Arc<ControlPlane> {
@@ -110,6 +129,28 @@ impl LocalControlPlane {
 impl Drop for LocalControlPlane {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Without `--ingress-gateway-cert-dir` there is nowhere to put the ingress gateway certificate: says
+/// so whenever the MeshConfig asks for one (again if the request changes).
+async fn warn_unwritten_ingress_gateway_cert(
+    mut spec: tokio::sync::watch::Receiver<Option<osm_api::config::IngressGatewayCertSpec>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if let Some(gw) = spec.borrow_and_update().as_ref() {
+            tracing::warn!(
+                secret = %format!("{}/{}", gw.secret.namespace, gw.secret.name),
+                "MeshConfig sets spec.certificate.ingressGateway, but the ingress gateway certificate is \
+                 not written: local mode has no Secrets and no --ingress-gateway-cert-dir was given to put \
+                 its ca.crt, tls.crt and tls.key in"
+            );
+        }
+        tokio::select! {
+            changed = spec.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! `osm-control-plane controller`: the Kubernetes source feeding the same model → xDS → ADS pipeline as
-//! local mode.
+//! local mode, and the ingress gateway certificate kept in the Secret MeshConfig names.
 
 use osm_api::contract::VALIDATOR_SERVICE;
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use osm_controller::ControlPlane;
 use osm_controller::runner::{self, Listeners};
+use osm_k8s::ingress_gateway_secret::IngressGatewaySecretStore;
 use osm_k8s::{KubeOptions, KubeSource};
 use osm_model::MeshInput;
 
@@ -46,6 +47,17 @@ async fn run_async(a: ControllerArgs) -> Result<()> {
         http: Some(http),
         osm_namespace: a.common.osm_namespace.clone(),
     };
+    // MeshConfig `spec.certificate.ingressGateway`: the certificate, kept current in the Secret it names.
+    let ingress_gateway = cp.spawn_ingress_gateway_cert(
+        Arc::new(IngressGatewaySecretStore::new(client.clone())),
+        shutdown.clone(),
+    );
+    // IngressBackend status (`committed` / `error` with the reason), written back as upstream.
+    tokio::spawn(osm_k8s::ingress_backend_status::write_statuses(
+        client.clone(),
+        cp.ingress_backend_status(),
+        shutdown.clone(),
+    ));
     let runner = tokio::spawn(runner::run(
         cp.clone(),
         KubeSource::new(client.clone(), opts),
@@ -75,6 +87,7 @@ async fn run_async(a: ControllerArgs) -> Result<()> {
 
     let _ = shutdown.changed().await;
     let _ = validator_task.await;
+    let _ = ingress_gateway.await;
     runner
         .await
         .context("the control plane task")?

@@ -2,7 +2,8 @@
 //! (one image, three Deployments rendered by `osm install`):
 //!
 //! - `controller`: watches the cluster (`osm_k8s::KubeSource`), serves ADS over mTLS on 15128, health,
-//!   version and metrics on 9091, and the validating webhook on 9093;
+//!   version and metrics on 9091, and the validating webhook on 9093; keeps the ingress gateway
+//!   certificate (MeshConfig `spec.certificate.ingressGateway`) current in the Secret it names;
 //! - `injector`: the mutating webhook on 9090 that adds the sidecar to new Pods;
 //! - `bootstrap`: installs/upgrades the CRDs, creates MeshConfig `osm-mesh-config` from the preset,
 //!   creates the CA Secret and keeps the webhook configurations' CA bundles current.

@@ -373,6 +373,9 @@ fn rbac_rules(opts: &InstallOptions) -> Vec<(&'static str, Vec<PolicyRule>, Vec<
         rule(&["discovery.k8s.io"], &["endpointslices"], READ),
         rule(SMI_AND_OSM_GROUPS, &["*"], READ),
         rule(&[""], &["events"], &["create", "patch"]),
+        // The ingress gateway certificate goes into the Secret MeshConfig
+        // `spec.certificate.ingressGateway` names, in any namespace (created, replaced, deleted).
+        rule(&[""], &["secrets"], &["create", "get", "update", "delete"]),
     ];
     let injector = vec![
         rule(&[""], &["namespaces"], READ),

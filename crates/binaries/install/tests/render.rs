@@ -239,6 +239,12 @@ fn rbac_is_per_component() {
         "no cluster-wide Secret reads"
     );
     assert!(!allows(&controller, "", "pods", "delete"));
+    for verb in ["create", "get", "update", "delete"] {
+        assert!(
+            allows(&controller, "", "secrets", verb),
+            "the ingress gateway certificate's Secret: {verb}"
+        );
+    }
     let injector = rules("osm-osm-injector");
     assert!(allows(&injector, "", "secrets", "create"));
     assert!(allows(

@@ -96,9 +96,14 @@ pub const UNSUPPORTED: &[Unsupported] = &[
         },
         "no connection settings are applied to the egress clusters (the rest of the policy is)",
     ),
-    kind(
+    object_field(
         "IngressBackend",
-        "no ingress filter chain is built; ingress traffic to the backend is not admitted by it",
+        "spec.matches[].kind=UpstreamTrafficSetting",
+        |o| {
+            matches!(o, MeshObject::IngressBackend(i)
+                if i.spec.matches.iter().any(|m| m.kind == crate::policy::KIND_UPSTREAM_TRAFFIC_SETTING))
+        },
+        "no rate limit is applied to the ingress traffic (the rest of the policy is)",
     ),
     kind("Retry", "no retry policy is applied to the source's routes"),
     kind(
@@ -168,11 +173,6 @@ pub const UNSUPPORTED: &[Unsupported] = &[
         "spec.certificate.certKeyBitSize",
         |s| s.certificate.cert_key_bit_size != 2048,
         "the built-in CA's key type and size are unchanged",
-    ),
-    field(
-        "spec.certificate.ingressGateway",
-        |s| s.certificate.ingress_gateway.is_some(),
-        "no ingress gateway certificate is issued",
     ),
     field(
         "spec.featureFlags.enableWASMStats",

@@ -232,6 +232,23 @@ fn ingress_backend_rules() {
             "spec.sources[2].kind",
         ]
     );
+    // https validating client certificates needs a principal to admit; a backend listed twice is a
+    // mistake (upstream refused both; it also refused the opposite of the first by a typo).
+    let https = json!({
+        "backends": [{"name": "httpbin", "port": {"number": 14001, "protocol": "https"},
+                      "tls": {"skipClientCertValidation": false}},
+                     {"name": "httpbin", "port": {"number": 14001, "protocol": "http"}},
+                     {"name": "other", "port": {"number": 443, "protocol": "https"},
+                      "tls": {"skipClientCertValidation": true}}],
+        "sources": [{"kind": "IPRange", "name": "10.0.0.0/8"}]
+    });
+    assert_eq!(
+        fields(policy("IngressBackend", https)),
+        [
+            "spec.backends[0].tls.skipClientCertValidation",
+            "spec.backends[1]"
+        ]
+    );
 }
 
 /// Retry: ServiceAccount source, Service destinations, known retry conditions, positive backoff.

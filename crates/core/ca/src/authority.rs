@@ -329,6 +329,10 @@ impl CertificateAuthority {
 
     /// Issues a leaf certificate with a fresh ECDSA P-256 key.
     pub fn issue(&self, req: &CertRequest) -> Result<IssuedCert> {
+        self.issue_with(req, SanForm::IpWhereParsable)
+    }
+
+    fn issue_with(&self, req: &CertRequest, san_form: SanForm) -> Result<IssuedCert> {
         let refuse = |reason: &str| CaError::InvalidRequest {
             subject: req.common_name.clone(),
             reason: reason.to_owned(),
@@ -354,7 +358,7 @@ impl CertificateAuthority {
 
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name(&req.common_name);
-        params.subject_alt_names = subject_alt_names(req).map_err(|r| refuse(&r))?;
+        params.subject_alt_names = subject_alt_names(req, san_form).map_err(|r| refuse(&r))?;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = req.usage.extended_key_usages();
@@ -441,6 +445,44 @@ impl CertificateAuthority {
             usage: CertUsage::Server,
         })
     }
+
+    /// The ingress gateway's certificate (MeshConfig `spec.certificate.ingressGateway`, upstream's
+    /// `pkg/ingress/gateway.go`): an ingress controller presents it as the TLS client of its
+    /// connections to meshed backends. CN is the first name and every name is a DNS SAN, exactly as
+    /// written (no IP or URI SAN): sidecars' RBAC matches the DNS SAN as the client's principal. Usable
+    /// as TLS client and server.
+    pub fn issue_ingress_gateway_cert(
+        &self,
+        subject_alt_names: &[String],
+        validity: Duration,
+    ) -> Result<IssuedCert> {
+        let Some(first) = subject_alt_names.first() else {
+            return Err(CaError::InvalidRequest {
+                subject: String::new(),
+                reason: "an ingress gateway certificate needs at least one subject alternative name"
+                    .to_owned(),
+            });
+        };
+        self.issue_with(
+            &CertRequest {
+                common_name: first.clone(),
+                dns_names: subject_alt_names.to_vec(),
+                uri_names: Vec::new(),
+                validity,
+                usage: CertUsage::ServerAndClient,
+            },
+            SanForm::DnsOnly,
+        )
+    }
+}
+
+/// How [`CertRequest::dns_names`] are encoded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SanForm {
+    /// A name that parses as an IP address becomes an IP SAN (servers reached by address).
+    IpWhereParsable,
+    /// Every name is a DNS SAN, as written (names matched as principals).
+    DnsOnly,
 }
 
 fn distinguished_name(common_name: &str) -> DistinguishedName {
@@ -450,14 +492,18 @@ fn distinguished_name(common_name: &str) -> DistinguishedName {
     dn
 }
 
-fn subject_alt_names(req: &CertRequest) -> std::result::Result<Vec<SanType>, String> {
+fn subject_alt_names(req: &CertRequest, form: SanForm) -> std::result::Result<Vec<SanType>, String> {
     let dns = req.dns_names.iter().map(|name| {
         if name.is_empty() {
             return Err("empty DNS name".to_owned());
         }
-        Ok(match name.parse::<IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(
+        let ip = match form {
+            SanForm::IpWhereParsable => name.parse::<IpAddr>().ok(),
+            SanForm::DnsOnly => None,
+        };
+        Ok(match ip {
+            Some(ip) => SanType::IpAddress(ip),
+            None => SanType::DnsName(
                 name.as_str()
                     .try_into()
                     .map_err(|_| format!("DNS name {name:?} is not ASCII"))?,
@@ -521,7 +567,9 @@ fn read(path: &Path) -> Result<String> {
     fs::read_to_string(path).map_err(|source| io_err("reading", path, source))
 }
 
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+/// Writes `contents` to `path` through a temporary file in the same directory (created with `mode`,
+/// synced) and a rename, so readers see the old file or the new one, never a partial one.
+pub(crate) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let file_name = path
         .file_name()
         .expect("callers pass dir.join(<file name>)")
@@ -543,7 +591,7 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     fs::rename(&tmp, path).map_err(|source| io_err("renaming into place", path, source))
 }
 
-fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> CaError {
+pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> CaError {
     CaError::Io {
         op,
         path: PathBuf::from(path),

@@ -310,3 +310,71 @@ fn root_validity_bounds() {
     assert!(CertificateAuthority::generate(TrustDomain::default(), Duration::MAX).is_err());
     assert!(CertificateAuthority::generate(TrustDomain::default(), 10_000 * 365 * DAY).is_err());
 }
+
+/// The ingress gateway certificate (MeshConfig `spec.certificate.ingressGateway`): signed by the
+/// root, CN the first SAN, every SAN a DNS SAN as written (an IP-looking one too; no URI or IP SAN:
+/// sidecars match the DNS SAN as the principal), client and server auth, validity as requested.
+#[test]
+fn ingress_gateway_cert() {
+    let ca = ca();
+    let sans = vec![
+        "ingress-nginx.ingress-ns.cluster.local".to_owned(),
+        "ingress.example.com".to_owned(),
+        "10.0.0.7".to_owned(),
+    ];
+    let validity = Duration::from_secs(30);
+    let before = SystemTime::now();
+    let issued = ca.issue_ingress_gateway_cert(&sans, validity).unwrap();
+    let der = der_of(&issued.cert_pem);
+    assert_signed_by(&der, &ca);
+
+    assert_eq!(peer_common_name(&der).unwrap(), sans[0]);
+    assert_eq!(peer_dns_names(&der).unwrap(), sans);
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap().value;
+    assert_eq!(san.general_names.len(), sans.len());
+    assert!(
+        san.general_names
+            .iter()
+            .all(|n| matches!(n, GeneralName::DNSName(_))),
+        "{:?}",
+        san.general_names
+    );
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth, "usable as a TLS client certificate");
+    assert!(eku.server_auth);
+    assert!(!cert.is_ca());
+
+    // Validity: 30 s from issuance (backdated by at most 1/30 of it), as reported.
+    assert_eq!(cert.validity().not_before.timestamp(), secs(issued.not_before));
+    assert_eq!(cert.validity().not_after.timestamp(), secs(issued.not_after));
+    assert!((secs(issued.not_after) - (secs(before) + 30)).abs() <= 2);
+    assert!(secs(before) - secs(issued.not_before) <= 2);
+    assert!(issued.renew_at() < issued.not_after);
+
+    let key = rcgen::KeyPair::from_pem(issued.private_key.expose_pem()).unwrap();
+    assert_eq!(
+        key.public_key_raw(),
+        cert.public_key().subject_public_key.data.as_ref()
+    );
+
+    // A day-long one is a day long.
+    let day = ca.issue_ingress_gateway_cert(&sans[..1], DAY).unwrap();
+    assert!((secs(day.not_after) - (secs(before) + DAY.as_secs() as i64)).abs() <= 2);
+}
+
+/// An ingress gateway certificate needs a name and a positive validity.
+#[test]
+fn ingress_gateway_cert_refusals() {
+    let ca = ca();
+    for (sans, validity) in [
+        (vec![], DAY),
+        (vec![String::new()], DAY),
+        (vec!["gw.example.com".to_owned()], Duration::ZERO),
+    ] {
+        let err = ca
+            .issue_ingress_gateway_cert(&sans, validity)
+            .expect_err(&format!("{sans:?} {validity:?}"));
+        assert!(matches!(err, CaError::InvalidRequest { .. }), "{err}");
+    }
+}

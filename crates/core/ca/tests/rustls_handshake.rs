@@ -178,3 +178,24 @@ fn foreign_client_cert_rejected() {
     );
     assert!(connect(server_config(&ca, &server_cert), client_cfg, "ads.local").is_err());
 }
+
+/// The ingress gateway certificate works as the client certificate of an ingress controller's
+/// connection to a meshed backend: a sidecar-like server requiring client certificates from the root
+/// accepts it, and sees the first SAN as the client's name.
+#[test]
+fn mtls_handshake_with_ingress_gateway_cert() {
+    let ca = CertificateAuthority::generate(TrustDomain::default(), 24 * HOUR).unwrap();
+    let backend = ca
+        .issue_service_cert(&ServiceIdentity::new("bookstore", "bookstore"), HOUR)
+        .unwrap();
+    let sans = vec!["ingress-nginx.ingress-nginx.cluster.local".to_owned()];
+    let gateway = ca.issue_ingress_gateway_cert(&sans, HOUR).unwrap();
+    let server = connect(
+        server_config(&ca, &backend),
+        client_config(&ca, &gateway),
+        "bookstore.bookstore.cluster.local",
+    )
+    .unwrap();
+    let peer = &server.peer_certificates().unwrap()[0];
+    assert_eq!(osm_ca::peer_dns_names(peer).unwrap(), sans);
+}

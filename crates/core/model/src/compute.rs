@@ -16,9 +16,11 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use osm_api::policy::IngressBackendStatus;
 use osm_api::smi::access::IdentityBindingSubject;
 
 use crate::diff::changed_keys;
+use crate::ingress::IngressIndex;
 use crate::input::{
     AppProtocol, InputDelta, MeshInput, ObjectRef, Pod, PodRef, Service, ServiceIdentity, ServiceRef,
     in_namespace, selects,
@@ -31,6 +33,9 @@ pub struct MeshModel {
     pub proxies: BTreeMap<String, ProxyIntent>,
     /// Policy references that point nowhere, etc.: reported, never fatal.
     pub warnings: Vec<String>,
+    /// The status of every IngressBackend policy, as written back to it (`committed`, or `error` with
+    /// the reason).
+    pub ingress_backend_status: BTreeMap<ObjectRef, IngressBackendStatus>,
 }
 
 /// Computes every proxy's intent. Pure and deterministic.
@@ -82,6 +87,8 @@ pub struct MeshState {
     egress_by_identity: HashMap<ServiceIdentity, Arc<EgressIntent>>,
     /// The egress intent of every other identity, shared.
     no_egress: Arc<EgressIntent>,
+    /// IngressBackend policies by backend Service.
+    ingress: IngressIndex,
     model: MeshModel,
 }
 
@@ -177,6 +184,7 @@ impl MeshState {
             outbound_by_identity: HashMap::new(),
             egress_by_identity: HashMap::new(),
             no_egress: Arc::new(EgressIntent::default()),
+            ingress: IngressIndex::default(),
             model: MeshModel::default(),
         };
         state.egress_by_identity = crate::egress::by_identity(input, &mut state.model.warnings);
@@ -185,6 +193,20 @@ impl MeshState {
             let endpoints = resolve(input, input.endpoints_with(svc, &index));
             state.insert_endpoints(id, endpoints, None);
         }
+        state.ingress = IngressIndex::new(
+            input,
+            |svc| {
+                state
+                    .endpoints
+                    .get(svc)
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e.ip)
+                    .collect()
+            },
+            &mut state.model.warnings,
+        );
+        state.model.ingress_backend_status = state.ingress.status.clone();
         state.index_splits(input);
         if !state.permissive {
             state.index_traffic_targets(input);
@@ -209,7 +231,8 @@ impl MeshState {
             || old.http_route_groups != new.http_route_groups
             || old.tcp_routes != new.tcp_routes
             || old.traffic_splits != new.traffic_splits
-            || old.egresses != new.egresses;
+            || old.egresses != new.egresses
+            || old.ingress_backends != new.ingress_backends;
         let services = changed_keys(&old.services, &new.services);
         if policies_moved {
             return self.recompute_all(new);
@@ -253,7 +276,10 @@ impl MeshState {
         old_pod: impl Fn(&PodRef) -> Option<&'o Pod>,
     ) -> ModelChange {
         // A TrafficSplit's apex and backends are resolved (and warned about) when policies are indexed.
-        if services.iter().any(|s| split_refers_to(new, s)) {
+        if services
+            .iter()
+            .any(|s| split_refers_to(new, s) || self.ingress.refers_to(s))
+        {
             return self.recompute_all(new);
         }
         if services.is_empty() && endpoints.is_empty() && pods.is_empty() {
@@ -274,6 +300,10 @@ impl MeshState {
                     affected.insert(id.clone());
                 }
             }
+        }
+        // A source Service's addresses are in the ingress backends' intents (and their status).
+        if affected.iter().any(|s| self.ingress.refers_to(s)) {
+            return self.recompute_all(new);
         }
         let mut touched = Touched::default();
         for id in &affected {
@@ -590,13 +620,14 @@ impl MeshState {
 
     /// Traffic a pod accepts: the ports of the services whose endpoints name it.
     fn inbound_for(&self, input: &MeshInput, identity: &ServiceIdentity, pod: &PodRef) -> InboundIntent {
-        let services = self
-            .services_by_pod
-            .get(pod)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| input.services.get(id));
-        let ports = local_ports(services)
+        let services = || {
+            self.services_by_pod
+                .get(pod)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| input.services.get(id))
+        };
+        let ports: Vec<InboundPort> = local_ports(services())
             .into_iter()
             .map(|(target_port, (protocol, services))| {
                 let service_ports: BTreeSet<u16> = services.iter().map(|s| s.port).collect();
@@ -607,8 +638,10 @@ impl MeshState {
                 }
             })
             .collect();
+        let target_ports = ports.iter().map(|p| p.target_port).collect();
         InboundIntent {
             identity: identity.clone(),
+            ingress: self.ingress.for_pod(services(), &target_ports),
             ports,
         }
     }

@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use osm_api::config::MeshConfigSpec;
-use osm_api::policy::EgressSpec;
+use osm_api::policy::{EgressSpec, IngressBackendSpec};
 use osm_api::smi::access::TrafficTargetSpec;
 use osm_api::smi::specs::{HTTPRouteGroupSpec, TCPRouteSpec};
 use osm_api::smi::split::TrafficSplitSpec;
@@ -184,6 +184,9 @@ pub struct MeshInput {
     pub traffic_splits: BTreeMap<ObjectRef, TrafficSplitSpec>,
     /// `policy.openservicemesh.io` Egress policies (applied when `featureFlags.enableEgressPolicy`).
     pub egresses: BTreeMap<ObjectRef, EgressSpec>,
+    /// `policy.openservicemesh.io` IngressBackend policies (applied when
+    /// `featureFlags.enableIngressBackendPolicy`).
+    pub ingress_backends: BTreeMap<ObjectRef, IngressBackendSpec>,
 }
 
 impl MeshInput {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::input::{AppProtocol, PodRef, ServiceIdentity, ServiceRef};
+use crate::input::{AppProtocol, ObjectRef, PodRef, ServiceIdentity, ServiceRef};
 
 /// Everything one sidecar needs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -33,6 +33,60 @@ pub struct InboundIntent {
     pub identity: ServiceIdentity,
     /// One entry per application port, sorted by port.
     pub ports: Vec<InboundPort>,
+    /// Traffic from outside the mesh that IngressBackend policies admit, at most one per application
+    /// port, sorted by port.
+    pub ingress: Vec<IngressBackendIntent>,
+}
+
+/// What one IngressBackend admits to one application port of the local pod: traffic that does not come
+/// from a sidecar (an ingress controller), so it carries no mesh SNI and, for `http`, no TLS at all.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct IngressBackendIntent {
+    /// The backend Service and the IngressBackend that names it (both name the filter chain and
+    /// virtual host).
+    pub service: ServiceRef,
+    pub policy: ObjectRef,
+    /// The application port (`backends[].port.number`).
+    pub target_port: u16,
+    /// Source addresses admitted (the endpoints of `Service` sources, the `IPRange` sources); empty:
+    /// any address.
+    pub source_ranges: Vec<IpRange>,
+    pub transport: IngressTransport,
+}
+
+/// How an ingress client connects.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngressTransport {
+    /// Plain HTTP: clients are known by address only.
+    Http,
+    /// TLS terminated by the sidecar with its service certificate.
+    Https {
+        /// TLS server names accepted; empty: any.
+        sni_hosts: Vec<String>,
+        clients: IngressClients,
+    },
+}
+
+/// Which TLS clients an `https` ingress backend accepts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngressClients {
+    /// `skipClientCertValidation`: no client certificate is asked for.
+    Unverified,
+    /// A client certificate signed by the mesh CA whose principal (URI or DNS SAN) is one of these
+    /// `AuthenticatedPrincipal` names; none listed: nobody.
+    Principals(BTreeSet<String>),
+}
+
+impl IngressBackendIntent {
+    /// The protocol as the IngressBackend names it (`http`, `https`), which the chain name embeds.
+    pub fn protocol(&self) -> &'static str {
+        match self.transport {
+            IngressTransport::Http => osm_api::policy::PROTOCOL_HTTP,
+            IngressTransport::Https { .. } => osm_api::policy::PROTOCOL_HTTPS,
+        }
+    }
 }
 
 /// One application port of the local pod and who may reach it.

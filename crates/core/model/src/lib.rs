@@ -6,6 +6,7 @@ mod compute;
 pub mod diff;
 mod egress;
 pub mod explain;
+pub mod ingress;
 pub mod input;
 pub mod intent;
 pub mod source;

@@ -14,7 +14,7 @@ use osm_model::{
 };
 
 use crate::resource::{ProxyConfig, Resource, ResourceSet};
-use crate::{cds, eds, egress, lds, names, rds, sds};
+use crate::{cds, eds, egress, ingress, lds, names, rds, sds};
 
 /// A memo table keyed by value. An entry lives while something outside the table (a proxy config, a
 /// set) still holds its value: `sweep` drops the rest. That lets a recompute touch only the proxies a
@@ -522,6 +522,9 @@ impl Generator {
                 if let InboundAccess::Http(access) = &port.access {
                     set.insert(rds::inbound(port.target_port, &local, access, &td));
                 }
+            }
+            for routes in ingress::route_configs(intent) {
+                set.insert(routes);
             }
             Arc::new(set)
         });

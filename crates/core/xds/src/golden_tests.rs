@@ -213,3 +213,86 @@ spec:
     assert!(model.proxies["bookthief"].egress.is_empty());
     insta::assert_yaml_snapshot!(described(&model, "bookbuyer"));
 }
+
+/// SMI mode with IngressBackends from a non-meshed ingress controller (`ingress-ns/ingress-nginx` at
+/// 10.0.9.9): bookstore-v1 admits its plain HTTP, bookstore-v2 its TLS with a client certificate naming
+/// `ingress-nginx.ingress-ns.example.com`. Each gets an `ingress_…` chain beside the mesh chains and
+/// an `rds-ingress.14001` route config to its local cluster.
+#[test]
+fn smi_bookstore_ingress_backend() {
+    use osm_model::{AppProtocol, ObjectRef, Pod, Service, ServicePort};
+    let index = |list: &[&str], name: &str| list.iter().position(|x| *x == name).expect("known name") as u8;
+    let mut input = bookstore(
+        false,
+        Some((50, 50)),
+        |p| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + index(&PODS, p))),
+        |s| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1 + index(&SERVICES, s))),
+    );
+    let nginx = ObjectRef::new("ingress-ns", "ingress-nginx");
+    let labels: std::collections::BTreeMap<String, String> = [("app".into(), "ingress-nginx".into())].into();
+    input.pods.insert(
+        nginx.clone(),
+        Pod {
+            id: nginx.clone(),
+            service_account: "ingress-nginx".into(),
+            proxy_uuid: None,
+            ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 9))),
+            labels: labels.clone(),
+        },
+    );
+    input.services.insert(
+        nginx.clone(),
+        Service {
+            id: nginx,
+            cluster_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 96, 9, 9))),
+            ports: vec![ServicePort {
+                name: None,
+                port: 80,
+                target_port: 80,
+                protocol: AppProtocol::Http,
+            }],
+            selector: labels,
+        },
+    );
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(
+        "apiVersion: policy.openservicemesh.io/v1alpha1
+kind: IngressBackend
+metadata: {name: bookstore-v1-http, namespace: bookstore}
+spec:
+  backends: [{name: bookstore-v1, port: {number: 14001, protocol: http}}]
+  sources: [{kind: Service, name: ingress-nginx, namespace: ingress-ns}]
+---
+apiVersion: policy.openservicemesh.io/v1alpha1
+kind: IngressBackend
+metadata: {name: bookstore-v2-https, namespace: bookstore}
+spec:
+  backends:
+  - name: bookstore-v2
+    port: {number: 14001, protocol: https}
+    tls: {skipClientCertValidation: false, sniHosts: [bookstore-v2.bookstore.cluster.local]}
+  sources:
+  - {kind: Service, name: ingress-nginx, namespace: ingress-ns}
+  - {kind: IPRange, name: 192.0.2.0/24}
+  - {kind: AuthenticatedPrincipal, name: ingress-nginx.ingress-ns.example.com}
+",
+    )
+    .expect("IngressBackend documents");
+    for doc in docs {
+        let id = ObjectRef::new(
+            doc["metadata"]["namespace"].as_str().unwrap(),
+            doc["metadata"]["name"].as_str().unwrap(),
+        );
+        let ib: osm_api::policy::IngressBackend = serde_json::from_value(doc).unwrap();
+        input.ingress_backends.insert(id, ib.spec);
+    }
+    let model = compute(&input);
+    assert!(model.warnings.is_empty(), "{:?}", model.warnings);
+    insta::assert_yaml_snapshot!(
+        "smi_bookstore_v1_ingress_backend_http",
+        described(&model, "bookstore-v1")
+    );
+    insta::assert_yaml_snapshot!(
+        "smi_bookstore_v2_ingress_backend_https",
+        described(&model, "bookstore-v2")
+    );
+}

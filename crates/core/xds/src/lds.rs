@@ -191,7 +191,8 @@ fn outbound_chain(s: &OutboundService) -> FilterChain {
 
 /// One filter chain per local service port, matched by the SNI clients send for that service and by ALPN
 /// `osm`; the client must present a mesh certificate (mTLS), and in SMI mode RBAC checks its identity.
-/// `None` when the pod backs no service.
+/// Then the chains IngressBackend policies add (see [`crate::ingress`]). `None` when the pod backs no
+/// service.
 pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resource>> {
     let mut filter_chains = Vec::new();
     for port in &intent.ports {
@@ -258,6 +259,7 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
             });
         }
     }
+    filter_chains.extend(crate::ingress::filter_chains(intent));
     if filter_chains.is_empty() {
         return None;
     }

@@ -14,6 +14,7 @@ pub mod egress;
 pub mod generator;
 #[cfg(test)]
 mod golden_tests;
+pub mod ingress;
 pub mod lds;
 pub mod names;
 pub mod proxy_bootstrap;

@@ -33,6 +33,24 @@ pub fn inbound_filter_chain(svc: &ServiceRef, port: u16, protocol: AppProtocol) 
     format!("inbound_{svc}_{port}_{}", protocol.as_str())
 }
 
+/// An ingress filter chain: `ingress_<ns>/<svc>_<port>_<protocol>` (protocol as the IngressBackend
+/// names it).
+pub fn ingress_filter_chain(svc: &ServiceRef, target_port: u16, protocol: &str) -> String {
+    format!("ingress_{svc}_{target_port}_{protocol}")
+}
+
+/// The route config of ingress on an application port. Upstream has one `rds-ingress` per proxy, whose
+/// catch-all virtual hosts collide (Envoy refuses the config) once a pod backs two ingress ports; one per
+/// port, like `rds-inbound.<port>`, cannot collide.
+pub fn rds_ingress(target_port: u16) -> String {
+    format!("rds-ingress.{target_port}")
+}
+
+/// `ingress_virtual-host|<ns>/<svc>_from_<IngressBackend name>`
+pub fn ingress_virtual_host(svc: &ServiceRef, policy: &str) -> String {
+    format!("ingress_virtual-host|{svc}_from_{policy}")
+}
+
 pub fn local_cluster(svc: &ServiceRef, target_port: u16) -> String {
     format!("{svc}|{target_port}|local")
 }

@@ -210,7 +210,7 @@ pub fn inbound(
     Resource::encode(TypeKind::Route, name, &config)
 }
 
-fn prefix_match(prefix: &str) -> RouteMatch {
+pub(crate) fn prefix_match(prefix: &str) -> RouteMatch {
     RouteMatch {
         path_specifier: Some(route_match::PathSpecifier::Prefix(prefix.to_string())),
         ..Default::default()
@@ -326,12 +326,27 @@ pub(crate) fn principals_policy<'a>(
     allow(identities.map(|id| authenticated(id, trust_domain)).collect())
 }
 
+/// Per-route RBAC: allow exactly these certificate principals (URI or DNS SAN).
+pub(crate) fn allow_principal_names<'a>(names: impl Iterator<Item = &'a str>) -> RbacPerRoute {
+    RbacPerRoute {
+        rbac: Some(Rbac {
+            rules: Some(allow(names.map(authenticated_name).collect())),
+            ..Default::default()
+        }),
+    }
+}
+
 /// The mTLS peer is this identity.
 fn authenticated(id: &ServiceIdentity, trust_domain: &str) -> Principal {
+    authenticated_name(&id.principal(trust_domain))
+}
+
+/// The mTLS peer's certificate names this principal (Envoy reads its URI SAN, else its DNS SAN).
+fn authenticated_name(name: &str) -> Principal {
     Principal {
         identifier: Some(principal::Identifier::Authenticated(principal::Authenticated {
             principal_name: Some(StringMatcher {
-                match_pattern: Some(string_matcher::MatchPattern::Exact(id.principal(trust_domain))),
+                match_pattern: Some(string_matcher::MatchPattern::Exact(name.to_string())),
                 ignore_case: false,
             }),
         })),

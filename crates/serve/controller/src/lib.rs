@@ -8,6 +8,7 @@
 
 mod certs;
 pub mod http;
+pub mod ingress_gateway;
 pub mod runner;
 
 use std::collections::{BTreeSet, HashMap};
@@ -15,13 +16,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use osm_ads::{AdsTls, ProxyRegistry, SnapshotCache};
+use osm_api::config::IngressGatewayCertSpec;
 use osm_api::contract::ads_server_name;
-use osm_ca::{CertificateAuthority, TrustDomain, XdsClientIdentity};
+use osm_ca::{CertificateAuthority, IngressGatewayCertStore, TrustDomain, XdsClientIdentity};
 use osm_model::{InputDelta, MeshInput, MeshState, ModelChange, Pod, ServiceIdentity};
 use osm_xds::Generator;
 use osm_xds::bootstrap::{self, AdsApi};
 
 pub use certs::IdentityCerts;
+pub use ingress_gateway::IngressGatewayCertKeeper;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -75,7 +78,16 @@ pub struct ControlPlane {
     cache: SnapshotCache,
     ca: Arc<CertificateAuthority>,
     trust_domain: TrustDomain,
+    /// MeshConfig `spec.certificate.ingressGateway` of the current input, for the ingress gateway
+    /// certificate's keeper.
+    ingress_gateway: tokio::sync::watch::Sender<Option<IngressGatewayCertSpec>>,
+    /// Every IngressBackend's status as the model last computed it, for the source to write back.
+    ingress_backend_status: tokio::sync::watch::Sender<IngressBackendStatuses>,
 }
+
+/// IngressBackend statuses by object (see `osm_model::MeshModel::ingress_backend_status`).
+pub type IngressBackendStatuses =
+    Arc<std::collections::BTreeMap<osm_model::ObjectRef, osm_api::policy::IngressBackendStatus>>;
 
 impl ControlPlane {
     pub fn new(ca: Arc<CertificateAuthority>, input: MeshInput) -> Self {
@@ -83,6 +95,8 @@ impl ControlPlane {
         let generator = Generator::new(trust_domain.as_str(), ca.root_cert_pem());
         let mut input = input;
         input.trust_domain = trust_domain.to_string();
+        let (ingress_gateway, _) =
+            tokio::sync::watch::channel(input.mesh_config.certificate.ingress_gateway.clone());
         let cp = Self {
             state: Mutex::new(State {
                 certs: IdentityCerts::new(ca.clone()),
@@ -97,6 +111,8 @@ impl ControlPlane {
             cache: SnapshotCache::new(),
             ca,
             trust_domain,
+            ingress_gateway,
+            ingress_backend_status: tokio::sync::watch::channel(IngressBackendStatuses::default()).0,
         };
         let mut state = cp.lock();
         cp.publish(&mut state, &everything());
@@ -157,6 +173,15 @@ impl ControlPlane {
         let started = Instant::now();
         state.input.trust_domain = self.trust_domain.to_string();
         let change = state.model.update(&before, &state.input);
+        // Deltas never touch the MeshConfig: only whole inputs and updates can change the spec.
+        let gateway = &state.input.mesh_config.certificate.ingress_gateway;
+        self.ingress_gateway.send_if_modified(|current| {
+            let changed = current != gateway;
+            if changed {
+                current.clone_from(gateway);
+            }
+            changed
+        });
         // The previous input is freed outside the timing of the publish below, but still under the
         // lock: it is the caller's change being applied.
         drop(before);
@@ -176,6 +201,13 @@ impl ControlPlane {
             }
             state.last_warnings = model.warnings.clone();
         }
+        self.ingress_backend_status.send_if_modified(|current| {
+            let changed = **current != model.ingress_backend_status;
+            if changed {
+                *current = Arc::new(model.ingress_backend_status.clone());
+            }
+            changed
+        });
         let validity = service_cert_validity(&state.input);
         state.certs.set_validity(validity);
 
@@ -323,6 +355,31 @@ impl ControlPlane {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+
+    /// Every IngressBackend's status (`committed`, or `error` with the reason) as last computed;
+    /// changes as inputs are applied. The Kubernetes controller writes them back to the objects.
+    pub fn ingress_backend_status(&self) -> tokio::sync::watch::Receiver<IngressBackendStatuses> {
+        self.ingress_backend_status.subscribe()
+    }
+
+    /// MeshConfig `spec.certificate.ingressGateway` of the current input; changes as inputs are
+    /// applied.
+    pub fn ingress_gateway_spec(&self) -> tokio::sync::watch::Receiver<Option<IngressGatewayCertSpec>> {
+        self.ingress_gateway.subscribe()
+    }
+
+    /// Keeps the ingress gateway certificate the MeshConfig asks for issued from this control plane's
+    /// CA, current and written to `store` (see [`ingress_gateway`]), as a task on the current runtime,
+    /// until `shutdown` changes. Call it before or after the first input: it acts on whatever the
+    /// current MeshConfig says.
+    pub fn spawn_ingress_gateway_cert(
+        &self,
+        store: Arc<dyn IngressGatewayCertStore>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let keeper = IngressGatewayCertKeeper::new(store);
+        tokio::spawn(keeper.run(self.ca.clone(), self.ingress_gateway_spec(), shutdown))
     }
 
     /// Serves ADS on `listener` (mTLS; server name `osm-controller.<osm_namespace>.svc.cluster.local`)

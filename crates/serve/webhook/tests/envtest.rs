@@ -372,6 +372,7 @@ fn traffic_target(name: &str, namespace: &str, destination_namespace: &str) -> a
 
 /// The validator behind a ValidatingWebhookConfiguration: a TrafficTarget outside its destination's
 /// namespace is refused with a message naming `spec.destination.namespace`; a correct one is stored.
+/// Likewise for bad IngressBackends (`ingress_backend_refusals`).
 #[tokio::test]
 async fn validator_is_called_by_the_apiserver() -> anyhow::Result<()> {
     let Some(assets) = require_or_skip("validator_is_called_by_the_apiserver") else {
@@ -473,6 +474,60 @@ async fn validator_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
         .create(&PostParams::default(), &good)
         .await
         .context("a correct TrafficTarget must be accepted")?;
+    ingress_backend_refusals(&client, &ns).await
+}
+
+/// IngressBackends the webhook refuses, each naming its field: https validating client certificates
+/// without an AuthenticatedPrincipal, an IPRange that is not a CIDR, a backend listed twice.
+async fn ingress_backend_refusals(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let gvk = GroupVersionKind::gvk("policy.openservicemesh.io", "v1alpha1", "IngressBackend");
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
+    let object = |name: &str, spec: Value| -> anyhow::Result<DynamicObject> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "policy.openservicemesh.io/v1alpha1", "kind": "IngressBackend",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}))?)
+    };
+    let nginx = json!({"kind": "Service", "name": "ingress-nginx", "namespace": "ingress-ns"});
+    let cases = [
+        (
+            "https-no-principal",
+            json!({"backends": [{"name": "httpbin", "port": {"number": 14001, "protocol": "https"},
+                                 "tls": {"skipClientCertValidation": false}}],
+                   "sources": [nginx]}),
+            "spec.backends[0].tls.skipClientCertValidation",
+        ),
+        (
+            "not-a-cidr",
+            json!({"backends": [{"name": "httpbin", "port": {"number": 14001, "protocol": "http"}}],
+                   "sources": [{"kind": "IPRange", "name": "10.0.0.300/8"}]}),
+            "spec.sources[0].name",
+        ),
+        (
+            "duplicate",
+            json!({"backends": [{"name": "httpbin", "port": {"number": 14001, "protocol": "http"}},
+                                {"name": "httpbin", "port": {"number": 14001, "protocol": "http"}}],
+                   "sources": [nginx]}),
+            "spec.backends[1]",
+        ),
+    ];
+    for (name, spec, field) in cases {
+        match api.create(&PostParams::default(), &object(name, spec)?).await {
+            Err(kube::Error::Api(s)) => ensure!(
+                s.message.contains("denied the request")
+                    && s.message
+                        .contains(&format!("IngressBackend {ns}/{name}: {field}")),
+                "IngressBackend {name}: refusal must name {field}: {}",
+                s.message
+            ),
+            other => bail!("IngressBackend {name} must be refused: {other:?}"),
+        }
+    }
+    let ok = json!({"backends": [{"name": "httpbin", "port": {"number": 14001, "protocol": "https"},
+                                  "tls": {"skipClientCertValidation": false}}],
+                    "sources": [nginx, {"kind": "AuthenticatedPrincipal", "name": "ingress-nginx.ingress-ns.example.com"}]});
+    api.create(&PostParams::default(), &object("ok", ok)?)
+        .await
+        .context("a correct IngressBackend must be accepted")?;
     Ok(())
 }
 

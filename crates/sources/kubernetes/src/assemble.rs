@@ -17,7 +17,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
 use osm_api::config::{MeshConfig, MeshConfigSpec};
-use osm_api::policy::Egress;
+use osm_api::policy::{Egress, IngressBackend};
 use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub traffic_splits: Vec<Arc<TrafficSplit>>,
     /// OSM Egress policies (`policy.openservicemesh.io/v1alpha1`).
     pub egresses: Vec<Arc<Egress>>,
+    /// OSM IngressBackend policies (`policy.openservicemesh.io/v1alpha1`).
+    pub ingress_backends: Vec<Arc<IngressBackend>>,
     /// MeshConfigs of the OSM namespace (only `osm-mesh-config` is read).
     pub mesh_configs: Vec<Arc<MeshConfig>>,
 }
@@ -262,6 +264,9 @@ impl Assembly {
         a.policies(&snap.tcp_routes, "TCPRoute", |i| &mut i.tcp_routes);
         a.policies(&snap.traffic_splits, "TrafficSplit", |i| &mut i.traffic_splits);
         a.policies(&snap.egresses, "Egress", |i| &mut i.egresses);
+        a.policies(&snap.ingress_backends, "IngressBackend", |i| {
+            &mut i.ingress_backends
+        });
         a
     }
 
@@ -633,7 +638,8 @@ policy!(
     HTTPRouteGroup => osm_api::smi::specs::HTTPRouteGroupSpec,
     TCPRoute => osm_api::smi::specs::TCPRouteSpec,
     TrafficSplit => osm_api::smi::split::TrafficSplitSpec,
-    Egress => osm_api::policy::EgressSpec
+    Egress => osm_api::policy::EgressSpec,
+    IngressBackend => osm_api::policy::IngressBackendSpec
 );
 
 /// Whether a Service names a target port (resolved against the pods it selects).

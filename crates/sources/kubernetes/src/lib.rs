@@ -28,6 +28,8 @@
 
 pub mod assemble;
 pub mod ca_secret;
+pub mod ingress_backend_status;
+pub mod ingress_gateway_secret;
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -42,7 +44,7 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource};
 use osm_api::config::MeshConfig;
 use osm_api::contract::MESH_CONFIG_NAME;
-use osm_api::policy::Egress;
+use osm_api::policy::{Egress, IngressBackend};
 use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
@@ -195,6 +197,7 @@ impl KubeSource {
         let tcp_routes: Store<TCPRoute> = add!(Api::all(c.clone()), all(), Role::Rebuild);
         let traffic_splits: Store<TrafficSplit> = add!(Api::all(c.clone()), all(), Role::Rebuild);
         let egresses: Store<Egress> = add!(Api::all(c.clone()), all(), Role::Rebuild);
+        let ingress_backends: Store<IngressBackend> = add!(Api::all(c.clone()), all(), Role::Rebuild);
         let mesh_configs: Store<MeshConfig> = add!(
             Api::namespaced(c.clone(), &self.opts.osm_namespace),
             all().fields(&format!("metadata.name={MESH_CONFIG_NAME}")),
@@ -212,6 +215,7 @@ impl KubeSource {
             tcp_routes,
             traffic_splits,
             egresses,
+            ingress_backends,
             mesh_configs,
         };
 
@@ -239,6 +243,7 @@ struct KubeStores {
     tcp_routes: Store<TCPRoute>,
     traffic_splits: Store<TrafficSplit>,
     egresses: Store<Egress>,
+    ingress_backends: Store<IngressBackend>,
     mesh_configs: Store<MeshConfig>,
 }
 
@@ -282,6 +287,7 @@ impl Stores for KubeStores {
             tcp_routes: self.tcp_routes.state(),
             traffic_splits: self.traffic_splits.state(),
             egresses: self.egresses.state(),
+            ingress_backends: self.ingress_backends.state(),
             mesh_configs: self.mesh_configs.state(),
         }
     }

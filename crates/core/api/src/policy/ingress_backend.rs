@@ -100,9 +100,33 @@ impl Validate for IngressBackendSpec {
         if self.backends.is_empty() {
             errs.add("spec.backends", "must list at least one backend");
         }
+        let has_principal = self
+            .sources
+            .iter()
+            .any(|s| s.kind == KIND_AUTHENTICATED_PRINCIPAL);
         for (i, b) in self.backends.iter().enumerate() {
             let p = format!("spec.backends[{i}]");
             errs.non_empty(format!("{p}.name"), &b.name);
+            if let Some(j) = self.backends[..i]
+                .iter()
+                .position(|o| o.name == b.name && o.port.number == b.port.number)
+            {
+                errs.add(
+                    p.clone(),
+                    format!(
+                        "duplicates spec.backends[{j}] (service {:?} port {})",
+                        b.name, b.port.number
+                    ),
+                );
+            }
+            let validates_clients = !b.tls.as_ref().is_some_and(|t| t.skip_client_cert_validation);
+            if b.port.protocol.eq_ignore_ascii_case(PROTOCOL_HTTPS) && validates_clients && !has_principal {
+                errs.add(
+                    format!("{p}.tls.skipClientCertValidation"),
+                    "is false (client certificates are validated), so spec.sources must list at least one \
+                     AuthenticatedPrincipal",
+                );
+            }
             check_port_spec(
                 &mut errs,
                 &format!("{p}.port"),

@@ -24,9 +24,6 @@ fn mesh_config_spec(path: &str) -> Value {
             "enable": true, "address": "jaeger.tracing.svc.cluster.local", "port": 9411, "endpoint": "/api/v2/spans"}}}),
         "spec.observability.enableDebugServer" => json!({"observability": {"enableDebugServer": true}}),
         "spec.certificate.certKeyBitSize" => json!({"certificate": {"certKeyBitSize": 4096}}),
-        "spec.certificate.ingressGateway" => json!({"certificate": {"ingressGateway": {
-            "subjectAltNames": ["ingress.gateway.cluster.local"], "validityDuration": "24h",
-            "secret": {"name": "gateway-cert", "namespace": "osm-system"}}}}),
         "spec.featureFlags.enableWASMStats" => json!({"featureFlags": {"enableWASMStats": true}}),
         "spec.featureFlags.enableMulticlusterMode" => {
             json!({"featureFlags": {"enableMulticlusterMode": true}})
@@ -66,17 +63,22 @@ pub fn sample(entry: &Unsupported, name: &str, ns: &str) -> Value {
             "matches": [{"apiGroup": "policy.openservicemesh.io/v1alpha1",
                          "kind": "UpstreamTrafficSetting", "name": "httpbin"}]}),
         ),
-        Subject::ObjectField { kind, path, .. } => {
-            panic!("no sample for the unsupported field {kind} {path}: add one here")
-        }
-        Subject::Kind("IngressBackend") => policy(
+        Subject::ObjectField {
+            kind: "IngressBackend",
+            ..
+        } => policy(
             "IngressBackend",
             name,
             ns,
             json!({
             "backends": [{"name": "httpbin", "port": {"number": 14001, "protocol": "http"}}],
-            "sources": [{"kind": "IPRange", "name": "10.0.0.0/16"}]}),
+            "sources": [{"kind": "IPRange", "name": "10.0.0.0/16"}],
+            "matches": [{"apiGroup": "policy.openservicemesh.io/v1alpha1",
+                         "kind": "UpstreamTrafficSetting", "name": "httpbin"}]}),
         ),
+        Subject::ObjectField { kind, path, .. } => {
+            panic!("no sample for the unsupported field {kind} {path}: add one here")
+        }
         Subject::Kind("Retry") => policy(
             "Retry",
             name,
