@@ -90,7 +90,7 @@ impl IngressIndex {
             let mut errors = Vec::new();
             let Some(source_ranges) = read_sources(input, id, spec, &endpoints_of, &mut errors, warnings)
             else {
-                index.set_status(id, errors);
+                index.set_status(id, errors, warnings);
                 continue;
             };
             let principals: BTreeSet<String> = spec
@@ -159,12 +159,16 @@ impl IngressIndex {
                     transport,
                 });
             }
-            index.set_status(id, errors);
+            index.set_status(id, errors, warnings);
         }
         index
     }
 
-    fn set_status(&mut self, id: &ObjectRef, errors: Vec<String>) {
+    /// Records a policy's status; an error is also a warning (local mode has no status to write).
+    fn set_status(&mut self, id: &ObjectRef, errors: Vec<String>, warnings: &mut Vec<String>) {
+        if !errors.is_empty() {
+            warnings.push(format!("IngressBackend {id}: {}", errors.join("; ")));
+        }
         let status = if errors.is_empty() {
             IngressBackendStatus {
                 current_status: Some(STATUS_COMMITTED.to_string()),

@@ -1,12 +1,17 @@
 //! Builds the 1000-service permissive scale mesh (2000 proxies), generates every proxy's config once,
 //! and prints wall time, CPU time and peak RSS per phase, plus how much is encoded and shared.
 //!
-//! `cargo run --release -p osm-xds --example mesh_scale [services] [egress policies]`
+//! `cargo run --release -p osm-xds --example mesh_scale [services] [egress policies] [shared|distinct]
+//! [ingress backends]`
 //!
 //! With egress policies, every identity is a source of each of them (cycling through http on port 80,
 //! https on 443 and tcp on a port of its own with one address), to price what they add per proxy.
 //! With a third argument `distinct`, policy `k` names identity `k` only instead: every identity with a
 //! policy then has its own egress intent, so its own outbound listener.
+//!
+//! With ingress backends, IngressBackend `k` admits to service `k` (its two proxies) an ingress
+//! controller: the pods of service `services - 1 - k` by address, over http for even `k`, over https
+//! with a verified principal for odd `k`.
 //!
 //! CPU time and memory come from `/proc/self/stat` (utime + stime, in USER_HZ = 100 ticks) and
 //! `/proc/self/status` (VmHWM, VmRSS). Before each phase the peak is reset through
@@ -101,6 +106,29 @@ fn add_egress_policies(input: &mut osm_model::MeshInput, services: usize, count:
     }
 }
 
+/// `count` IngressBackends, one per backend service (see the module docs).
+fn add_ingress_backends(input: &mut osm_model::MeshInput, services: usize, count: usize) {
+    for k in 0..count.min(services) {
+        let source = serde_json::json!({"kind": "Service", "name": mesh::service_name(services - 1 - k),
+                                        "namespace": mesh::NAMESPACE});
+        let spec = if k % 2 == 0 {
+            serde_json::json!({"backends": [{"name": mesh::service_name(k),
+                                             "port": {"number": 8080, "protocol": "http"}}],
+                               "sources": [source]})
+        } else {
+            serde_json::json!({"backends": [{"name": mesh::service_name(k),
+                                             "port": {"number": 8080, "protocol": "https"},
+                                             "tls": {"skipClientCertValidation": false}}],
+                               "sources": [source, {"kind": "AuthenticatedPrincipal",
+                                                    "name": "ingress.example.com"}]})
+        };
+        input.ingress_backends.insert(
+            osm_model::ObjectRef::new(mesh::NAMESPACE, format!("ingress-{k}")),
+            serde_json::from_value(spec).expect("an IngressBackend spec"),
+        );
+    }
+}
+
 fn main() {
     let services: usize = std::env::args()
         .nth(1)
@@ -115,13 +143,21 @@ fn main() {
         .nth(2)
         .map(|s| s.parse().expect("egress policies: a number"))
         .unwrap_or(0);
+    let ingress: usize = std::env::args()
+        .nth(4)
+        .map(|s| s.parse().expect("ingress backends: a number"))
+        .unwrap_or(0);
     let input = phase("build input", || {
         let mut input = mesh::full_mesh(services);
         add_egress_policies(&mut input, services, egresses);
+        add_ingress_backends(&mut input, services, ingress);
         input
     });
     if egresses > 0 {
         println!("{egresses} Egress policies, each naming every identity as a source");
+    }
+    if ingress > 0 {
+        println!("{ingress} IngressBackends, each for one service's two proxies");
     }
     let model = phase("compute model", || compute(&input));
     let secrets = phase("identity secrets (outside timing)", || {

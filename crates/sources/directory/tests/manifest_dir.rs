@@ -748,3 +748,63 @@ fn directory_problem_clears_when_it_returns() {
     assert_eq!(source.reload(), Reload::Reloaded(MeshInput::new("cluster.local")));
     assert!(source.errors().is_empty());
 }
+
+/// IngressBackend policies are served in `MeshInput.ingress_backends` (no longer among the unused
+/// extras); an invalid one — https validating client certificates with no AuthenticatedPrincipal — is
+/// refused naming its field, and the last good spec is kept.
+#[test]
+fn ingress_backend_policies_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let policy = |protocol: &str, principal: bool| {
+        format!(
+            "apiVersion: policy.openservicemesh.io/v1alpha1\nkind: IngressBackend\nmetadata:\n  name: web\n  namespace: shop\n\
+             spec:\n  backends:\n  - name: web\n    port:\n      number: 8080\n      protocol: {protocol}\n    tls:\n      \
+             skipClientCertValidation: false\n  sources:\n  - kind: IPRange\n    name: 10.1.0.0/16\n{}",
+            if principal {
+                "  - kind: AuthenticatedPrincipal\n    name: gw.example.com\n"
+            } else {
+                ""
+            }
+        )
+    };
+    write(dir, "ingress/shop.yaml", &policy("http", false));
+    let mut source = loaded(dir);
+    let spec = &source.input().ingress_backends[&pod_ref("shop", "web")];
+    assert_eq!(spec.backends[0].port.number, 8080);
+    assert_eq!(spec.sources[0].name, "10.1.0.0/16");
+    assert!(source.current().extra.is_empty(), "{:?}", source.current().extra);
+    assert!(
+        source.current().warnings.is_empty(),
+        "{:?}",
+        source.current().warnings
+    );
+
+    write(dir, "ingress/shop.yaml", &policy("https", true));
+    let Reload::Reloaded(input) = source.reload() else {
+        panic!("{}", errors_text(source.errors()))
+    };
+    assert_eq!(
+        input.ingress_backends[&pod_ref("shop", "web")].backends[0]
+            .port
+            .protocol,
+        "https"
+    );
+    write(dir, "ingress/shop.yaml", &policy("https", false));
+    let errors = rejected(&mut source);
+    assert_eq!(errors.len(), 1, "{}", errors_text(&errors));
+    assert_eq!(errors[0].object.as_deref(), Some("IngressBackend shop/web"));
+    assert_eq!(
+        errors[0].field.as_deref(),
+        Some("spec.backends[0].tls.skipClientCertValidation"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(
+        source.input().ingress_backends[&pod_ref("shop", "web")].backends[0]
+            .port
+            .protocol,
+        "https",
+        "the last good spec is kept"
+    );
+}
