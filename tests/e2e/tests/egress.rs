@@ -180,6 +180,8 @@ fn egress_policy(prefix: &str, api: AdsApi) {
                 proxy_uuid: Some("bookbuyer-other".into()),
                 ip: Some(ips["bookbuyer-other"]),
                 labels: [("app".to_string(), "bookbuyer-other".to_string())].into(),
+                hostname: None,
+                subdomain: None,
             };
             input.pods.insert(other.id.clone(), other);
         },

@@ -42,6 +42,8 @@ fn add_ingress_controller(input: &mut MeshInput, ip: IpAddr) {
             proxy_uuid: None,
             ip: Some(ip),
             labels: labels.clone(),
+            hostname: None,
+            subdomain: None,
         },
     );
     input.services.insert(

@@ -48,6 +48,8 @@ pub fn run(osm_namespace: &str, a: BootstrapArgs) -> Result<()> {
         proxy_uuid: Some(a.proxy_uuid.clone()),
         ip: None,
         labels: Default::default(),
+        hostname: None,
+        subdomain: None,
     };
     let api = if a.delta {
         AdsApi::Delta

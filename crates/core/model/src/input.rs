@@ -150,6 +150,12 @@ pub struct Pod {
     pub proxy_uuid: Option<String>,
     pub ip: Option<IpAddr>,
     pub labels: BTreeMap<String, String>,
+    /// `spec.hostname` and `spec.subdomain`: when the subdomain names a Service of the pod's namespace
+    /// (a StatefulSet's pods: their own name and its `serviceName`), the pod is
+    /// `<hostname>.<subdomain>.<ns>` — what Kubernetes writes into the Endpoints as the address's
+    /// `hostname`, and what endpoints derived from a selector carry here.
+    pub hostname: Option<String>,
+    pub subdomain: Option<String>,
 }
 
 impl Pod {
@@ -219,7 +225,7 @@ impl MeshInput {
         if let Some(eps) = self.endpoints.get(&service.id) {
             return eps.clone();
         }
-        pod_endpoints(index.select(&service.id.namespace, &service.selector))
+        pod_endpoints(service, index.select(&service.id.namespace, &service.selector))
     }
 
     /// `endpoints_of` for one service without building an index: its namespace's pods are scanned
@@ -229,6 +235,7 @@ impl MeshInput {
             return eps.clone();
         }
         pod_endpoints(
+            service,
             in_namespace(&self.pods, &service.id.namespace)
                 .map(|(_, p)| p)
                 .filter(|p| selects(&service.selector, &p.labels)),
@@ -236,13 +243,17 @@ impl MeshInput {
     }
 }
 
-/// The endpoints of selected pods: those with an address.
-fn pod_endpoints<'a>(pods: impl Iterator<Item = &'a Pod>) -> BTreeSet<Endpoint> {
+/// The endpoints of the pods a service selects: those with an address, named by their hostname when
+/// their subdomain is the service (as the Kubernetes endpoints controller does).
+fn pod_endpoints<'a>(service: &Service, pods: impl Iterator<Item = &'a Pod>) -> BTreeSet<Endpoint> {
     pods.filter_map(|p| {
         p.ip.map(|ip| Endpoint {
             ip,
             pod: Some(p.id.clone()),
-            hostname: None,
+            hostname: p
+                .hostname
+                .clone()
+                .filter(|_| p.subdomain.as_deref() == Some(service.id.name.as_str())),
         })
     })
     .collect()

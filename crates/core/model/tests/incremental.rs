@@ -126,6 +126,8 @@ fn apply(input: &mut MeshInput, op: &Op) {
                     proxy_uuid: uuid.map(|g| format!("uuid-{i}-{g}")),
                     ip: ip_last.map(ip),
                     labels: [("app".to_string(), SERVICES[app].to_string())].into(),
+                    hostname: None,
+                    subdomain: None,
                 },
             );
         }

@@ -30,6 +30,8 @@ fn mesh() -> MeshInput {
             proxy_uuid: None,
             ip: Some(IpAddr::V4(NGINX_IP)),
             labels: labels.clone(),
+            hostname: None,
+            subdomain: None,
         },
     );
     input.services.insert(

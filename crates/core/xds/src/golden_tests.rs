@@ -238,6 +238,8 @@ fn smi_bookstore_ingress_backend() {
             proxy_uuid: None,
             ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 9))),
             labels: labels.clone(),
+            hostname: None,
+            subdomain: None,
         },
     );
     input.services.insert(

@@ -46,14 +46,8 @@ pub fn outbound(intent: &OutboundIntent, egress: &EgressIntent) -> Option<Arc<Re
     if intent.services.is_empty() && !intent.egress_passthrough && egress.is_empty() {
         return None;
     }
-    let mut seen = HashSet::new();
-    let mut filter_chains: Vec<FilterChain> = intent
-        .services
-        .iter()
-        // Two headless services can share an address and port; Envoy refuses identical matches.
-        .filter(|s| seen.insert((s.addresses.clone(), s.port)))
-        .flat_map(outbound_chains)
-        .collect();
+    let mut filter_chains: Vec<FilterChain> = intent.services.iter().flat_map(outbound_chains).collect();
+    claim_each_address_once(&mut filter_chains);
     if !egress.is_empty() {
         // An Egress policy naming a mesh address exactly as a service chain does adds nothing (and
         // Envoy would refuse the duplicate match): the mesh chain wins.
@@ -101,6 +95,28 @@ pub fn outbound(intent: &OutboundIntent, egress: &EgressIntent) -> Option<Arc<Re
         names::OUTBOUND_LISTENER,
         &listener,
     ))
+}
+
+/// Gives each (port, address) to the first chain that matches it. Headless services that share pods
+/// (two Services selecting overlapping pods) would otherwise match one address on one port from two
+/// chains, and Envoy refuses the whole listener for it; the pod is the same whichever chain takes it.
+/// A chain left with no address is dropped: without `prefix_ranges` it would match every address.
+fn claim_each_address_once(chains: &mut Vec<FilterChain>) {
+    let mut claimed: HashSet<(u32, String, u32)> = HashSet::new();
+    chains.retain_mut(|chain| {
+        let Some(m) = chain.filter_chain_match.as_mut() else {
+            return false;
+        };
+        let port = m.destination_port.map_or(0, |p| p.value);
+        m.prefix_ranges.retain(|r| {
+            claimed.insert((
+                port,
+                r.address_prefix.clone(),
+                r.prefix_len.map_or(0, |l| l.value),
+            ))
+        });
+        !m.prefix_ranges.is_empty()
+    });
 }
 
 /// The chains of one reachable service port. A TCP port of a headless service whose pods have
@@ -417,4 +433,112 @@ pub(crate) fn listener_filter<M: Message + Name>(name: &str, config: &M) -> List
 
 fn host_cidr(ip: std::net::IpAddr) -> CidrRange {
     cidr(ip, if ip.is_ipv4() { 32 } else { 128 })
+}
+
+#[cfg(test)]
+mod overlap_tests {
+    use std::collections::HashSet;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use osm_fixtures::MeshBuilder;
+    use osm_model::{AppProtocol, compute};
+    use prost::Message;
+
+    /// Two headless services over overlapping pods (web-a: p0, p1; web-b: p1, p2), TCP and HTTP, each
+    /// with per-pod hostnames: every (port, address) is matched by exactly one chain, and no chain
+    /// matches every address.
+    #[test]
+    fn overlapping_headless_services_claim_each_address_once() {
+        let mut b = MeshBuilder::new(true);
+        let ip = |i: u8| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + i));
+        for (svc, sel) in [("web-a", "a"), ("web-b", "b")] {
+            b.service(
+                "shop",
+                svc,
+                None,
+                &[(8080, 8080, AppProtocol::Http), (9090, 9090, AppProtocol::Tcp)],
+                &[(sel, "yes")],
+            );
+        }
+        let labels: [&[(&str, &str)]; 3] = [&[("a", "yes")], &[("a", "yes"), ("b", "yes")], &[("b", "yes")]];
+        for (i, l) in labels.iter().enumerate() {
+            b.pod(
+                "shop",
+                &format!("p{i}"),
+                "web",
+                l,
+                Some(ip(i as u8)),
+                Some(&format!("p{i}")),
+            );
+        }
+        b.pod("shop", "client", "client", &[], Some(ip(9)), Some("client"));
+        let mut input = b.build();
+        // Per-pod hostnames, as a StatefulSet's pods get them through their subdomain.
+        for (i, svc) in ["web-a", "web-a", "web-b"].iter().enumerate() {
+            let pod = input
+                .pods
+                .get_mut(&osm_model::ObjectRef::new("shop", format!("p{i}")))
+                .unwrap();
+            pod.hostname = Some(format!("p{i}"));
+            pod.subdomain = Some(svc.to_string());
+        }
+        let model = compute(&input);
+        let client = &model.proxies["client"];
+        let listener = super::outbound(&client.outbound, &client.egress).expect("a listener");
+        let listener = Listener::decode(listener.body().value.as_slice()).unwrap();
+        let mut seen = HashSet::new();
+        for c in &listener.filter_chain_match_all() {
+            let (port, prefixes) = c;
+            assert!(!prefixes.is_empty(), "a chain matching every address on {port}");
+            for p in prefixes {
+                assert!(seen.insert((*port, p.clone())), "{p} on {port} matched twice");
+            }
+        }
+        // Every pod stays reachable on both ports.
+        for i in 0..3u8 {
+            for port in [8080, 9090] {
+                assert!(seen.contains(&(port, ip(i).to_string())), "p{i}:{port} unmatched");
+            }
+        }
+        // And no Host names two virtual hosts of the HTTP port's route config.
+        let http: Vec<&osm_model::OutboundService> = client
+            .outbound
+            .services
+            .iter()
+            .filter(|s| s.port == 8080)
+            .collect();
+        let routes = crate::rds::outbound(8080, &http);
+        let routes = RouteConfiguration::decode(routes.body().value.as_slice()).unwrap();
+        let mut domains = HashSet::new();
+        for vh in &routes.virtual_hosts {
+            for d in &vh.domains {
+                assert!(domains.insert(d.clone()), "{d} in two virtual hosts");
+            }
+        }
+        assert!(
+            domains.contains("10.0.0.11:8080") && domains.contains("p2.web-b.shop"),
+            "{domains:?}"
+        );
+    }
+
+    trait Chains {
+        fn filter_chain_match_all(&self) -> Vec<(u32, Vec<String>)>;
+    }
+
+    impl Chains for Listener {
+        fn filter_chain_match_all(&self) -> Vec<(u32, Vec<String>)> {
+            self.filter_chains
+                .iter()
+                .filter_map(|c| c.filter_chain_match.as_ref())
+                .map(|m| {
+                    (
+                        m.destination_port.map_or(0, |p| p.value),
+                        m.prefix_ranges.iter().map(|r| r.address_prefix.clone()).collect(),
+                    )
+                })
+                .collect()
+        }
+    }
 }

@@ -45,6 +45,9 @@ pub fn outbound(port: u16, services: &[&OutboundService]) -> Arc<Resource> {
             s.pod_hosts.iter().map(move |p| pod_virtual_host(s, p, unique))
         })
         .collect();
+    // A headless service is also reached by its pods' addresses; two such services sharing a pod would
+    // name one address in two virtual hosts, which Envoy refuses. The first (by service) keeps it.
+    let mut claimed_addresses = std::collections::HashSet::new();
     let virtual_hosts = services
         .iter()
         .map(|s| {
@@ -58,7 +61,12 @@ pub fn outbound(port: u16, services: &[&OutboundService]) -> Arc<Resource> {
             if short_count[svc.name.as_str()] == 1 {
                 hosts.insert(0, svc.name.clone());
             }
-            hosts.extend(s.addresses.iter().map(|ip| ip.to_string()));
+            hosts.extend(
+                s.addresses
+                    .iter()
+                    .filter(|ip| claimed_addresses.insert(**ip))
+                    .map(|ip| ip.to_string()),
+            );
             let mut domains: Vec<String> = hosts.iter().map(|h| format!("{h}:{}", s.port)).collect();
             domains.extend(hosts);
             VirtualHost {

@@ -846,6 +846,8 @@ pub fn bootstrap_secret(
         proxy_uuid: Some(uuid.to_owned()),
         ip: None,
         labels: BTreeMap::new(),
+        hostname: None,
+        subdomain: None,
     };
     let bootstrap = osm_xds::proxy_bootstrap::render(
         ca,

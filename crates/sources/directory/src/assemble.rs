@@ -238,6 +238,8 @@ pub(crate) fn assemble(
                     proxy_uuid,
                     ip: pod.ip,
                     labels,
+                    hostname: pod.hostname.clone(),
+                    subdomain: pod.subdomain.clone(),
                 },
             );
         }

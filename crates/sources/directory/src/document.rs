@@ -43,7 +43,7 @@ pub(crate) enum Object {
     Namespace(NamespaceInfo),
     ServiceAccount(ObjectRef),
     Service(LocalService),
-    /// A Pod (one pod) or a Deployment (its replicas).
+    /// A Pod (one pod), a Deployment or a StatefulSet (its replicas).
     Workload {
         kind: &'static str,
         id: ObjectRef,
@@ -96,6 +96,9 @@ pub(crate) struct LocalPod {
     pub named_ports: Vec<(String, u16)>,
     /// Where this pod's address came from, for messages about it.
     pub ip_field: String,
+    /// `spec.hostname` and `spec.subdomain` (a StatefulSet's pods: their name and its `serviceName`).
+    pub hostname: Option<String>,
+    pub subdomain: Option<String>,
 }
 
 /// Parses and validates one file. `file` is the path shown in errors.
@@ -166,7 +169,7 @@ fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 fn core_version(group: &str, kind: &str) -> Option<&'static str> {
     match (group, kind) {
         ("", "Namespace" | "ServiceAccount" | "Service" | "Pod") => Some("v1"),
-        ("apps", "Deployment") => Some("apps/v1"),
+        ("apps", "Deployment" | "StatefulSet") => Some("apps/v1"),
         _ => None,
     }
 }
@@ -227,6 +230,7 @@ fn parse_document(
                 problems.add("spec", "Required value");
                 None
             }
+            "StatefulSet" => stateful_set(value, problems),
             _ => decode::<Deployment>(&value, problems).and_then(|o| deployment(o, problems)),
         };
         return (label, object);
@@ -591,6 +595,16 @@ fn pod(pod: Pod, problems: &mut Problems) -> Option<Object> {
         ip,
         named_ports: parts.named_ports,
         ip_field,
+        hostname: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.hostname.clone())
+            .filter(|h| !h.is_empty()),
+        subdomain: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.subdomain.clone())
+            .filter(|d| !d.is_empty()),
     };
     problems.is_empty().then(|| Object::Workload {
         kind: "Pod",
@@ -621,6 +635,36 @@ fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>)
         }
     }
     Ok(true)
+}
+
+/// A StatefulSet: its replicas as a Deployment's (`<name>-<i>`, the same checks), each named
+/// `<pod>.<serviceName>` through its headless Service, as the StatefulSet controller sets a pod's
+/// `hostname` and `subdomain`.
+fn stateful_set(mut value: Value, problems: &mut Problems) -> Option<Object> {
+    let service_name = value
+        .pointer("/spec/serviceName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    // What a Deployment also has; the rest (serviceName, volumeClaimTemplates, …) does not matter here.
+    if let Some(spec) = value.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.retain(|k, _| matches!(k.as_str(), "replicas" | "selector" | "template"));
+    }
+    value["kind"] = Value::from("Deployment");
+    let Object::Workload { id, mut pods, .. } =
+        decode::<Deployment>(&value, problems).and_then(|o| deployment(o, problems))?
+    else {
+        return None;
+    };
+    for pod in &mut pods {
+        pod.hostname = Some(pod.id.name.clone());
+        pod.subdomain = service_name.clone();
+    }
+    Some(Object::Workload {
+        kind: "StatefulSet",
+        id,
+        pods,
+    })
 }
 
 fn deployment(deploy: Deployment, problems: &mut Problems) -> Option<Object> {
@@ -707,6 +751,8 @@ fn deployment(deploy: Deployment, problems: &mut Problems) -> Option<Object> {
             ip: ips.as_ref().and_then(|ips| ips.get(i).copied().flatten()),
             named_ports: parts.named_ports.clone(),
             ip_field: ips_field.clone(),
+            hostname: None,
+            subdomain: None,
         });
     }
     Some(Object::Workload {

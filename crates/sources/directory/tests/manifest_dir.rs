@@ -808,3 +808,89 @@ fn ingress_backend_policies_are_served() {
         "the last good spec is kept"
     );
 }
+
+/// Headless services in local mode: a StatefulSet's replicas are `<name>-<i>` named through its
+/// `serviceName` (`web-0.web.shop`), and so is a Pod whose `hostname`/`subdomain` name the service —
+/// the hostnames Kubernetes would put in the Endpoints, so per-pod names work without it.
+#[test]
+fn headless_stateful_set_pods_get_hostnames() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(
+        dir,
+        "web.yaml",
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web, namespace: shop}
+spec:
+  serviceName: web
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata:
+      labels: {app: web}
+      annotations: {openservicemesh.io/workload-ip: "192.0.2.10,192.0.2.11"}
+    spec:
+      serviceAccountName: web
+      containers: [{name: web}]
+  volumeClaimTemplates: []
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: extra
+  namespace: shop
+  labels: {app: web}
+  annotations: {openservicemesh.io/workload-ip: "192.0.2.12"}
+spec:
+  hostname: extra-host
+  subdomain: web
+  containers: [{name: web}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: elsewhere
+  namespace: shop
+  labels: {app: web}
+  annotations: {openservicemesh.io/workload-ip: "192.0.2.13"}
+spec:
+  hostname: nobody
+  subdomain: other
+  containers: [{name: web}]
+"#,
+    );
+    let source = loaded(dir);
+    let input = source.input();
+    let web = &input.services[&pod_ref("shop", "web")];
+    assert_eq!(web.cluster_ip, None, "headless");
+    let hostnames: Vec<(String, Option<String>)> = input
+        .endpoints_of(web)
+        .into_iter()
+        .map(|e| (e.ip.to_string(), e.hostname))
+        .collect();
+    assert_eq!(
+        hostnames,
+        [
+            ("192.0.2.10".to_string(), Some("web-0".to_string())),
+            ("192.0.2.11".to_string(), Some("web-1".to_string())),
+            ("192.0.2.12".to_string(), Some("extra-host".to_string())),
+            ("192.0.2.13".to_string(), None),
+        ],
+        "a subdomain other than the service names no pod"
+    );
+    assert!(
+        source.current().warnings.is_empty(),
+        "{:?}",
+        source.current().warnings
+    );
+}

@@ -554,6 +554,8 @@ fn pod(p: &KubePod, problems: &mut Vec<Problem>) -> Option<(Pod, Vec<(String, u1
         proxy_uuid: labels.get(PROXY_UUID_LABEL).cloned(),
         ip,
         labels,
+        hostname: spec.and_then(|s| s.hostname.clone()).filter(|h| !h.is_empty()),
+        subdomain: spec.and_then(|s| s.subdomain.clone()).filter(|d| !d.is_empty()),
     };
     Some((pod, ports))
 }

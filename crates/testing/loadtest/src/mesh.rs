@@ -507,6 +507,8 @@ impl Churn {
                 proxy_uuid: Some(proxy_uuid(j)),
                 ip: Some(ip),
                 labels: [("app".to_string(), name.clone())].into(),
+                hostname: None,
+                subdomain: None,
             },
         );
         if let Some(eps) = input.endpoints.get_mut(&ServiceRef::new(&ns, &name)) {

@@ -91,6 +91,8 @@ pub fn model_pod(pod: &KubePod) -> Pod {
             .and_then(|s| s.pod_ip.as_deref())
             .and_then(|ip| ip.parse().ok()),
         labels,
+        hostname: pod.spec.as_ref().and_then(|s| s.hostname.clone()),
+        subdomain: pod.spec.as_ref().and_then(|s| s.subdomain.clone()),
     }
 }
 
