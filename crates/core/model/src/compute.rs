@@ -302,7 +302,7 @@ impl MeshState {
             }
         }
         // A source Service's addresses are in the ingress backends' intents (and their status).
-        if affected.iter().any(|s| self.ingress.refers_to(s)) {
+        if affected.iter().any(|s| self.ingress.is_source(s)) {
             return self.recompute_all(new);
         }
         let mut touched = Touched::default();

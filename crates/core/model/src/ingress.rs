@@ -183,10 +183,16 @@ impl IngressIndex {
         self.status.insert(id.clone(), status);
     }
 
-    /// Whether a change to this Service's object or endpoints can change what policies admit (it is a
-    /// source or a backend): everything is recomputed then.
+    /// Whether a change to this Service object can change what policies admit or their status (it is
+    /// a source or a backend): everything is recomputed then.
     pub(crate) fn refers_to(&self, service: &ServiceRef) -> bool {
         self.sources.contains(service) || self.backends.contains(service)
+    }
+
+    /// Whether this Service's endpoints are in some policy's admitted addresses. (A backend's
+    /// endpoints only decide which pods get its chain, which rebuilding those pods' intents covers.)
+    pub(crate) fn is_source(&self, service: &ServiceRef) -> bool {
+        self.sources.contains(service)
     }
 
     /// What the policies admit to a pod backing `services`, whose application ports are `target_ports`:

@@ -286,3 +286,32 @@ fn ingress_backend_changes_update_incrementally_like_a_full_compute() {
     state.update(&delta_input, &before);
     assert_eq!(state.model(), &compute(&before));
 }
+
+/// The backend scaling (a new pod behind bookstore-v1) is an ordinary endpoint change: the new pod gets
+/// the ingress chain, incrementally, as a full compute gives it.
+#[test]
+fn ingress_backend_new_backend_pod_gets_the_chain_incrementally() {
+    let mut before = mesh();
+    add(
+        &mut before,
+        "v1-http",
+        &format!("  backends: [{{name: bookstore-v1, port: {{number: 14001, protocol: http}}}}]\n{FROM_NGINX}"),
+    );
+    let mut after = before.clone();
+    let v1 = after.pods[&ObjectRef::new("bookstore", "bookstore-v1")].clone();
+    let id = ObjectRef::new("bookstore", "bookstore-v1-b");
+    after.pods.insert(
+        id.clone(),
+        Pod {
+            id,
+            proxy_uuid: Some("bookstore-v1-b".into()),
+            ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 99))),
+            ..v1
+        },
+    );
+    let mut state = MeshState::new(&before);
+    let change = state.update(&before, &after);
+    assert!(!change.all, "a backend's new pod is not a policy change");
+    assert_eq!(state.model(), &compute(&after));
+    assert_eq!(state.model().proxies["bookstore-v1-b"].inbound.ingress.len(), 1);
+}

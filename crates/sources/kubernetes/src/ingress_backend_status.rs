@@ -4,7 +4,7 @@
 //!
 //! The statuses come from the model (`MeshModel::ingress_backend_status`); only those that differ from
 //! what the object holds are written, so writing a status (which the source watches) does not write
-//! again.
+//! again. Every minute each object is compared again (a re-created object, a hand-edited status).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +14,9 @@ use kube::{Api, Client};
 use osm_api::policy::{IngressBackend, IngressBackendStatus};
 use osm_model::ObjectRef;
 use tokio::sync::watch;
+
+/// How often every status is compared with its object again, changed or not.
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Statuses by IngressBackend, as the model last computed them.
 pub type Statuses = Arc<BTreeMap<ObjectRef, IngressBackendStatus>>;
@@ -43,6 +46,9 @@ pub async fn write_statuses(
         written.retain(|id, _| current.contains_key(id));
         tokio::select! {
             changed = statuses.changed() => if changed.is_err() { return },
+            // An object deleted and created again between two inputs, or a status edited by hand,
+            // leaves the statuses unchanged: now and then every object is compared again.
+            _ = tokio::time::sleep(RESYNC) => written.clear(),
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
