@@ -295,7 +295,9 @@ fn ingress_backend_new_backend_pod_gets_the_chain_incrementally() {
     add(
         &mut before,
         "v1-http",
-        &format!("  backends: [{{name: bookstore-v1, port: {{number: 14001, protocol: http}}}}]\n{FROM_NGINX}"),
+        &format!(
+            "  backends: [{{name: bookstore-v1, port: {{number: 14001, protocol: http}}}}]\n{FROM_NGINX}"
+        ),
     );
     let mut after = before.clone();
     let v1 = after.pods[&ObjectRef::new("bookstore", "bookstore-v1")].clone();
