@@ -106,9 +106,17 @@ pub const UNSUPPORTED: &[Unsupported] = &[
         "no rate limit is applied to the ingress traffic (the rest of the policy is)",
     ),
     kind("Retry", "no retry policy is applied to the source's routes"),
-    kind(
+    object_field(
         "UpstreamTrafficSetting",
-        "no circuit breaking, connect timeout or rate limit is applied",
+        "spec.rateLimit",
+        |o| matches!(o, MeshObject::UpstreamTrafficSetting(u) if u.spec.rate_limit.is_some()),
+        "no rate limit is applied (connectionSettings are)",
+    ),
+    object_field(
+        "UpstreamTrafficSetting",
+        "spec.httpRoutes",
+        |o| matches!(o, MeshObject::UpstreamTrafficSetting(u) if !u.spec.http_routes.is_empty()),
+        "no per-route rate limit is applied (connectionSettings are)",
     ),
     kind(
         "MeshRootCertificate",

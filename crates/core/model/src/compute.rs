@@ -89,6 +89,8 @@ pub struct MeshState {
     no_egress: Arc<EgressIntent>,
     /// IngressBackend policies by backend Service.
     ingress: IngressIndex,
+    /// UpstreamTrafficSetting connection limits by upstream Service.
+    limits: HashMap<ServiceRef, ConnectionLimits>,
     model: MeshModel,
 }
 
@@ -185,8 +187,10 @@ impl MeshState {
             egress_by_identity: HashMap::new(),
             no_egress: Arc::new(EgressIntent::default()),
             ingress: IngressIndex::default(),
+            limits: HashMap::new(),
             model: MeshModel::default(),
         };
+        state.limits = crate::upstream_traffic::by_service(input, &mut state.model.warnings);
         state.egress_by_identity = crate::egress::by_identity(input, &mut state.model.warnings);
         let index = crate::input::PodSelectorIndex::new(input);
         for (id, svc) in &input.services {
@@ -232,7 +236,8 @@ impl MeshState {
             || old.tcp_routes != new.tcp_routes
             || old.traffic_splits != new.traffic_splits
             || old.egresses != new.egresses
-            || old.ingress_backends != new.ingress_backends;
+            || old.ingress_backends != new.ingress_backends
+            || old.upstream_traffic_settings != new.upstream_traffic_settings;
         let services = changed_keys(&old.services, &new.services);
         if policies_moved {
             return self.recompute_all(new);
@@ -807,6 +812,7 @@ impl MeshState {
             server_identities: eps.iter().filter_map(|ep| ep.identity.clone()).collect(),
             endpoints: eps.iter().map(|ep| ep.ip).collect(),
             pod_hostname: None,
+            limits: self.limits.get(&svc.id).cloned(),
         }))
     }
 
@@ -840,6 +846,7 @@ impl MeshState {
                     server_identities: identity.into_iter().collect(),
                     endpoints: [ip].into(),
                     pod_hostname: Some(hostname.clone()),
+                    limits: self.limits.get(&svc.id).cloned(),
                 }),
                 hostname,
             })

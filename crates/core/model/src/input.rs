@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use osm_api::config::MeshConfigSpec;
-use osm_api::policy::{EgressSpec, IngressBackendSpec};
+use osm_api::policy::{EgressSpec, IngressBackendSpec, UpstreamTrafficSettingSpec};
 use osm_api::smi::access::TrafficTargetSpec;
 use osm_api::smi::specs::{HTTPRouteGroupSpec, TCPRouteSpec};
 use osm_api::smi::split::TrafficSplitSpec;
@@ -193,6 +193,8 @@ pub struct MeshInput {
     /// `policy.openservicemesh.io` IngressBackend policies (applied when
     /// `featureFlags.enableIngressBackendPolicy`).
     pub ingress_backends: BTreeMap<ObjectRef, IngressBackendSpec>,
+    /// `policy.openservicemesh.io` UpstreamTrafficSettings (their `connectionSettings` are applied).
+    pub upstream_traffic_settings: BTreeMap<ObjectRef, UpstreamTrafficSettingSpec>,
 }
 
 impl MeshInput {

@@ -269,6 +269,26 @@ pub struct UpstreamCluster {
     pub endpoints: BTreeSet<IpAddr>,
     /// One pod of a headless service by its hostname (see [`PodHost`]); `None`: the whole service.
     pub pod_hostname: Option<String>,
+    /// The UpstreamTrafficSetting for this service's host: circuit breaking and connect timeout for
+    /// every client. `None`: none names it.
+    pub limits: Option<ConnectionLimits>,
+}
+
+/// An UpstreamTrafficSetting's `connectionSettings` (unset fields: Envoy's defaults, unlimited).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ConnectionLimits {
+    /// `tcp.maxConnections`
+    pub max_connections: Option<u32>,
+    /// `tcp.connectTimeout`, in milliseconds.
+    pub connect_timeout_ms: Option<u64>,
+    /// `http.maxRequests`
+    pub max_requests: Option<u32>,
+    /// `http.maxPendingRequests`
+    pub max_pending_requests: Option<u32>,
+    /// `http.maxRetries`
+    pub max_retries: Option<u32>,
+    /// `http.maxRequestsPerConnection`
+    pub max_requests_per_connection: Option<u32>,
 }
 
 impl UpstreamCluster {

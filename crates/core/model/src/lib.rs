@@ -10,6 +10,7 @@ pub mod ingress;
 pub mod input;
 pub mod intent;
 pub mod source;
+mod upstream_traffic;
 
 pub use compute::{MeshModel, MeshState, ModelChange, compute};
 pub use input::*;

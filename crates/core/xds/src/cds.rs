@@ -2,14 +2,17 @@
 
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, Cluster, circuit_breakers, cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    Http2ProtocolOptions, HttpProtocolOptions as HttpCommonOptions,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, UpstreamTlsContext, common_tls_context,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
-use osm_model::{AppProtocol, ServiceRef, UpstreamCluster};
+use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+use osm_model::{AppProtocol, ConnectionLimits, ServiceRef, UpstreamCluster};
 
 use crate::common::{ads, sds, seconds, tls_transport_socket};
 use crate::eds::lb_endpoint_for;
@@ -46,7 +49,7 @@ pub fn upstream(c: &UpstreamCluster, trust_domain: &str) -> Arc<Resource> {
         sni: c.sni(),
         ..Default::default()
     };
-    let cluster = Cluster {
+    let mut cluster = Cluster {
         name: name.clone(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Eds as i32,
@@ -58,12 +61,47 @@ pub fn upstream(c: &UpstreamCluster, trust_domain: &str) -> Arc<Resource> {
         connect_timeout: Some(seconds(1)),
         transport_socket: Some(tls_transport_socket(&tls)),
         typed_extension_protocol_options: match c.protocol {
-            AppProtocol::Http => follow_downstream_protocol(),
+            AppProtocol::Http => follow_downstream_protocol(None),
             AppProtocol::Tcp => Default::default(),
         },
         ..Default::default()
     };
+    if let Some(limits) = &c.limits {
+        apply_limits(&mut cluster, limits, c.protocol);
+    }
     Resource::encode(TypeKind::Cluster, name, &cluster)
+}
+
+/// An UpstreamTrafficSetting's `connectionSettings`, as upstream OSM applies them: one circuit-breaker
+/// threshold set (unset limits at their maximum, remaining capacity tracked so `remaining_*` gauges
+/// show how close clients are), the connect timeout, and requests per connection for HTTP.
+fn apply_limits(cluster: &mut Cluster, limits: &ConnectionLimits, protocol: AppProtocol) {
+    let max = |v: Option<u32>| {
+        Some(UInt32Value {
+            value: v.unwrap_or(u32::MAX),
+        })
+    };
+    cluster.circuit_breakers = Some(CircuitBreakers {
+        thresholds: vec![circuit_breakers::Thresholds {
+            max_connections: max(limits.max_connections),
+            max_pending_requests: max(limits.max_pending_requests),
+            max_requests: max(limits.max_requests),
+            max_retries: max(limits.max_retries),
+            track_remaining: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    if let Some(ms) = limits.connect_timeout_ms {
+        cluster.connect_timeout = Some(Duration {
+            seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+            nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+        });
+    }
+    if protocol == AppProtocol::Http && limits.max_requests_per_connection.is_some() {
+        cluster.typed_extension_protocol_options =
+            follow_downstream_protocol(limits.max_requests_per_connection);
+    }
 }
 
 /// `<ns>/<svc>|<port>|local`: the application in this pod.
@@ -71,14 +109,21 @@ pub fn local(service: &ServiceRef, target_port: u16) -> Arc<Resource> {
     let name = names::local_cluster(service, target_port);
     let mut cluster = static_cluster_config(&name, "127.0.0.1", target_port);
     // Only HTTP connection managers read it; a TCP port's tcp_proxy ignores it.
-    cluster.typed_extension_protocol_options = follow_downstream_protocol();
+    cluster.typed_extension_protocol_options = follow_downstream_protocol(None);
     Resource::encode(TypeKind::Cluster, name, &cluster)
 }
 
 /// Speak upstream what the client spoke downstream: HTTP/1.1 stays HTTP/1.1, HTTP/2 (gRPC, h2c)
 /// stays HTTP/2 across both sidecars and to the app — upstream OSM's setting on every HTTP cluster.
-fn follow_downstream_protocol() -> std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any> {
+/// With `max_requests_per_connection`, a connection is closed after that many requests.
+fn follow_downstream_protocol(
+    max_requests_per_connection: Option<u32>,
+) -> std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any> {
     let options = HttpProtocolOptions {
+        common_http_protocol_options: max_requests_per_connection.map(|n| HttpCommonOptions {
+            max_requests_per_connection: Some(UInt32Value { value: n }),
+            ..Default::default()
+        }),
         upstream_protocol_options: Some(
             http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
                 http_protocol_options::UseDownstreamHttpConfig {

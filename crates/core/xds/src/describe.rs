@@ -494,6 +494,32 @@ fn cluster(c: &Cluster) -> Value {
             None => undecoded(any),
         };
         m.insert("upstream_http_protocol".into(), described);
+        if let Some(Ok(Some(common))) = on(any, |o: HttpProtocolOptions| o.common_http_protocol_options)
+            && let Some(n) = common.max_requests_per_connection
+        {
+            m.insert("max_requests_per_connection".into(), json!(n.value));
+        }
+    }
+    if let Some(cb) = &c.circuit_breakers {
+        let limit = |v: &Option<envoy_types::pb::google::protobuf::UInt32Value>| match v {
+            Some(v) if v.value == u32::MAX => json!("max"),
+            Some(v) => json!(v.value),
+            None => json!("default"),
+        };
+        let thresholds: Vec<Value> = cb
+            .thresholds
+            .iter()
+            .map(|t| {
+                json!({
+                    "max_connections": limit(&t.max_connections),
+                    "max_pending_requests": limit(&t.max_pending_requests),
+                    "max_requests": limit(&t.max_requests),
+                    "max_retries": limit(&t.max_retries),
+                    "track_remaining": t.track_remaining,
+                })
+            })
+            .collect();
+        m.insert("circuit_breakers".into(), json!(thresholds));
     }
     Value::Object(m)
 }

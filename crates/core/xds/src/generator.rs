@@ -9,8 +9,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
 
 use osm_model::{
-    AppProtocol, EgressIntent, InboundAccess, InboundIntent, OutboundIntent, OutboundService, ProxyIntent,
-    ServiceIdentity, ServiceRef, UpstreamCluster,
+    AppProtocol, ConnectionLimits, EgressIntent, InboundAccess, InboundIntent, OutboundIntent,
+    OutboundService, ProxyIntent, ServiceIdentity, ServiceRef, UpstreamCluster,
 };
 
 use crate::resource::{ProxyConfig, Resource, ResourceSet};
@@ -281,7 +281,16 @@ fn build_routes(intent: &OutboundIntent, _: &EgressIntent) -> Vec<Arc<Resource>>
     out
 }
 
-type ClusterKey = (ServiceRef, u16, BTreeSet<ServiceIdentity>, Option<String>);
+/// What `cds::upstream` reads of a cluster: everything but its endpoints (which EDS carries), so an
+/// endpoint change does not re-encode the cluster.
+type ClusterKey = (
+    ServiceRef,
+    u16,
+    AppProtocol,
+    BTreeSet<ServiceIdentity>,
+    Option<String>,
+    Option<ConnectionLimits>,
+);
 
 /// How many memoised entries the generator holds, per table (for metrics, tests and benchmarks).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -482,8 +491,10 @@ impl Generator {
                     (
                         c.service.clone(),
                         c.target_port,
+                        c.protocol,
                         c.server_identities.clone(),
                         c.pod_hostname.clone(),
+                        c.limits.clone(),
                     ),
                     |_| cds::upstream(c, td),
                 ));

@@ -298,3 +298,43 @@ spec:
         described(&model, "bookstore-v2")
     );
 }
+
+/// SMI mode with an UpstreamTrafficSetting for bookstore-v1 (as upstream's circuit-breaking demo
+/// writes it): bookbuyer's `bookstore/bookstore-v1|14001` cluster carries the thresholds (unset ones at
+/// their maximum, remaining capacity tracked), the connect timeout and requests per connection; the
+/// other clusters are unchanged.
+#[test]
+fn smi_bookbuyer_upstream_traffic_setting() {
+    let index = |list: &[&str], name: &str| list.iter().position(|x| *x == name).expect("known name") as u8;
+    let mut input = bookstore(
+        false,
+        Some((50, 50)),
+        |p| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + index(&PODS, p))),
+        |s| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1 + index(&SERVICES, s))),
+    );
+    let uts: osm_api::policy::UpstreamTrafficSetting = serde_saphyr::from_str(
+        "apiVersion: policy.openservicemesh.io/v1alpha1
+kind: UpstreamTrafficSetting
+metadata: {name: bookstore-v1, namespace: bookstore}
+spec:
+  host: bookstore-v1.bookstore.svc.cluster.local
+  connectionSettings:
+    tcp: {maxConnections: 100, connectTimeout: 5s}
+    http: {maxPendingRequests: 16, maxRequestsPerConnection: 32}
+",
+    )
+    .expect("UpstreamTrafficSetting YAML");
+    input
+        .upstream_traffic_settings
+        .insert(osm_model::ObjectRef::new("bookstore", "bookstore-v1"), uts.spec);
+    let model = compute(&input);
+    assert!(model.warnings.is_empty(), "{:?}", model.warnings);
+    let v = described(&model, "bookbuyer");
+    let clusters = &v["clusters"];
+    assert!(
+        clusters["bookstore/bookstore-v2|14001"]
+            .get("circuit_breakers")
+            .is_none()
+    );
+    insta::assert_yaml_snapshot!(clusters["bookstore/bookstore-v1|14001"]);
+}

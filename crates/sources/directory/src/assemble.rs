@@ -23,7 +23,7 @@ pub struct LoadResult {
     /// The model's input: objects of monitored namespaces, the mesh configuration.
     pub input: MeshInput,
     /// Valid objects of our kinds the model does not use (yet): MeshRootCertificates, MeshConfigs
-    /// other than `osm-mesh-config`, and Retry and UpstreamTrafficSetting policies
+    /// other than `osm-mesh-config`, and Retry policies
     /// of monitored namespaces. In file order.
     pub extra: Vec<MeshObject>,
     /// What the objects ask for that the control plane does not do yet
@@ -410,6 +410,9 @@ fn mesh_object(
         }
         MeshObject::IngressBackend(o) => {
             input.ingress_backends.insert(id, o.spec.clone());
+        }
+        MeshObject::UpstreamTrafficSetting(o) => {
+            input.upstream_traffic_settings.insert(id, o.spec.clone());
         }
         other => extra.push(other.clone()),
     }

@@ -17,7 +17,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
 use osm_api::config::{MeshConfig, MeshConfigSpec};
-use osm_api::policy::{Egress, IngressBackend};
+use osm_api::policy::{Egress, IngressBackend, UpstreamTrafficSetting};
 use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
@@ -58,6 +58,8 @@ pub struct Snapshot {
     pub egresses: Vec<Arc<Egress>>,
     /// OSM IngressBackend policies (`policy.openservicemesh.io/v1alpha1`).
     pub ingress_backends: Vec<Arc<IngressBackend>>,
+    /// OSM UpstreamTrafficSettings (`policy.openservicemesh.io/v1alpha1`).
+    pub upstream_traffic_settings: Vec<Arc<UpstreamTrafficSetting>>,
     /// MeshConfigs of the OSM namespace (only `osm-mesh-config` is read).
     pub mesh_configs: Vec<Arc<MeshConfig>>,
 }
@@ -266,6 +268,9 @@ impl Assembly {
         a.policies(&snap.egresses, "Egress", |i| &mut i.egresses);
         a.policies(&snap.ingress_backends, "IngressBackend", |i| {
             &mut i.ingress_backends
+        });
+        a.policies(&snap.upstream_traffic_settings, "UpstreamTrafficSetting", |i| {
+            &mut i.upstream_traffic_settings
         });
         a
     }
@@ -641,7 +646,8 @@ policy!(
     TCPRoute => osm_api::smi::specs::TCPRouteSpec,
     TrafficSplit => osm_api::smi::split::TrafficSplitSpec,
     Egress => osm_api::policy::EgressSpec,
-    IngressBackend => osm_api::policy::IngressBackendSpec
+    IngressBackend => osm_api::policy::IngressBackendSpec,
+    UpstreamTrafficSetting => osm_api::policy::UpstreamTrafficSettingSpec
 );
 
 /// Whether a Service names a target port (resolved against the pods it selects).

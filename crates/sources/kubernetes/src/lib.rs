@@ -44,7 +44,7 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource};
 use osm_api::config::MeshConfig;
 use osm_api::contract::MESH_CONFIG_NAME;
-use osm_api::policy::{Egress, IngressBackend};
+use osm_api::policy::{Egress, IngressBackend, UpstreamTrafficSetting};
 use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
@@ -198,6 +198,8 @@ impl KubeSource {
         let traffic_splits: Store<TrafficSplit> = add!(Api::all(c.clone()), all(), Role::Rebuild);
         let egresses: Store<Egress> = add!(Api::all(c.clone()), all(), Role::Rebuild);
         let ingress_backends: Store<IngressBackend> = add!(Api::all(c.clone()), all(), Role::Rebuild);
+        let upstream_traffic_settings: Store<UpstreamTrafficSetting> =
+            add!(Api::all(c.clone()), all(), Role::Rebuild);
         let mesh_configs: Store<MeshConfig> = add!(
             Api::namespaced(c.clone(), &self.opts.osm_namespace),
             all().fields(&format!("metadata.name={MESH_CONFIG_NAME}")),
@@ -216,6 +218,7 @@ impl KubeSource {
             traffic_splits,
             egresses,
             ingress_backends,
+            upstream_traffic_settings,
             mesh_configs,
         };
 
@@ -244,6 +247,7 @@ struct KubeStores {
     traffic_splits: Store<TrafficSplit>,
     egresses: Store<Egress>,
     ingress_backends: Store<IngressBackend>,
+    upstream_traffic_settings: Store<UpstreamTrafficSetting>,
     mesh_configs: Store<MeshConfig>,
 }
 
@@ -288,6 +292,7 @@ impl Stores for KubeStores {
             traffic_splits: self.traffic_splits.state(),
             egresses: self.egresses.state(),
             ingress_backends: self.ingress_backends.state(),
+            upstream_traffic_settings: self.upstream_traffic_settings.state(),
             mesh_configs: self.mesh_configs.state(),
         }
     }

@@ -76,6 +76,23 @@ pub fn sample(entry: &Unsupported, name: &str, ns: &str) -> Value {
             "matches": [{"apiGroup": "policy.openservicemesh.io/v1alpha1",
                          "kind": "UpstreamTrafficSetting", "name": "httpbin"}]}),
         ),
+        Subject::ObjectField {
+            kind: "UpstreamTrafficSetting",
+            path,
+            ..
+        } => policy(
+            "UpstreamTrafficSetting",
+            name,
+            ns,
+            match path {
+                "spec.rateLimit" => json!({
+                    "host": format!("httpbin.{ns}.svc.cluster.local"),
+                    "rateLimit": {"local": {"tcp": {"connections": 100, "unit": "minute"}}}}),
+                _ => json!({
+                    "host": format!("httpbin.{ns}.svc.cluster.local"),
+                    "httpRoutes": [{"path": "/headers", "rateLimit": {"local": {"requests": 10, "unit": "minute"}}}]}),
+            },
+        ),
         Subject::ObjectField { kind, path, .. } => {
             panic!("no sample for the unsupported field {kind} {path}: add one here")
         }
@@ -88,14 +105,6 @@ pub fn sample(entry: &Unsupported, name: &str, ns: &str) -> Value {
             "destinations": [{"kind": "Service", "name": "httpbin", "namespace": ns}],
             "retryPolicy": {"retryOn": "5xx", "perTryTimeout": "1s", "numRetries": 3,
                             "retryBackoffBaseInterval": "1s"}}),
-        ),
-        Subject::Kind("UpstreamTrafficSetting") => policy(
-            "UpstreamTrafficSetting",
-            name,
-            ns,
-            json!({
-            "host": format!("httpbin.{ns}.svc.cluster.local"),
-            "connectionSettings": {"tcp": {"maxConnections": 100}}}),
         ),
         Subject::Kind("MeshRootCertificate") => json!({
             "apiVersion": "config.openservicemesh.io/v1alpha2", "kind": "MeshRootCertificate",

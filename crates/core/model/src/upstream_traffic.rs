@@ -1,0 +1,104 @@
+//! UpstreamTrafficSettings (`policy.openservicemesh.io/v1alpha1`) → the connection limits of each
+//! upstream Service's clusters ([`ConnectionLimits`]), which every client's cluster for it carries.
+//!
+//! Upstream OSM's semantics (`pkg/envoy/cds/cluster.go`, `pkg/policy`): a setting applies to the
+//! Service its `host` names, in the setting's own namespace — the FQDN `<svc>.<ns>.svc.cluster.local`
+//! as upstream writes it (`<svc>.<ns>.svc`, `<svc>.<ns>` and `<svc>` are read the same way here).
+//! `connectionSettings` become circuit-breaker thresholds and the connect timeout; `rateLimit` and
+//! `httpRoutes` are not applied yet (reported by `osm_api::unsupported`).
+
+use std::collections::HashMap;
+
+use osm_api::policy::UpstreamTrafficSettingSpec;
+
+use crate::input::{MeshInput, ServiceRef};
+use crate::intent::ConnectionLimits;
+
+/// The limits of every Service some setting names. Problems are pushed to `warnings`.
+pub(crate) fn by_service(
+    input: &MeshInput,
+    warnings: &mut Vec<String>,
+) -> HashMap<ServiceRef, ConnectionLimits> {
+    let mut limits: HashMap<ServiceRef, (ConnectionLimits, String)> = HashMap::new();
+    for (id, spec) in &input.upstream_traffic_settings {
+        let Some(service) = host_service(&id.namespace, &spec.host) else {
+            warnings.push(format!(
+                "UpstreamTrafficSetting {id}: spec.host {:?} names no Service of namespace {}; it is not applied",
+                spec.host, id.namespace
+            ));
+            continue;
+        };
+        if !input.services.contains_key(&service) {
+            warnings.push(format!(
+                "UpstreamTrafficSetting {id}: spec.host {:?}: Service {service} does not exist (yet)",
+                spec.host
+            ));
+        }
+        let Some(found) = read(spec) else {
+            continue;
+        };
+        match limits.get(&service) {
+            Some((_, first)) => warnings.push(format!(
+                "UpstreamTrafficSetting {id}: Service {service} already has UpstreamTrafficSetting {first}; \
+                 this one is not applied"
+            )),
+            None => {
+                limits.insert(service, (found, id.to_string()));
+            }
+        }
+    }
+    limits.into_iter().map(|(k, (v, _))| (k, v)).collect()
+}
+
+/// The Service `host` names in `namespace`, if it is one of the accepted spellings.
+fn host_service(namespace: &str, host: &str) -> Option<ServiceRef> {
+    let labels: Vec<&str> = host.split('.').collect();
+    let in_namespace = match labels.as_slice() {
+        [name] => Some(*name),
+        [name, ns] | [name, ns, "svc"] | [name, ns, "svc", "cluster", "local"] if *ns == namespace => {
+            Some(*name)
+        }
+        _ => None,
+    }?;
+    (!in_namespace.is_empty()).then(|| ServiceRef::new(namespace, in_namespace))
+}
+
+/// The connection limits a setting asks for; `None` when it asks for none.
+fn read(spec: &UpstreamTrafficSettingSpec) -> Option<ConnectionLimits> {
+    let c = spec.connection_settings.as_ref()?;
+    let tcp = c.tcp.clone().unwrap_or_default();
+    let http = c.http.clone().unwrap_or_default();
+    let limits = ConnectionLimits {
+        max_connections: tcp.max_connections,
+        connect_timeout_ms: tcp
+            .connect_timeout
+            .map(|d| u64::try_from(std::time::Duration::from(d).as_millis()).unwrap_or(u64::MAX)),
+        max_requests: http.max_requests,
+        max_pending_requests: http.max_pending_requests,
+        max_retries: http.max_retries,
+        max_requests_per_connection: http.max_requests_per_connection,
+    };
+    (limits != ConnectionLimits::default()).then_some(limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_service;
+    use crate::input::ServiceRef;
+
+    #[test]
+    fn upstream_traffic_setting_host_spellings() {
+        let web = Some(ServiceRef::new("shop", "web"));
+        for host in ["web", "web.shop", "web.shop.svc", "web.shop.svc.cluster.local"] {
+            assert_eq!(host_service("shop", host), web, "{host}");
+        }
+        for host in [
+            "web.other.svc.cluster.local",
+            "web.shop.svc.cluster",
+            "",
+            "a.b.c.d",
+        ] {
+            assert_eq!(host_service("shop", host), None, "{host}");
+        }
+    }
+}
