@@ -177,3 +177,99 @@ fn upstream_traffic_setting_circuit_breaking_sotw() {
 fn upstream_traffic_setting_circuit_breaking_delta() {
     circuit_breaking("utcd", AdsApi::Delta);
 }
+
+/// Local rate limits in the upstream's sidecar, as upstream's `e2e_local_ratelimit_test.go` checks them:
+/// with `http {requests: 1, unit: minute}` on bookstore-v1, bookbuyer's first request is served and the
+/// next is answered 429 by bookstore-v1's sidecar (with the configured header; counted under
+/// `http_local_rate_limiter`); with `tcp {connections: 1, unit: minute}` on the echo service, the first
+/// connection works and the next is closed.
+fn local_rate_limit(prefix: &str, api: AdsApi) {
+    if require_or_skip(prefix).is_none() {
+        return;
+    }
+    let tcp_echo = vec!["tcp-echo".to_string(), "--port".into(), ECHO_PORT.to_string()];
+    let (mesh, _ips) = Mesh::bookstore(
+        prefix,
+        api,
+        true,
+        None,
+        &[("tcp-echo", Some(tcp_echo))],
+        |input, ips| {
+            add_tcp_echo(input, ips);
+            for yaml in [
+                "apiVersion: policy.openservicemesh.io/v1alpha1
+kind: UpstreamTrafficSetting
+metadata: {name: bookstore-v1, namespace: bookstore}
+spec:
+  host: bookstore-v1.bookstore.svc.cluster.local
+  rateLimit:
+    local:
+      http:
+        requests: 1
+        unit: minute
+        responseHeadersToAdd: [{name: x-limited-by, value: osm}]
+",
+                "apiVersion: policy.openservicemesh.io/v1alpha1
+kind: UpstreamTrafficSetting
+metadata: {name: tcp-echo, namespace: tcpecho}
+spec:
+  host: tcp-echo.tcpecho.svc.cluster.local
+  rateLimit:
+    local:
+      tcp: {connections: 1, unit: minute}
+",
+            ] {
+                let uts: osm_api::policy::UpstreamTrafficSetting =
+                    serde_saphyr::from_str(yaml).expect("UpstreamTrafficSetting YAML");
+                let id = ObjectRef::new(
+                    uts.metadata.namespace.clone().unwrap_or_default(),
+                    uts.metadata.name.clone().unwrap_or_default(),
+                );
+                input.upstream_traffic_settings.insert(id, uts.spec);
+            }
+        },
+    )
+    .expect("mesh starts");
+    let buyer = mesh.pod("bookbuyer").pod.netns().to_string();
+
+    // HTTP: one request a minute.
+    let v1 = SocketAddr::new(mesh.service_ips["bookstore-v1"], osm_fixtures::BOOKSTORE_PORT);
+    let get = || {
+        osm_e2e::nginx::http_get_host(&buyer, v1, "bookstore-v1.bookstore:14001", "/books-bought")
+            .expect("an answer")
+    };
+    let first = get();
+    assert_eq!(first.status, 200, "{first:?}");
+    let second = get();
+    assert_eq!(second.status, 429, "{second:?}");
+    assert_eq!(second.header("x-limited-by"), Some("osm"), "{second:?}");
+    let stats = mesh.envoy("bookstore-v1").admin_get("/stats").unwrap();
+    assert!(
+        stat_value(
+            &stats,
+            "http_local_rate_limiter.http_local_rate_limit.rate_limited"
+        ) >= 1,
+        "{stats}"
+    );
+
+    // TCP: one connection a minute.
+    let mut first = connect(&buyer);
+    assert_eq!(echo(&mut first, "first\n"), Ok("first\n".into()));
+    let mut second = connect(&buyer);
+    let refused = echo(&mut second, "second\n");
+    assert!(
+        refused.is_err(),
+        "a second connection within the minute got through: {refused:?}"
+    );
+    assert!(mesh.nacks().is_empty(), "NACKs: {:?}", mesh.nacks());
+}
+
+#[test]
+fn upstream_traffic_setting_local_rate_limit_sotw() {
+    local_rate_limit("utr", AdsApi::StateOfTheWorld);
+}
+
+#[test]
+fn upstream_traffic_setting_local_rate_limit_delta() {
+    local_rate_limit("utrd", AdsApi::Delta);
+}

@@ -108,15 +108,9 @@ pub const UNSUPPORTED: &[Unsupported] = &[
     kind("Retry", "no retry policy is applied to the source's routes"),
     object_field(
         "UpstreamTrafficSetting",
-        "spec.rateLimit",
-        |o| matches!(o, MeshObject::UpstreamTrafficSetting(u) if u.spec.rate_limit.is_some()),
-        "no rate limit is applied (connectionSettings are)",
-    ),
-    object_field(
-        "UpstreamTrafficSetting",
         "spec.httpRoutes",
         |o| matches!(o, MeshObject::UpstreamTrafficSetting(u) if !u.spec.http_routes.is_empty()),
-        "no per-route rate limit is applied (connectionSettings are)",
+        "no per-route rate limit is applied (connectionSettings and rateLimit are)",
     ),
     kind(
         "MeshRootCertificate",

@@ -91,6 +91,8 @@ pub struct MeshState {
     ingress: IngressIndex,
     /// UpstreamTrafficSetting connection limits by upstream Service.
     limits: HashMap<ServiceRef, ConnectionLimits>,
+    /// UpstreamTrafficSetting local rate limits by upstream Service.
+    rate_limits: HashMap<ServiceRef, Arc<LocalRateLimit>>,
     model: MeshModel,
 }
 
@@ -188,9 +190,12 @@ impl MeshState {
             no_egress: Arc::new(EgressIntent::default()),
             ingress: IngressIndex::default(),
             limits: HashMap::new(),
+            rate_limits: HashMap::new(),
             model: MeshModel::default(),
         };
-        state.limits = crate::upstream_traffic::by_service(input, &mut state.model.warnings);
+        let settings = crate::upstream_traffic::by_service(input, &mut state.model.warnings);
+        state.limits = settings.limits;
+        state.rate_limits = settings.rate_limits;
         state.egress_by_identity = crate::egress::by_identity(input, &mut state.model.warnings);
         let index = crate::input::PodSelectorIndex::new(input);
         for (id, svc) in &input.services {
@@ -639,6 +644,10 @@ impl MeshState {
                 InboundPort {
                     target_port,
                     access: self.inbound_access(identity, protocol, target_port, &service_ports),
+                    rate_limit: services
+                        .iter()
+                        .find_map(|s| self.rate_limits.get(&s.service))
+                        .cloned(),
                     services: services.into_iter().collect(),
                 }
             })

@@ -97,6 +97,37 @@ pub struct InboundPort {
     pub services: Vec<InboundService>,
     /// The port's protocol with who may reach it, in that protocol's terms.
     pub access: InboundAccess,
+    /// The local rate limits an UpstreamTrafficSetting of one of the port's services sets (the first
+    /// such service, in service order); `None`: none.
+    pub rate_limit: Option<Arc<LocalRateLimit>>,
+}
+
+/// An UpstreamTrafficSetting's `rateLimit.local`, enforced by the upstream's own sidecar for all its
+/// clients together.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct LocalRateLimit {
+    /// New connections (`tcp`), counted after RBAC.
+    pub connections: Option<TokenBucket>,
+    /// Requests (`http`), per virtual host.
+    pub requests: Option<HttpRateLimit>,
+}
+
+/// `n` tokens every `fill_interval_secs`, at most `max_tokens` (`n + burst`) saved up.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct TokenBucket {
+    pub tokens_per_fill: u32,
+    pub max_tokens: u32,
+    pub fill_interval_secs: u64,
+}
+
+/// A request rate limit and how refused requests are answered.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct HttpRateLimit {
+    pub bucket: TokenBucket,
+    /// Status of a refused request (Envoy's default, 429, when `None`).
+    pub status: Option<u32>,
+    /// Headers added to refused requests' responses.
+    pub response_headers: Vec<(String, String)>,
 }
 
 impl InboundPort {
@@ -109,13 +140,16 @@ impl InboundPort {
 impl Serialize for InboundPort {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("InboundPort", 4)?;
+        let mut st = s.serialize_struct("InboundPort", 5)?;
         st.serialize_field("target_port", &self.target_port)?;
         st.serialize_field("protocol", &self.protocol())?;
         st.serialize_field("services", &self.services)?;
         match &self.access {
             InboundAccess::Http(access) => st.serialize_field("access", access)?,
             InboundAccess::Tcp(access) => st.serialize_field("access", access)?,
+        }
+        if let Some(limit) = &self.rate_limit {
+            st.serialize_field("rate_limit", limit)?;
         }
         st.end()
     }

@@ -4,22 +4,33 @@
 //! Upstream OSM's semantics (`pkg/envoy/cds/cluster.go`, `pkg/policy`): a setting applies to the
 //! Service its `host` names, in the setting's own namespace — the FQDN `<svc>.<ns>.svc.cluster.local`
 //! as upstream writes it (`<svc>.<ns>.svc`, `<svc>.<ns>` and `<svc>` are read the same way here).
-//! `connectionSettings` become circuit-breaker thresholds and the connect timeout; `rateLimit` and
-//! `httpRoutes` are not applied yet (reported by `osm_api::unsupported`).
+//! `connectionSettings` become circuit-breaker thresholds and the connect timeout on every client's
+//! cluster; `rateLimit.local` becomes token buckets in the upstream's own sidecars (connections after
+//! RBAC, requests per virtual host). `httpRoutes` are not applied yet (reported by
+//! `osm_api::unsupported`).
 
 use std::collections::HashMap;
+
+use std::sync::Arc;
 
 use osm_api::policy::UpstreamTrafficSettingSpec;
 
 use crate::input::{MeshInput, ServiceRef};
-use crate::intent::ConnectionLimits;
+use crate::intent::{ConnectionLimits, HttpRateLimit, LocalRateLimit, TokenBucket};
 
-/// The limits of every Service some setting names. Problems are pushed to `warnings`.
-pub(crate) fn by_service(
-    input: &MeshInput,
-    warnings: &mut Vec<String>,
-) -> HashMap<ServiceRef, ConnectionLimits> {
+/// What the settings ask of each Service: connection limits for its clients' clusters, local rate
+/// limits for its own sidecars.
+#[derive(Default)]
+pub(crate) struct UpstreamSettings {
+    pub(crate) limits: HashMap<ServiceRef, ConnectionLimits>,
+    pub(crate) rate_limits: HashMap<ServiceRef, Arc<LocalRateLimit>>,
+}
+
+/// The settings of every Service some setting names. Problems are pushed to `warnings`.
+pub(crate) fn by_service(input: &MeshInput, warnings: &mut Vec<String>) -> UpstreamSettings {
     let mut limits: HashMap<ServiceRef, (ConnectionLimits, String)> = HashMap::new();
+    let mut rate_limits: HashMap<ServiceRef, Arc<LocalRateLimit>> = HashMap::new();
+    let mut claimed: HashMap<ServiceRef, String> = HashMap::new();
     for (id, spec) in &input.upstream_traffic_settings {
         let Some(service) = host_service(&id.namespace, &spec.host) else {
             warnings.push(format!(
@@ -34,20 +45,60 @@ pub(crate) fn by_service(
                 spec.host
             ));
         }
-        let Some(found) = read(spec) else {
-            continue;
-        };
-        match limits.get(&service) {
-            Some((_, first)) => warnings.push(format!(
+        if let Some(first) = claimed.get(&service) {
+            warnings.push(format!(
                 "UpstreamTrafficSetting {id}: Service {service} already has UpstreamTrafficSetting {first}; \
                  this one is not applied"
-            )),
-            None => {
-                limits.insert(service, (found, id.to_string()));
-            }
+            ));
+            continue;
+        }
+        claimed.insert(service.clone(), id.to_string());
+        if let Some(found) = read(spec) {
+            limits.insert(service.clone(), (found, id.to_string()));
+        }
+        if let Some(found) = read_rate_limit(spec) {
+            rate_limits.insert(service, Arc::new(found));
         }
     }
-    limits.into_iter().map(|(k, (v, _))| (k, v)).collect()
+    UpstreamSettings {
+        limits: limits.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+        rate_limits,
+    }
+}
+
+/// Seconds in a rate limit's `unit` (validation admits only these three).
+fn unit_secs(unit: &str) -> u64 {
+    match unit {
+        "hour" => 3600,
+        "minute" => 60,
+        _ => 1,
+    }
+}
+
+/// The local rate limits a setting asks for; `None` when it asks for none.
+fn read_rate_limit(spec: &UpstreamTrafficSettingSpec) -> Option<LocalRateLimit> {
+    let local = spec.rate_limit.as_ref()?.local.as_ref()?;
+    let limit = LocalRateLimit {
+        connections: local.tcp.as_ref().map(|t| TokenBucket {
+            tokens_per_fill: t.connections,
+            max_tokens: t.connections.saturating_add(t.burst.unwrap_or(0)),
+            fill_interval_secs: unit_secs(&t.unit),
+        }),
+        requests: local.http.as_ref().map(|h| HttpRateLimit {
+            bucket: TokenBucket {
+                tokens_per_fill: h.requests,
+                max_tokens: h.requests.saturating_add(h.burst.unwrap_or(0)),
+                fill_interval_secs: unit_secs(&h.unit),
+            },
+            status: h.response_status_code,
+            response_headers: h
+                .response_headers_to_add
+                .iter()
+                .map(|hv| (hv.name.clone(), hv.value.clone()))
+                .collect(),
+        }),
+    };
+    (limit != LocalRateLimit::default()).then_some(limit)
 }
 
 /// The Service `host` names in `namespace`, if it is one of the accepted spellings.

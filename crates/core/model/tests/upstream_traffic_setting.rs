@@ -131,3 +131,53 @@ fn upstream_traffic_setting_changes_update_incrementally_like_a_full_compute() {
     state.update(&after, &before);
     assert_eq!(state.model(), &compute(&before));
 }
+
+/// `rateLimit.local` lands on the upstream's own inbound port (its sidecars enforce it), as token
+/// buckets: `n` per unit, `n + burst` at most.
+#[test]
+fn upstream_traffic_setting_rate_limit_is_on_the_upstreams_inbound_port() {
+    let mut input = mesh(false);
+    add(
+        &mut input,
+        "bookstore",
+        "v1",
+        "  host: bookstore-v1\n  rateLimit:\n    local:\n      tcp: {connections: 5, unit: second}\n      http: {requests: 10, unit: minute, burst: 5, responseStatusCode: 503, responseHeadersToAdd: [{name: a, value: b}]}\n",
+    );
+    let model = compute(&input);
+    assert!(model.warnings.is_empty(), "{:?}", model.warnings);
+    let port = &model.proxies["bookstore-v1"].inbound.ports[0];
+    let limit = port
+        .rate_limit
+        .as_deref()
+        .expect("bookstore-v1's port is limited");
+    assert_eq!(
+        limit.connections,
+        Some(TokenBucket {
+            tokens_per_fill: 5,
+            max_tokens: 5,
+            fill_interval_secs: 1
+        })
+    );
+    let requests = limit.requests.as_ref().expect("a request limit");
+    assert_eq!(
+        requests.bucket,
+        TokenBucket {
+            tokens_per_fill: 10,
+            max_tokens: 15,
+            fill_interval_secs: 60
+        }
+    );
+    assert_eq!(requests.status, Some(503));
+    assert_eq!(requests.response_headers, [("a".to_string(), "b".to_string())]);
+    assert!(
+        model.proxies["bookstore-v2"].inbound.ports[0]
+            .rate_limit
+            .is_none()
+    );
+    assert!(
+        limits_of(&model, "bookbuyer", "bookstore-v1")
+            .iter()
+            .all(Option::is_none),
+        "no connection settings: clients' clusters are unchanged"
+    );
+}

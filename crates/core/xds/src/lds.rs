@@ -222,9 +222,25 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
         while let Some(svc) = services.next() {
             while services.next_if(|next| next.service == svc.service).is_some() {}
             let name = names::inbound_filter_chain(&svc.service, svc.port, port.protocol());
+            let limit = port.rate_limit.as_deref();
+            let connection_limit = limit
+                .and_then(|l| l.connections.as_ref())
+                .map(|b| crate::rate_limit::connections(b, &name));
             let filters = match &port.access {
                 InboundAccess::Http(_) => {
-                    vec![hcm_filter(&name, &names::rds_inbound(port.target_port), true)]
+                    // HTTP RBAC is per route, so the connection limit comes first here.
+                    let request_limit = limit
+                        .and_then(|l| l.requests.as_ref())
+                        .map(|_| crate::rate_limit::http_filter(&name));
+                    connection_limit
+                        .into_iter()
+                        .chain(std::iter::once(hcm_filter_with(
+                            &name,
+                            &names::rds_inbound(port.target_port),
+                            true,
+                            request_limit,
+                        )))
+                        .collect()
                 }
                 InboundAccess::Tcp(access) => {
                     let mut filters = Vec::new();
@@ -238,6 +254,8 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
                             },
                         ));
                     }
+                    // After RBAC: a refused client does not use up the allowed ones' connections.
+                    filters.extend(connection_limit);
                     filters.push(tcp_proxy_filter(&name, &local_cluster));
                     filters
                 }
@@ -351,6 +369,16 @@ pub fn prometheus() -> Arc<Resource> {
 }
 
 pub(crate) fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool) -> Filter {
+    hcm_filter_with(stat_prefix, rds_name, with_rbac, None)
+}
+
+/// [`hcm_filter`] with, before the router, `extra` (a rate-limit filter the routes enable).
+pub(crate) fn hcm_filter_with(
+    stat_prefix: &str,
+    rds_name: &str,
+    with_rbac: bool,
+    extra: Option<HttpFilter>,
+) -> Filter {
     let mut http_filters = Vec::new();
     if with_rbac {
         // Empty rules: enforcement comes from each route's RBAC override.
@@ -360,6 +388,7 @@ pub(crate) fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool) -> 
             ..Default::default()
         });
     }
+    http_filters.extend(extra);
     http_filters.push(router_filter());
     let hcm = path_normalization::apply(HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),

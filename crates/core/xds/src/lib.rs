@@ -18,6 +18,7 @@ pub mod ingress;
 pub mod lds;
 pub mod names;
 pub mod proxy_bootstrap;
+pub mod rate_limit;
 pub mod rds;
 pub mod resource;
 pub mod sds;

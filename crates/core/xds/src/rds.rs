@@ -17,7 +17,8 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use osm_model::{
-    HttpAccess, HttpRouteMatch, HttpRoutePolicy, OutboundService, PodHost, ServiceIdentity, pod_service,
+    HttpAccess, HttpRateLimit, HttpRouteMatch, HttpRoutePolicy, OutboundService, PodHost, ServiceIdentity,
+    pod_service,
 };
 
 use crate::names;
@@ -159,6 +160,7 @@ pub fn inbound(
     target_port: u16,
     local_cluster: &str,
     access: &HttpAccess,
+    rate_limit: Option<&HttpRateLimit>,
     trust_domain: &str,
 ) -> Arc<Resource> {
     let to_local = |name: String, m: RouteMatch, rbac: Option<RbacPerRoute>| Route {
@@ -210,6 +212,16 @@ pub fn inbound(
             name: "inbound_virtual-host".to_string(),
             domains: vec!["*".to_string()],
             routes,
+            typed_per_filter_config: rate_limit
+                .map(|l| {
+                    [(
+                        crate::rate_limit::HTTP_FILTER.to_string(),
+                        crate::rate_limit::per_virtual_host(l),
+                    )]
+                    .into_iter()
+                    .collect()
+                })
+                .unwrap_or_default(),
             ..Default::default()
         }],
         validate_clusters: Some(BoolValue { value: false }),
@@ -410,7 +422,7 @@ mod tests {
     }
 
     fn principals(policies: Vec<HttpRoutePolicy>) -> serde_json::Value {
-        let r = inbound(8080, "local", &HttpAccess::Routes(policies), "td");
+        let r = inbound(8080, "local", &HttpAccess::Routes(policies), None, "td");
         let v = crate::describe::describe_resource(&r);
         let routes = &v["virtual_hosts"]["inbound_virtual-host"]["routes"];
         json!(

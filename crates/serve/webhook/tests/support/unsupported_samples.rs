@@ -85,12 +85,12 @@ pub fn sample(entry: &Unsupported, name: &str, ns: &str) -> Value {
             name,
             ns,
             match path {
-                "spec.rateLimit" => json!({
-                    "host": format!("httpbin.{ns}.svc.cluster.local"),
-                    "rateLimit": {"local": {"tcp": {"connections": 100, "unit": "minute"}}}}),
-                _ => json!({
+                "spec.httpRoutes" => json!({
                     "host": format!("httpbin.{ns}.svc.cluster.local"),
                     "httpRoutes": [{"path": "/headers", "rateLimit": {"local": {"requests": 10, "unit": "minute"}}}]}),
+                other => {
+                    panic!("no sample for the unsupported field UpstreamTrafficSetting {other}: add one here")
+                }
             },
         ),
         Subject::ObjectField { kind, path, .. } => {
