@@ -181,7 +181,8 @@ fn upstream_traffic_setting_circuit_breaking_delta() {
 /// Local rate limits in the upstream's sidecar, as upstream's `e2e_local_ratelimit_test.go` checks them:
 /// with `http {requests: 1, unit: minute}` on bookstore-v1, bookbuyer's first request is served and the
 /// next is answered 429 by bookstore-v1's sidecar (with the configured header; counted under
-/// `http_local_rate_limiter`); with `tcp {connections: 1, unit: minute}` on the echo service, the first
+/// `http_local_rate_limiter`); with `httpRoutes` limiting `/books-bought` on bookstore-v2, only that
+/// path is limited; with `tcp {connections: 1, unit: minute}` on the echo service, the first
 /// connection works and the next is closed.
 fn local_rate_limit(prefix: &str, api: AdsApi) {
     if require_or_skip(prefix).is_none() {
@@ -208,6 +209,16 @@ spec:
         requests: 1
         unit: minute
         responseHeadersToAdd: [{name: x-limited-by, value: osm}]
+",
+                "apiVersion: policy.openservicemesh.io/v1alpha1
+kind: UpstreamTrafficSetting
+metadata: {name: bookstore-v2, namespace: bookstore}
+spec:
+  host: bookstore-v2.bookstore.svc.cluster.local
+  httpRoutes:
+  - path: /books-bought
+    rateLimit:
+      local: {requests: 1, unit: minute}
 ",
                 "apiVersion: policy.openservicemesh.io/v1alpha1
 kind: UpstreamTrafficSetting
@@ -250,6 +261,21 @@ spec:
             "http_local_rate_limiter.http_local_rate_limit.rate_limited"
         ) >= 1,
         "{stats}"
+    );
+
+    // httpRoutes: one request a minute on /books-bought only (permissive: a route of its own).
+    let v2 = SocketAddr::new(mesh.service_ips["bookstore-v2"], osm_fixtures::BOOKSTORE_PORT);
+    let get_v2 = |path: &str| {
+        osm_e2e::nginx::http_get_host(&buyer, v2, "bookstore-v2.bookstore:14001", path)
+            .expect("an answer")
+            .status
+    };
+    assert_eq!(get_v2("/books-bought"), 200);
+    assert_eq!(get_v2("/books-bought"), 429, "the limited route");
+    assert_eq!(
+        (get_v2("/"), get_v2("/"), get_v2("/")),
+        (200, 200, 200),
+        "other paths are not limited"
     );
 
     // TCP: one connection a minute.

@@ -106,12 +106,6 @@ pub const UNSUPPORTED: &[Unsupported] = &[
         "no rate limit is applied to the ingress traffic (the rest of the policy is)",
     ),
     kind("Retry", "no retry policy is applied to the source's routes"),
-    object_field(
-        "UpstreamTrafficSetting",
-        "spec.httpRoutes",
-        |o| matches!(o, MeshObject::UpstreamTrafficSetting(u) if !u.spec.http_routes.is_empty()),
-        "no per-route rate limit is applied (connectionSettings and rateLimit are)",
-    ),
     kind(
         "MeshRootCertificate",
         "the mesh root is not rotated; the built-in CA keeps its root",

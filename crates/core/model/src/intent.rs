@@ -110,6 +110,16 @@ pub struct LocalRateLimit {
     pub connections: Option<TokenBucket>,
     /// Requests (`http`), per virtual host.
     pub requests: Option<HttpRateLimit>,
+    /// `httpRoutes`: requests whose route's path regex is this one (as the HTTPRouteGroup writes it;
+    /// in permissive mode a route of its own), limited apart from the rest. Sorted by path.
+    pub routes: Vec<(String, HttpRateLimit)>,
+}
+
+impl LocalRateLimit {
+    /// Whether the HTTP rate-limit filter is needed: a virtual host or a route is limited.
+    pub fn limits_requests(&self) -> bool {
+        self.requests.is_some() || !self.routes.is_empty()
+    }
 }
 
 /// `n` tokens every `fill_interval_secs`, at most `max_tokens` (`n + burst`) saved up.

@@ -6,8 +6,7 @@
 //! as upstream writes it (`<svc>.<ns>.svc`, `<svc>.<ns>` and `<svc>` are read the same way here).
 //! `connectionSettings` become circuit-breaker thresholds and the connect timeout on every client's
 //! cluster; `rateLimit.local` becomes token buckets in the upstream's own sidecars (connections after
-//! RBAC, requests per virtual host). `httpRoutes` are not applied yet (reported by
-//! `osm_api::unsupported`).
+//! RBAC, requests per virtual host, and per route for `httpRoutes`).
 
 use std::collections::HashMap;
 
@@ -77,28 +76,42 @@ fn unit_secs(unit: &str) -> u64 {
 
 /// The local rate limits a setting asks for; `None` when it asks for none.
 fn read_rate_limit(spec: &UpstreamTrafficSettingSpec) -> Option<LocalRateLimit> {
-    let local = spec.rate_limit.as_ref()?.local.as_ref()?;
+    let local = spec.rate_limit.as_ref().and_then(|r| r.local.as_ref());
     let limit = LocalRateLimit {
-        connections: local.tcp.as_ref().map(|t| TokenBucket {
+        connections: local.and_then(|l| l.tcp.as_ref()).map(|t| TokenBucket {
             tokens_per_fill: t.connections,
             max_tokens: t.connections.saturating_add(t.burst.unwrap_or(0)),
             fill_interval_secs: unit_secs(&t.unit),
         }),
-        requests: local.http.as_ref().map(|h| HttpRateLimit {
-            bucket: TokenBucket {
-                tokens_per_fill: h.requests,
-                max_tokens: h.requests.saturating_add(h.burst.unwrap_or(0)),
-                fill_interval_secs: unit_secs(&h.unit),
-            },
-            status: h.response_status_code,
-            response_headers: h
-                .response_headers_to_add
+        requests: local.and_then(|l| l.http.as_ref()).map(http_limit),
+        routes: {
+            let mut routes: Vec<(String, HttpRateLimit)> = spec
+                .http_routes
                 .iter()
-                .map(|hv| (hv.name.clone(), hv.value.clone()))
-                .collect(),
-        }),
+                .filter_map(|r| Some((r.path.clone(), http_limit(r.rate_limit.as_ref()?.local.as_ref()?))))
+                .collect();
+            routes.sort_by(|a, b| a.0.cmp(&b.0));
+            routes.dedup_by(|a, b| a.0 == b.0);
+            routes
+        },
     };
     (limit != LocalRateLimit::default()).then_some(limit)
+}
+
+fn http_limit(h: &osm_api::policy::HttpLocalRateLimitSpec) -> HttpRateLimit {
+    HttpRateLimit {
+        bucket: TokenBucket {
+            tokens_per_fill: h.requests,
+            max_tokens: h.requests.saturating_add(h.burst.unwrap_or(0)),
+            fill_interval_secs: unit_secs(&h.unit),
+        },
+        status: h.response_status_code,
+        response_headers: h
+            .response_headers_to_add
+            .iter()
+            .map(|hv| (hv.name.clone(), hv.value.clone()))
+            .collect(),
+    }
 }
 
 /// The Service `host` names in `namespace`, if it is one of the accepted spellings.

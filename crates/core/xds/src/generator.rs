@@ -531,8 +531,8 @@ impl Generator {
                 let local = names::local_cluster(&first.service, port.target_port);
                 set.insert(cds::local(&first.service, port.target_port));
                 if let InboundAccess::Http(access) = &port.access {
-                    let requests = port.rate_limit.as_ref().and_then(|l| l.requests.as_ref());
-                    set.insert(rds::inbound(port.target_port, &local, access, requests, &td));
+                    let limit = port.rate_limit.as_deref();
+                    set.insert(rds::inbound(port.target_port, &local, access, limit, &td));
                 }
             }
             for routes in ingress::route_configs(intent) {

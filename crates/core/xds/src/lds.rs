@@ -230,7 +230,7 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
                 InboundAccess::Http(_) => {
                     // HTTP RBAC is per route, so the connection limit comes first here.
                     let request_limit = limit
-                        .and_then(|l| l.requests.as_ref())
+                        .filter(|l| l.limits_requests())
                         .map(|_| crate::rate_limit::http_filter(&name));
                     connection_limit
                         .into_iter()

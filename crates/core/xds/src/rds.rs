@@ -17,8 +17,8 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use osm_model::{
-    HttpAccess, HttpRateLimit, HttpRouteMatch, HttpRoutePolicy, OutboundService, PodHost, ServiceIdentity,
-    pod_service,
+    HttpAccess, HttpRateLimit, HttpRouteMatch, HttpRoutePolicy, LocalRateLimit, OutboundService, PodHost,
+    ServiceIdentity, pod_service,
 };
 
 use crate::names;
@@ -160,23 +160,61 @@ pub fn inbound(
     target_port: u16,
     local_cluster: &str,
     access: &HttpAccess,
-    rate_limit: Option<&HttpRateLimit>,
+    rate_limit: Option<&LocalRateLimit>,
     trust_domain: &str,
 ) -> Arc<Resource> {
-    let to_local = |name: String, m: RouteMatch, rbac: Option<RbacPerRoute>| Route {
-        name,
-        r#match: Some(m),
-        action: Some(route::Action::Route(RouteAction {
-            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(local_cluster.to_string())),
+    // `httpRoutes` limits, by the path regex they name.
+    let route_limits: HashMap<&str, &HttpRateLimit> = rate_limit
+        .into_iter()
+        .flat_map(|l| l.routes.iter().map(|(path, limit)| (path.as_str(), limit)))
+        .collect();
+    let to_local = |name: String, m: RouteMatch, rbac: Option<RbacPerRoute>, path: Option<&str>| {
+        let mut per_filter: HashMap<String, envoy_types::pb::google::protobuf::Any> = HashMap::new();
+        if let Some(r) = rbac {
+            per_filter.insert(HTTP_RBAC_FILTER.to_string(), to_any(&r));
+        }
+        if let Some(limit) = path.and_then(|p| route_limits.get(p)) {
+            per_filter.insert(
+                crate::rate_limit::HTTP_FILTER.to_string(),
+                crate::rate_limit::per_virtual_host(limit),
+            );
+        }
+        Route {
+            name,
+            r#match: Some(m),
+            action: Some(route::Action::Route(RouteAction {
+                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(local_cluster.to_string())),
+                ..Default::default()
+            })),
+            typed_per_filter_config: per_filter,
             ..Default::default()
-        })),
-        typed_per_filter_config: rbac
-            .map(|r| [(HTTP_RBAC_FILTER.to_string(), to_any(&r))].into_iter().collect())
-            .unwrap_or_default(),
-        ..Default::default()
+        }
     };
     let routes = match access {
-        HttpAccess::AnyMeshIdentity => vec![to_local("allow-all".to_string(), prefix_match("/"), None)],
+        // Permissive: a route of its own for each limited path, then everything.
+        HttpAccess::AnyMeshIdentity => rate_limit
+            .into_iter()
+            .flat_map(|l| l.routes.iter())
+            .enumerate()
+            .map(|(i, (path, _))| {
+                to_local(
+                    format!("rate-limited-{i}"),
+                    http_route_match(&HttpRouteMatch {
+                        path_regex: path.clone(),
+                        methods: Vec::new(),
+                        headers: Vec::new(),
+                    }),
+                    None,
+                    Some(path),
+                )
+            })
+            .chain(std::iter::once(to_local(
+                "allow-all".to_string(),
+                prefix_match("/"),
+                None,
+                None,
+            )))
+            .collect(),
         HttpAccess::Routes(policies) => policies
             .iter()
             .enumerate()
@@ -196,12 +234,14 @@ pub fn inbound(
                             ..Default::default()
                         }),
                     }),
+                    Some(p.route.path_regex.as_str()),
                 )
             })
             .chain(std::iter::once(to_local(
                 UNMATCHED_ROUTE.to_string(),
                 prefix_match("/"),
                 Some(allow_principals(std::iter::empty(), trust_domain)),
+                None,
             )))
             .collect(),
     };
@@ -213,6 +253,7 @@ pub fn inbound(
             domains: vec!["*".to_string()],
             routes,
             typed_per_filter_config: rate_limit
+                .and_then(|l| l.requests.as_ref())
                 .map(|l| {
                     [(
                         crate::rate_limit::HTTP_FILTER.to_string(),
@@ -471,6 +512,56 @@ mod tests {
         assert_eq!(
             got,
             json!([[{"authenticated": "a.ns.td"}], [{"authenticated": "a.ns.td"}], null])
+        );
+    }
+
+    /// `httpRoutes` limits attach to the SMI route with that exact path regex (beside its RBAC), and
+    /// to no other route; the virtual host keeps its own limit.
+    #[test]
+    fn smi_route_with_an_http_routes_limit_carries_it() {
+        use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+        use osm_model::{LocalRateLimit, TokenBucket};
+        use prost::Message;
+        let limit = |n| HttpRateLimit {
+            bucket: TokenBucket {
+                tokens_per_fill: n,
+                max_tokens: n,
+                fill_interval_secs: 60,
+            },
+            status: None,
+            response_headers: Vec::new(),
+        };
+        let rate_limit = LocalRateLimit {
+            connections: None,
+            requests: Some(limit(100)),
+            routes: vec![("/books-bought".to_string(), limit(1))],
+        };
+        let access = HttpAccess::Routes(vec![
+            policy("/books-bought", &["GET"], &["a"]),
+            policy("/other", &[], &["a"]),
+        ]);
+        let r = inbound(8080, "local", &access, Some(&rate_limit), "td");
+        let config = RouteConfiguration::decode(r.body().value.as_slice()).unwrap();
+        let vhost = &config.virtual_hosts[0];
+        assert!(
+            vhost
+                .typed_per_filter_config
+                .contains_key(crate::rate_limit::HTTP_FILTER)
+        );
+        let limited: Vec<&str> = vhost
+            .routes
+            .iter()
+            .filter(|r| {
+                r.typed_per_filter_config
+                    .contains_key(crate::rate_limit::HTTP_FILTER)
+            })
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(limited, ["route-0"]);
+        assert!(
+            vhost.routes[0]
+                .typed_per_filter_config
+                .contains_key(HTTP_RBAC_FILTER)
         );
     }
 }

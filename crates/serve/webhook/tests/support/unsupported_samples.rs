@@ -76,23 +76,6 @@ pub fn sample(entry: &Unsupported, name: &str, ns: &str) -> Value {
             "matches": [{"apiGroup": "policy.openservicemesh.io/v1alpha1",
                          "kind": "UpstreamTrafficSetting", "name": "httpbin"}]}),
         ),
-        Subject::ObjectField {
-            kind: "UpstreamTrafficSetting",
-            path,
-            ..
-        } => policy(
-            "UpstreamTrafficSetting",
-            name,
-            ns,
-            match path {
-                "spec.httpRoutes" => json!({
-                    "host": format!("httpbin.{ns}.svc.cluster.local"),
-                    "httpRoutes": [{"path": "/headers", "rateLimit": {"local": {"requests": 10, "unit": "minute"}}}]}),
-                other => {
-                    panic!("no sample for the unsupported field UpstreamTrafficSetting {other}: add one here")
-                }
-            },
-        ),
         Subject::ObjectField { kind, path, .. } => {
             panic!("no sample for the unsupported field {kind} {path}: add one here")
         }
