@@ -11,55 +11,32 @@
 //! - the ingress certificate rotated (short validity) under continuous requests through nginx, which
 //!   reloads on each new certificate as an ingress controller does: no request fails.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use osm_e2e::nginx::{self, Nginx, ProxyTls, Upstream, nginx_or_skip};
 use osm_e2e::{Mesh, require_or_skip, stat_value};
-use osm_model::{AppProtocol, MeshInput, ObjectRef, Pod, Service, ServicePort};
+use osm_model::{MeshInput, ObjectRef};
 use osm_xds::bootstrap::AdsApi;
 
 const BACKEND_PORT: u16 = 14001;
 const INGRESS_PORT: u16 = 80;
-const NGINX: &str = "ingress-nginx";
-const NGINX_NS: &str = "ingress-ns";
+const NGINX: &str = osm_fixtures::INGRESS_CONTROLLER.1;
+const NGINX_NS: &str = osm_fixtures::INGRESS_CONTROLLER.0;
 const OUTSIDER: &str = "outsider";
 /// The subject alternative name of the ingress gateway certificate, as in upstream's test.
 const INGRESS_SAN: &str = "ingress-nginx.ingress-ns.example.com";
 
-/// nginx's pod and Service in the input: not meshed (no sidecar), but in a monitored namespace, as
-/// upstream's docs require (`osm namespace add ingress-ns --disable-sidecar-injection`), so its
-/// endpoints are known.
+/// nginx's pod and Service in the input (`MeshBuilder::ingress_controller`): not meshed, but in a
+/// monitored namespace, as upstream's docs require (`osm namespace add ingress-ns
+/// --disable-sidecar-injection`), so its endpoints are known.
 fn add_ingress_controller(input: &mut MeshInput, ip: IpAddr) {
-    let id = ObjectRef::new(NGINX_NS, NGINX);
-    let labels: std::collections::BTreeMap<String, String> = [("app".into(), NGINX.into())].into();
-    input.pods.insert(
-        id.clone(),
-        Pod {
-            id: id.clone(),
-            service_account: NGINX.into(),
-            proxy_uuid: None,
-            ip: Some(ip),
-            labels: labels.clone(),
-            hostname: None,
-            subdomain: None,
-        },
-    );
-    input.services.insert(
-        id.clone(),
-        Service {
-            id,
-            cluster_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 96, 9, 9))),
-            ports: vec![ServicePort {
-                name: None,
-                port: INGRESS_PORT,
-                target_port: INGRESS_PORT,
-                protocol: AppProtocol::Http,
-            }],
-            selector: labels,
-        },
-    );
+    let mut b = osm_fixtures::MeshBuilder {
+        input: std::mem::take(input),
+    };
+    b.ingress_controller(ip);
+    *input = b.input;
 }
 
 /// An IngressBackend for bookstore-v1 as an OSM user writes it; `backend_extra` completes the backend

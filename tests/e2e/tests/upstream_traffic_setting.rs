@@ -40,19 +40,39 @@ fn add_tcp_echo(input: &mut MeshInput, ips: &BTreeMap<String, IpAddr>) {
     *input = b.input;
 }
 
-fn max_one_connection() -> (ObjectRef, osm_api::policy::UpstreamTrafficSettingSpec) {
-    let uts: osm_api::policy::UpstreamTrafficSetting = serde_saphyr::from_str(
-        "apiVersion: policy.openservicemesh.io/v1alpha1
+const MAX_ONE_CONNECTION: &str = "apiVersion: policy.openservicemesh.io/v1alpha1
 kind: UpstreamTrafficSetting
 metadata: {name: tcp-echo, namespace: tcpecho}
 spec:
   host: tcp-echo.tcpecho.svc.cluster.local
   connectionSettings:
     tcp: {maxConnections: 1}
-",
+";
+
+/// The bookstore demo (permissive) with the TCP echo service and these UpstreamTrafficSettings (YAML).
+fn mesh_with_settings(prefix: &str, api: AdsApi, settings: &[&str]) -> Mesh {
+    let tcp_echo = vec!["tcp-echo".to_string(), "--port".into(), ECHO_PORT.to_string()];
+    let (mesh, _ips) = Mesh::bookstore(
+        prefix,
+        api,
+        true,
+        None,
+        &[("tcp-echo", Some(tcp_echo))],
+        |input, ips| {
+            add_tcp_echo(input, ips);
+            for yaml in settings {
+                let uts: osm_api::policy::UpstreamTrafficSetting =
+                    serde_saphyr::from_str(yaml).expect("UpstreamTrafficSetting YAML");
+                let id = ObjectRef::new(
+                    uts.metadata.namespace.clone().unwrap_or_default(),
+                    uts.metadata.name.clone().unwrap_or_default(),
+                );
+                input.upstream_traffic_settings.insert(id, uts.spec);
+            }
+        },
     )
-    .expect("UpstreamTrafficSetting YAML");
-    (ObjectRef::new("tcpecho", "tcp-echo"), uts.spec)
+    .expect("mesh starts");
+    mesh
 }
 
 /// A connection from `netns` to the echo service (through that pod's sidecar).
@@ -97,20 +117,7 @@ fn circuit_breaking(prefix: &str, api: AdsApi) {
     if require_or_skip(prefix).is_none() {
         return;
     }
-    let tcp_echo = vec!["tcp-echo".to_string(), "--port".into(), ECHO_PORT.to_string()];
-    let (mesh, _ips) = Mesh::bookstore(
-        prefix,
-        api,
-        true,
-        None,
-        &[("tcp-echo", Some(tcp_echo))],
-        |input, ips| {
-            add_tcp_echo(input, ips);
-            let (id, spec) = max_one_connection();
-            input.upstream_traffic_settings.insert(id, spec);
-        },
-    )
-    .expect("mesh starts");
+    let mesh = mesh_with_settings(prefix, api, &[MAX_ONE_CONNECTION]);
     let buyer = mesh.pod("bookbuyer").pod.netns().to_string();
     let overflow = || {
         let stats = mesh.envoy("bookbuyer").admin_get("/stats").unwrap();
@@ -188,17 +195,11 @@ fn local_rate_limit(prefix: &str, api: AdsApi) {
     if require_or_skip(prefix).is_none() {
         return;
     }
-    let tcp_echo = vec!["tcp-echo".to_string(), "--port".into(), ECHO_PORT.to_string()];
-    let (mesh, _ips) = Mesh::bookstore(
+    let mesh = mesh_with_settings(
         prefix,
         api,
-        true,
-        None,
-        &[("tcp-echo", Some(tcp_echo))],
-        |input, ips| {
-            add_tcp_echo(input, ips);
-            for yaml in [
-                "apiVersion: policy.openservicemesh.io/v1alpha1
+        &[
+            "apiVersion: policy.openservicemesh.io/v1alpha1
 kind: UpstreamTrafficSetting
 metadata: {name: bookstore-v1, namespace: bookstore}
 spec:
@@ -210,7 +211,7 @@ spec:
         unit: minute
         responseHeadersToAdd: [{name: x-limited-by, value: osm}]
 ",
-                "apiVersion: policy.openservicemesh.io/v1alpha1
+            "apiVersion: policy.openservicemesh.io/v1alpha1
 kind: UpstreamTrafficSetting
 metadata: {name: bookstore-v2, namespace: bookstore}
 spec:
@@ -220,7 +221,7 @@ spec:
     rateLimit:
       local: {requests: 1, unit: minute}
 ",
-                "apiVersion: policy.openservicemesh.io/v1alpha1
+            "apiVersion: policy.openservicemesh.io/v1alpha1
 kind: UpstreamTrafficSetting
 metadata: {name: tcp-echo, namespace: tcpecho}
 spec:
@@ -229,18 +230,8 @@ spec:
     local:
       tcp: {connections: 1, unit: minute}
 ",
-            ] {
-                let uts: osm_api::policy::UpstreamTrafficSetting =
-                    serde_saphyr::from_str(yaml).expect("UpstreamTrafficSetting YAML");
-                let id = ObjectRef::new(
-                    uts.metadata.namespace.clone().unwrap_or_default(),
-                    uts.metadata.name.clone().unwrap_or_default(),
-                );
-                input.upstream_traffic_settings.insert(id, uts.spec);
-            }
-        },
-    )
-    .expect("mesh starts");
+        ],
+    );
     let buyer = mesh.pod("bookbuyer").pod.netns().to_string();
 
     // HTTP: one request a minute.

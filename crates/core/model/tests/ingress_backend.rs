@@ -5,50 +5,23 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use osm_api::policy::IngressBackend;
-use osm_fixtures::bookstore;
+use osm_fixtures::{MeshBuilder, bookstore};
 use osm_model::ingress::{STATUS_COMMITTED, STATUS_ERROR};
 use osm_model::*;
 
 const NGINX_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 9);
 
-/// The bookstore demo (SMI) plus a non-meshed ingress controller `ingress-ns/ingress-nginx` (pod and
-/// Service) in a monitored namespace, as upstream's docs set it up.
+/// The bookstore demo (SMI) plus a non-meshed ingress controller (`MeshBuilder::ingress_controller`).
 fn mesh() -> MeshInput {
-    let mut input = bookstore(
+    let input = bookstore(
         false,
         None,
         |p| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + p.len() as u8)),
         |_| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)),
     );
-    let labels: std::collections::BTreeMap<String, String> =
-        [("app".to_string(), "ingress-nginx".to_string())].into();
-    input.pods.insert(
-        ObjectRef::new("ingress-ns", "ingress-nginx"),
-        Pod {
-            id: ObjectRef::new("ingress-ns", "ingress-nginx"),
-            service_account: "ingress-nginx".into(),
-            proxy_uuid: None,
-            ip: Some(IpAddr::V4(NGINX_IP)),
-            labels: labels.clone(),
-            hostname: None,
-            subdomain: None,
-        },
-    );
-    input.services.insert(
-        ObjectRef::new("ingress-ns", "ingress-nginx"),
-        Service {
-            id: ObjectRef::new("ingress-ns", "ingress-nginx"),
-            cluster_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 96, 9, 9))),
-            ports: vec![ServicePort {
-                name: None,
-                port: 80,
-                target_port: 80,
-                protocol: AppProtocol::Http,
-            }],
-            selector: labels,
-        },
-    );
-    input
+    let mut b = MeshBuilder { input };
+    b.ingress_controller(IpAddr::V4(NGINX_IP));
+    b.input
 }
 
 fn add(input: &mut MeshInput, name: &str, spec_yaml: &str) {

@@ -220,42 +220,17 @@ spec:
 /// an `rds-ingress.14001` route config to its local cluster.
 #[test]
 fn smi_bookstore_ingress_backend() {
-    use osm_model::{AppProtocol, ObjectRef, Pod, Service, ServicePort};
+    use osm_model::ObjectRef;
     let index = |list: &[&str], name: &str| list.iter().position(|x| *x == name).expect("known name") as u8;
-    let mut input = bookstore(
+    let input = bookstore(
         false,
         Some((50, 50)),
         |p| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + index(&PODS, p))),
         |s| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1 + index(&SERVICES, s))),
     );
-    let nginx = ObjectRef::new("ingress-ns", "ingress-nginx");
-    let labels: std::collections::BTreeMap<String, String> = [("app".into(), "ingress-nginx".into())].into();
-    input.pods.insert(
-        nginx.clone(),
-        Pod {
-            id: nginx.clone(),
-            service_account: "ingress-nginx".into(),
-            proxy_uuid: None,
-            ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 9))),
-            labels: labels.clone(),
-            hostname: None,
-            subdomain: None,
-        },
-    );
-    input.services.insert(
-        nginx.clone(),
-        Service {
-            id: nginx,
-            cluster_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 96, 9, 9))),
-            ports: vec![ServicePort {
-                name: None,
-                port: 80,
-                target_port: 80,
-                protocol: AppProtocol::Http,
-            }],
-            selector: labels,
-        },
-    );
+    let mut b = osm_fixtures::MeshBuilder { input };
+    b.ingress_controller(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 9)));
+    let mut input = b.input;
     let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(
         "apiVersion: policy.openservicemesh.io/v1alpha1
 kind: IngressBackend
