@@ -4,7 +4,9 @@
 //!   (so the real apiserver calls the admission webhooks on it);
 //! - the **kubelet**: an admitted Pod runs in the network-namespace harness exactly as its (mutated)
 //!   spec says — init containers' command and args, the sidecar's args, its bootstrap Secret mounted
-//!   where the volume mount says, the app's command — and its status reports the pod IP;
+//!   where the volume mount says, every other container's command (the apps, and `osm-healthcheck`
+//!   when the injector added it for TCP probes) — and its status reports the pod IP; its prober is
+//!   [`crate::prober`];
 //! - the **endpoints controller**: Endpoints list the ready pods a Service selects;
 //! - **kube-proxy**: a Service's ClusterIP becomes a local address of the hub namespace (for the
 //!   control plane's Services, which the apiserver, itself in the hub, and the sidecars dial).

@@ -7,6 +7,7 @@ pub mod internet;
 pub mod kubelet;
 pub mod mesh_tls;
 pub mod nginx;
+pub mod prober;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -59,6 +60,15 @@ pub struct Mesh {
     pub service_ips: BTreeMap<String, IpAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
     rt: tokio::runtime::Runtime,
+}
+
+/// How one pod's sidecar is set up ([`Mesh::start_with_sidecars`]).
+#[derive(Clone, Debug, Default)]
+pub struct SidecarSetup {
+    /// The probe listeners in its bootstrap.
+    pub probes: Vec<osm_xds::bootstrap::Probe>,
+    /// Its interception rules.
+    pub init: osm_init::InitConfig,
 }
 
 /// `osm-demo-app http-server` arguments for a server named `name`.
@@ -146,6 +156,36 @@ impl Mesh {
         probes: &[osm_xds::bootstrap::Probe],
         extra_hosts: &[(IpAddr, Vec<String>)],
     ) -> Result<Mesh> {
+        let setup = SidecarSetup {
+            probes: probes.to_vec(),
+            init: osm_init::InitConfig::default(),
+        };
+        Self::start_inner(hub, pods, input, api, apps, &|_| setup.clone(), extra_hosts)
+    }
+
+    /// [`Mesh::start`] with each named pod's sidecar set up as `setups` says (as the injector wrote
+    /// it: its probe listeners and its init rules); other sidecars get the defaults.
+    pub fn start_with_sidecars(
+        hub: Hub,
+        pods: BTreeMap<String, Pod>,
+        input: MeshInput,
+        api: AdsApi,
+        apps: &BTreeMap<String, Vec<String>>,
+        setups: &BTreeMap<String, SidecarSetup>,
+    ) -> Result<Mesh> {
+        let setup_for = |name: &str| setups.get(name).cloned().unwrap_or_default();
+        Self::start_inner(hub, pods, input, api, apps, &setup_for, &[])
+    }
+
+    fn start_inner(
+        hub: Hub,
+        pods: BTreeMap<String, Pod>,
+        input: MeshInput,
+        api: AdsApi,
+        apps: &BTreeMap<String, Vec<String>>,
+        setup_for: &dyn Fn(&str) -> SidecarSetup,
+        extra_hosts: &[(IpAddr, Vec<String>)],
+    ) -> Result<Mesh> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -198,8 +238,10 @@ impl Mesh {
                 mp.app = Some(mp.pod.spawn(&full, &[])?);
             }
             if let Some(meta) = pod_meta.get(&name).filter(|p| p.proxy_uuid.is_some()) {
-                mp.pod.apply_init(&osm_init::InitConfig::default())?;
-                let bootstrap = cp.bootstrap_for(meta, &hub.ip().to_string(), &server_name, api, probes)?;
+                let setup = setup_for(&name);
+                mp.pod.apply_init(&setup.init)?;
+                let bootstrap =
+                    cp.bootstrap_for(meta, &hub.ip().to_string(), &server_name, api, &setup.probes)?;
                 mp.envoy = Some(mp.pod.spawn_envoy(&bootstrap)?);
             }
             mesh_pods.insert(name, mp);

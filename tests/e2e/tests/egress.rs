@@ -228,6 +228,59 @@ fn egress_policy(prefix: &str, api: AdsApi) {
     assert_eq!(s.ok, 2, "Host without port: {s:?}");
     let s = get("bookbuyer-other", "/");
     assert_eq!(s.ok, 0, "another ServiceAccount got bookbuyer's egress: {s:?}");
+    // An UpstreamTrafficSetting named in `matches` (upstream's egress circuit-breaking demo): the
+    // host's cluster gets its thresholds; requests one at a time still pass.
+    let setting: osm_api::policy::UpstreamTrafficSetting = serde_saphyr::from_str(&format!(
+        "apiVersion: policy.openservicemesh.io/v1alpha1
+kind: UpstreamTrafficSetting
+metadata: {{name: internet, namespace: bookbuyer}}
+spec:
+  host: {INTERNET_HOST}
+  connectionSettings:
+    tcp: {{maxConnections: 1}}
+    http: {{maxPendingRequests: 1}}
+"
+    ))
+    .expect("UpstreamTrafficSetting YAML");
+    let mut limited = spec.clone();
+    limited.matches = serde_json::from_value(serde_json::json!([{
+        "apiGroup": "policy.openservicemesh.io/v1alpha1", "kind": "UpstreamTrafficSetting", "name": "internet"}]))
+    .expect("Egress matches");
+    mesh.update(|i| {
+        i.upstream_traffic_settings
+            .insert(ObjectRef::new("bookbuyer", "internet"), setting.spec.clone());
+        i.egresses.insert(id.clone(), limited);
+    })
+    .expect("Egress with an UpstreamTrafficSetting ACKed");
+    let threshold = |name: &str| {
+        let clusters = mesh.envoy("bookbuyer").admin_get("/clusters").unwrap();
+        clusters
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "{INTERNET_HOST}:{}::default_priority::{name}::",
+                    internet::HTTP_PORT
+                ))
+            })
+            .map(|v| v.trim().to_string())
+    };
+    // ACKed clusters replace the active ones once warm (resolved): wait for that.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while threshold("max_connections").as_deref() != Some("1") {
+        assert!(
+            Instant::now() < deadline,
+            "the egress cluster never got maxConnections 1"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(threshold("max_pending_requests").as_deref(), Some("1"));
+    let s = get("bookbuyer", "/");
+    assert_eq!(s.ok, 3, "one request at a time within the limits: {s:?}");
+    mesh.update(|i| {
+        i.upstream_traffic_settings.clear();
+        i.egresses.insert(id.clone(), spec.clone());
+    })
+    .expect("the setting's removal ACKed");
     // Deleted: refused again.
     mesh.update(|i| {
         i.egresses.remove(&id);

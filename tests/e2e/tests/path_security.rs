@@ -171,31 +171,16 @@ fn path_security_probe_ports_forward_only_the_probe_path() {
         return;
     }
     let probes = [
-        Probe {
-            name: "liveness",
-            listener_port: names::LIVENESS_PROBE_PORT,
-            path: "/healthz".into(),
-            app_port: 8080,
-        },
-        Probe {
-            name: "readiness",
-            listener_port: names::READINESS_PROBE_PORT,
-            path: "/ready?full=1".into(),
-            app_port: 8080,
-        },
-        Probe {
-            name: "startup",
-            listener_port: names::STARTUP_PROBE_PORT,
-            path: "/started".into(),
-            app_port: 8080,
-        },
+        Probe::http("liveness", names::LIVENESS_PROBE_PORT, "/healthz", 8080),
+        Probe::http("readiness", names::READINESS_PROBE_PORT, "/ready?full=1", 8080),
+        Probe::http("startup", names::STARTUP_PROBE_PORT, "/started", 8080),
     ];
     let mesh = web_mesh("e2psp", &probes);
     let web_ip = IpAddr::V4(mesh.pod("web").pod.ip());
 
     for p in &probes {
         let port = SocketAddr::new(web_ip, p.listener_port);
-        let probe = p.kubelet_path();
+        let probe = p.kubelet_path.clone();
         let attacks = [
             ("GET", format!("{probe}/../secret")),
             ("GET", format!("{probe}/../../admin")),

@@ -175,6 +175,116 @@ fn circuit_breaking(prefix: &str, api: AdsApi) {
     assert!(mesh.nacks().is_empty(), "NACKs: {:?}", mesh.nacks());
 }
 
+const HTTP_ONE_AT_A_TIME: &str = "apiVersion: policy.openservicemesh.io/v1alpha1
+kind: UpstreamTrafficSetting
+metadata: {name: bookstore-v1, namespace: bookstore}
+spec:
+  host: bookstore-v1.bookstore.svc.cluster.local
+  connectionSettings:
+    tcp: {maxConnections: 1}
+    http: {maxPendingRequests: 1, maxRequestsPerConnection: 1}
+";
+
+/// 3 clients × 50 requests, side by side (upstream's fortio load: `-c 3 -n 150`), from bookbuyer to
+/// bookstore-v1: how many got each status (0: no answer).
+fn concurrent_load(mesh: &Mesh) -> BTreeMap<u16, usize> {
+    let buyer = mesh.pod("bookbuyer").pod.netns().to_string();
+    let v1 = SocketAddr::new(mesh.service_ips["bookstore-v1"], osm_fixtures::BOOKSTORE_PORT);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(3));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (buyer, start) = (buyer.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                (0..50)
+                    .map(|_| {
+                        osm_e2e::nginx::http_get_host(
+                            &buyer,
+                            v1,
+                            "bookstore-v1.bookstore:14001",
+                            "/books-bought",
+                        )
+                        .map(|r| r.status)
+                        .unwrap_or(0)
+                    })
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    let mut statuses = BTreeMap::new();
+    for c in clients {
+        for status in c.join().expect("a client thread") {
+            *statuses.entry(status).or_default() += 1;
+        }
+    }
+    statuses
+}
+
+/// HTTP circuit breaking, as upstream's circuit-breaking demo shows it: with maxConnections 1,
+/// maxPendingRequests 1 and maxRequestsPerConnection 1 on bookstore-v1, a concurrent load from
+/// bookbuyer sees 503s from its own sidecar, counted as `upstream_rq_pending_overflow`; with the
+/// setting removed live, the same load has no failure.
+fn http_circuit_breaking(prefix: &str, api: AdsApi) {
+    if require_or_skip(prefix).is_none() {
+        return;
+    }
+    let mesh = mesh_with_settings(prefix, api, &[HTTP_ONE_AT_A_TIME]);
+    let overflow = || {
+        let stats = mesh.envoy("bookbuyer").admin_get("/stats").unwrap();
+        stat_value(
+            &stats,
+            "cluster.bookstore/bookstore-v1|14001.upstream_rq_pending_overflow",
+        )
+    };
+    let limited = concurrent_load(&mesh);
+    assert!(
+        limited.get(&503).copied().unwrap_or(0) > 0,
+        "no request overflowed: {limited:?}"
+    );
+    assert!(
+        limited.get(&200).copied().unwrap_or(0) > 0,
+        "nothing got through: {limited:?}"
+    );
+    assert_eq!(limited.get(&0), None, "a request got no answer: {limited:?}");
+    assert!(overflow() > 0, "the overflow is counted under the cluster");
+
+    mesh.update(|i| i.upstream_traffic_settings.clear())
+        .expect("the deletion is ACKed");
+    // Envoy ACKs the updated cluster before it replaces the active one: wait for the limit to go.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let clusters = mesh.envoy("bookbuyer").admin_get("/clusters").unwrap();
+        let pending = clusters.lines().find_map(|l| {
+            l.strip_prefix("bookstore/bookstore-v1|14001::default_priority::max_pending_requests::")
+        });
+        if pending.is_some_and(|v| v.trim() != "1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster without limits never became active"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let unlimited = concurrent_load(&mesh);
+    assert_eq!(
+        unlimited,
+        BTreeMap::from([(200, 150)]),
+        "without the setting the same load has no failure"
+    );
+    assert!(mesh.nacks().is_empty(), "NACKs: {:?}", mesh.nacks());
+}
+
+#[test]
+fn upstream_traffic_setting_http_circuit_breaking_sotw() {
+    http_circuit_breaking("utch", AdsApi::StateOfTheWorld);
+}
+
+#[test]
+fn upstream_traffic_setting_http_circuit_breaking_delta() {
+    http_circuit_breaking("utchd", AdsApi::Delta);
+}
+
 #[test]
 fn upstream_traffic_setting_circuit_breaking_sotw() {
     circuit_breaking("utc", AdsApi::StateOfTheWorld);
@@ -207,7 +317,7 @@ spec:
   rateLimit:
     local:
       http:
-        requests: 1
+        requests: 3
         unit: minute
         responseHeadersToAdd: [{name: x-limited-by, value: osm}]
 ",
@@ -219,7 +329,11 @@ spec:
   httpRoutes:
   - path: /books-bought
     rateLimit:
-      local: {requests: 1, unit: minute}
+      local:
+        requests: 1
+        unit: minute
+        responseStatusCode: 503
+        responseHeadersToAdd: [{name: x-limited-route, value: books-bought}]
 ",
             "apiVersion: policy.openservicemesh.io/v1alpha1
 kind: UpstreamTrafficSetting
@@ -240,11 +354,17 @@ spec:
         osm_e2e::nginx::http_get_host(&buyer, v1, "bookstore-v1.bookstore:14001", "/books-bought")
             .expect("an answer")
     };
-    let first = get();
-    assert_eq!(first.status, 200, "{first:?}");
-    let second = get();
-    assert_eq!(second.status, 429, "{second:?}");
-    assert_eq!(second.header("x-limited-by"), Some("osm"), "{second:?}");
+    let answers: Vec<_> = (0..10).map(|_| get()).collect();
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429, 429, 429, 429, 429]);
+    assert!(
+        answers[3..]
+            .iter()
+            .all(|a| a.header("x-limited-by") == Some("osm")),
+        "the configured header on every refusal: {:?}",
+        answers[3]
+    );
+    assert_eq!(answers[0].header("x-limited-by"), None);
     let stats = mesh.envoy("bookstore-v1").admin_get("/stats").unwrap();
     assert!(
         stat_value(
@@ -262,7 +382,17 @@ spec:
             .status
     };
     assert_eq!(get_v2("/books-bought"), 200);
-    assert_eq!(get_v2("/books-bought"), 429, "the limited route");
+    let refused = osm_e2e::nginx::http_get_host(&buyer, v2, "bookstore-v2.bookstore:14001", "/books-bought")
+        .expect("an answer");
+    assert_eq!(
+        refused.status, 503,
+        "the limited route, with its configured status: {refused:?}"
+    );
+    assert_eq!(
+        refused.header("x-limited-route"),
+        Some("books-bought"),
+        "{refused:?}"
+    );
     assert_eq!(
         (get_v2("/"), get_v2("/"), get_v2("/")),
         (200, 200, 200),
@@ -278,6 +408,54 @@ spec:
         refused.is_err(),
         "a second connection within the minute got through: {refused:?}"
     );
+    let tcp_limited = || {
+        let stats = mesh.envoy("tcp-echo").admin_get("/stats").unwrap();
+        stats
+            .lines()
+            .find(|l| {
+                l.starts_with("local_rate_limit.") && l.contains("tcp-echo") && l.contains(".rate_limited: ")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(tcp_limited() >= 1, "the refusal is counted as rate_limited");
+
+    // `burst` adds to the bucket: with burst 1, two connections a minute (a new bucket, full).
+    let burst: osm_api::policy::UpstreamTrafficSetting = serde_saphyr::from_str(
+        "apiVersion: policy.openservicemesh.io/v1alpha1
+kind: UpstreamTrafficSetting
+metadata: {name: tcp-echo, namespace: tcpecho}
+spec:
+  host: tcp-echo.tcpecho.svc.cluster.local
+  rateLimit:
+    local:
+      tcp: {connections: 1, unit: minute, burst: 1}
+",
+    )
+    .expect("UpstreamTrafficSetting YAML");
+    mesh.update(|i| {
+        i.upstream_traffic_settings
+            .insert(ObjectRef::new("tcpecho", "tcp-echo"), burst.spec.clone());
+    })
+    .expect("the burst is ACKed");
+    // The listener is replaced once drained of its old filter chain: new connections see the bucket.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut a, mut b) = loop {
+        let mut a = connect(&buyer);
+        let mut b = connect(&buyer);
+        let (ra, rb) = (echo(&mut a, "a\n"), echo(&mut b, "b\n"));
+        if ra.is_ok() && rb.is_ok() {
+            break (a, b);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "burst 1 never let two connections through: {ra:?} {rb:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(echo(&mut a, "again\n"), Ok("again\n".into()));
+    assert_eq!(echo(&mut b, "again\n"), Ok("again\n".into()));
     assert!(mesh.nacks().is_empty(), "NACKs: {:?}", mesh.nacks());
 }
 

@@ -79,7 +79,7 @@ async fn run_async(a: ControllerArgs) -> Result<()> {
     let validator_task = tokio::spawn(osm_webhook::server::serve(
         validator,
         tls,
-        osm_webhook::server::validator_router(osm_webhook::server::Validator),
+        osm_webhook::server::validator_router(osm_webhook::server::Validator::with_client(client.clone())),
         async move {
             let _ = stop.changed().await;
         },

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+pub mod healthcheck;
 mod rules;
 mod runner;
 

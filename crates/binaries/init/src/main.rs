@@ -3,6 +3,9 @@
 //! Flags mirror the pod annotations (`openservicemesh.io/outbound-port-exclusion-list` →
 //! `--outbound-port-exclusion-list`, ...), each a comma-separated list. `--dry-run` prints the
 //! `iptables-restore` input for a fresh namespace and touches nothing.
+//!
+//! `osm-init healthcheck` instead runs the server answering rewritten TCP probes (upstream's
+//! `osm-healthcheck` container; see `osm_init::healthcheck`), so the init image carries both.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -36,8 +39,10 @@ fn iface(s: &str) -> Result<InterfaceName, osm_init::InitError> {
 
 /// Set up OSM sidecar traffic interception (nat table, applied atomically; safe to run twice).
 #[derive(Debug, Parser)]
-#[command(name = "osm-init", version)]
+#[command(name = "osm-init", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Outbound destination ranges that bypass the proxy, e.g. `169.254.169.254/32,10.0.0.0/8`.
     #[arg(long, value_name = "CIDRS", default_value = "", value_parser = list(cidr))]
     outbound_ip_range_exclusion_list: List<Ipv4Cidr>,
@@ -67,6 +72,17 @@ struct Args {
     dry_run: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Answer the kubelet's rewritten TCP probes: `GET /osm-healthcheck` with header
+    /// `Original-Tcp-Port: N` → 200 if 127.0.0.1:N accepts a connection, else 503.
+    Healthcheck {
+        /// Port to listen on (all addresses).
+        #[arg(long, value_name = "PORT", default_value_t = osm_init::healthcheck::DEFAULT_LISTEN_PORT, value_parser = port)]
+        listen_port: u16,
+    },
+}
+
 impl Args {
     fn config(&self) -> InitConfig {
         InitConfig {
@@ -82,7 +98,17 @@ impl Args {
     }
 }
 
+fn healthcheck(listen_port: u16) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, listen_port))
+        .with_context(|| format!("listening on port {listen_port}"))?;
+    eprintln!("osm-healthcheck: listening on {}", listener.local_addr()?);
+    osm_init::healthcheck::serve(listener).context("accepting connections")
+}
+
 fn run(args: &Args) -> anyhow::Result<()> {
+    if let Some(Command::Healthcheck { listen_port }) = args.command {
+        return healthcheck(listen_port);
+    }
     let cfg = args.config();
     cfg.validate()?;
     if args.dry_run {
@@ -145,6 +171,23 @@ mod tests {
         assert_eq!(cfg.inbound_port_exclusions, vec![9090]);
         assert_eq!(cfg.network_interface_exclusions[0].as_str(), "net1");
         assert_eq!(cfg.proxy_uid, 1337);
+    }
+
+    /// `healthcheck` is a subcommand with its own port flag; it does not mix with the rules' flags.
+    #[test]
+    fn healthcheck_probe_subcommand() {
+        let args = parse(&["healthcheck"]).unwrap();
+        assert!(matches!(
+            args.command,
+            Some(Command::Healthcheck { listen_port: 15904 })
+        ));
+        let args = parse(&["healthcheck", "--listen-port", "16000"]).unwrap();
+        assert!(matches!(
+            args.command,
+            Some(Command::Healthcheck { listen_port: 16000 })
+        ));
+        assert!(parse(&["healthcheck", "--listen-port", "0"]).is_err());
+        assert!(parse(&["--dry-run", "healthcheck"]).is_err());
     }
 
     /// A bad value is refused with the flag's name in the message.

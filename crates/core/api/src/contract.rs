@@ -48,6 +48,8 @@ pub const MESH_CONFIG_NAME: &str = "osm-mesh-config";
 pub const ENVOY_CONTAINER_NAME: &str = "envoy";
 /// The init container that installs the iptables redirection.
 pub const INIT_CONTAINER_NAME: &str = "osm-init";
+/// The container answering rewritten TCP probes on [`HEALTHCHECK_PORT`], added only to pods with one.
+pub const HEALTHCHECK_CONTAINER_NAME: &str = "osm-healthcheck";
 
 /// The namespace the control plane is installed in when none is given.
 pub const DEFAULT_OSM_NAMESPACE: &str = "osm-system";
@@ -91,7 +93,7 @@ pub const PROMETHEUS_PORT: u16 = 15010;
 pub const LIVENESS_PROBE_PORT: u16 = 15901;
 pub const READINESS_PROBE_PORT: u16 = 15902;
 pub const STARTUP_PROBE_PORT: u16 = 15903;
-/// Envoy's own health check listener.
+/// The `osm-healthcheck` container's port: rewritten TCP probes (`GET /osm-healthcheck`).
 pub const HEALTHCHECK_PORT: u16 = 15904;
 /// The ADS (xDS) server, mTLS only.
 pub const ADS_PORT: u16 = 15128;

@@ -88,15 +88,6 @@ const fn object_field(
 /// Everything accepted and not acted on yet.
 pub const UNSUPPORTED: &[Unsupported] = &[
     object_field(
-        "Egress",
-        "spec.matches[].kind=UpstreamTrafficSetting",
-        |o| {
-            matches!(o, MeshObject::Egress(e)
-                if e.spec.matches.iter().any(|m| m.kind == crate::policy::KIND_UPSTREAM_TRAFFIC_SETTING))
-        },
-        "no connection settings are applied to the egress clusters (the rest of the policy is)",
-    ),
-    object_field(
         "IngressBackend",
         "spec.matches[].kind=UpstreamTrafficSetting",
         |o| {
@@ -105,7 +96,6 @@ pub const UNSUPPORTED: &[Unsupported] = &[
         },
         "no rate limit is applied to the ingress traffic (the rest of the policy is)",
     ),
-    kind("Retry", "no retry policy is applied to the source's routes"),
     kind(
         "MeshRootCertificate",
         "the mesh root is not rotated; the built-in CA keeps its root",
@@ -151,11 +141,6 @@ pub const UNSUPPORTED: &[Unsupported] = &[
         "sidecars reach the application over 127.0.0.1",
     ),
     field(
-        "spec.traffic.inboundExternalAuthorization.enable",
-        |s| s.traffic.inbound_external_authorization.enable,
-        "inbound requests are not sent to an external authorization service",
-    ),
-    field(
         "spec.observability.tracing.enable",
         |s| s.observability.tracing.enable,
         "no traces are sent",
@@ -194,11 +179,6 @@ pub const UNSUPPORTED: &[Unsupported] = &[
         "spec.featureFlags.enableEnvoyActiveHealthChecks",
         |s| s.feature_flags.enable_envoy_active_health_checks,
         "no active health checks are configured",
-    ),
-    field(
-        "spec.featureFlags.enableRetryPolicy",
-        |s| s.feature_flags.enable_retry_policy,
-        "Retry objects are not applied",
     ),
 ];
 

@@ -298,3 +298,30 @@ fn messages() {
         "spec.traffic.inboundPortExclusionList[0]: must be a port between 1 and 65535 (got 0)"
     );
 }
+
+/// `observability.enableAccessLog` (ours): on when absent and then not written, so upstream's defaults
+/// stay as they were; `false` is read, written back, and passes the CRD schema (v1alpha1 too), while
+/// a string there is refused.
+#[test]
+fn access_log_switch() {
+    assert!(MeshConfigSpec::default().observability.enable_access_log);
+    let off: MeshConfigSpec =
+        serde_json::from_value(json!({"observability": {"enableAccessLog": false}})).unwrap();
+    assert!(!off.observability.enable_access_log);
+    let written = serde_json::to_value(&off).unwrap();
+    assert_eq!(written["observability"]["enableAccessLog"], json!(false));
+    let old: config::v1alpha1::MeshConfigSpec =
+        serde_json::from_value(json!({"observability": {"enableAccessLog": false}})).unwrap();
+    assert_eq!(MeshConfigSpec::from(old), off);
+    for version in ["v1alpha1", "v1alpha2"] {
+        let doc = |value: Value| {
+            json!({"apiVersion": format!("config.openservicemesh.io/{version}"), "kind": "MeshConfig",
+                   "metadata": {"name": "m"}, "spec": {"observability": {"enableAccessLog": value}}})
+        };
+        osm_api::schema::check_object(&doc(json!(false))).unwrap();
+        let err = osm_api::schema::check_object(&doc(json!("no")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("spec.observability.enableAccessLog"), "{err}");
+    }
+}

@@ -278,7 +278,8 @@ fn retry_rules() {
     );
 }
 
-/// UpstreamTrafficSetting: host named, timeouts positive, units and status codes valid, route paths compile.
+/// UpstreamTrafficSetting: host named, timeouts positive, units and status codes valid (400–599 and one
+/// Envoy defines), route paths compile.
 #[test]
 fn upstream_traffic_setting_rules() {
     let ok = json!({"host": "httpbin.httpbin.svc.cluster.local",
@@ -291,7 +292,8 @@ fn upstream_traffic_setting_rules() {
         "rateLimit": {"local": {"tcp": {"connections": 1, "unit": "day"},
                                 "http": {"requests": 1, "unit": "second", "responseStatusCode": 200,
                                          "responseHeadersToAdd": [{"name": "", "value": "v"}]}}},
-        "httpRoutes": [{"path": "(", "rateLimit": {"local": {"requests": 1, "unit": "week"}}}]
+        "httpRoutes": [{"path": "(", "rateLimit": {"local": {"requests": 1, "unit": "week",
+                                                             "responseStatusCode": 418}}}]
     });
     assert_eq!(
         fields(policy("UpstreamTrafficSetting", bad)),
@@ -303,6 +305,7 @@ fn upstream_traffic_setting_rules() {
             "spec.rateLimit.local.http.responseHeadersToAdd[0].name",
             "spec.httpRoutes[0].path",
             "spec.httpRoutes[0].rateLimit.local.unit",
+            "spec.httpRoutes[0].rateLimit.local.responseStatusCode",
         ]
     );
 }

@@ -26,6 +26,7 @@ use crate::input::{
     in_namespace, selects,
 };
 use crate::intent::*;
+use crate::retry::RetriesBySource;
 
 /// The computed mesh: one intent per sidecar (keyed by proxy uuid) and what could not be used.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -81,7 +82,8 @@ pub struct MeshState {
     clusters: Interner<UpstreamCluster>,
     /// Permissive: the one outbound intent every proxy shares.
     shared_outbound: Option<Arc<OutboundIntent>>,
-    /// SMI: the outbound intent of each client identity.
+    /// SMI: the outbound intent of each client identity. Permissive: that of each identity a Retry
+    /// policy names (the shared one with its retries).
     outbound_by_identity: HashMap<ServiceIdentity, Arc<OutboundIntent>>,
     /// Egress policy: what each named source identity may reach outside the mesh.
     egress_by_identity: HashMap<ServiceIdentity, Arc<EgressIntent>>,
@@ -93,6 +95,10 @@ pub struct MeshState {
     limits: HashMap<ServiceRef, ConnectionLimits>,
     /// UpstreamTrafficSetting local rate limits by upstream Service.
     rate_limits: HashMap<ServiceRef, Arc<LocalRateLimit>>,
+    /// Retry policies by source identity, then destination Service.
+    retries: RetriesBySource,
+    /// MeshConfig external authorization, shared by every inbound intent that accepts HTTP.
+    ext_authz: Option<Arc<ExternalAuthz>>,
     model: MeshModel,
 }
 
@@ -191,8 +197,12 @@ impl MeshState {
             ingress: IngressIndex::default(),
             limits: HashMap::new(),
             rate_limits: HashMap::new(),
+            retries: HashMap::new(),
+            ext_authz: ExternalAuthz::from_spec(&input.mesh_config.traffic.inbound_external_authorization)
+                .map(Arc::new),
             model: MeshModel::default(),
         };
+        state.retries = crate::retry::by_source(input, &mut state.model.warnings);
         let settings = crate::upstream_traffic::by_service(input, &mut state.model.warnings);
         state.limits = settings.limits;
         state.rate_limits = settings.rate_limits;
@@ -242,7 +252,8 @@ impl MeshState {
             || old.traffic_splits != new.traffic_splits
             || old.egresses != new.egresses
             || old.ingress_backends != new.ingress_backends
-            || old.upstream_traffic_settings != new.upstream_traffic_settings;
+            || old.upstream_traffic_settings != new.upstream_traffic_settings
+            || old.retries != new.retries;
         let services = changed_keys(&old.services, &new.services);
         if policies_moved {
             return self.recompute_all(new);
@@ -285,11 +296,14 @@ impl MeshState {
         pods: Vec<PodRef>,
         old_pod: impl Fn(&PodRef) -> Option<&'o Pod>,
     ) -> ModelChange {
-        // A TrafficSplit's apex and backends are resolved (and warned about) when policies are indexed.
-        if services
-            .iter()
-            .any(|s| split_refers_to(new, s) || self.ingress.refers_to(s))
-        {
+        // A TrafficSplit's apex and backends, and the Services Retry and UpstreamTrafficSetting
+        // policies name, are resolved (and warned about) when policies are indexed.
+        if services.iter().any(|s| {
+            split_refers_to(new, s)
+                || self.ingress.refers_to(s)
+                || crate::retry::refers_to(new, s)
+                || crate::upstream_traffic::refers_to(new, s)
+        }) {
             return self.recompute_all(new);
         }
         if services.is_empty() && endpoints.is_empty() && pods.is_empty() {
@@ -333,6 +347,8 @@ impl MeshState {
             let outbound = self.outbound_for(new, None);
             if self.shared_outbound.as_deref() != Some(&outbound) {
                 self.shared_outbound = Some(Arc::new(outbound));
+                // The identities with retries derive theirs from the shared intent.
+                self.outbound_by_identity.clear();
                 change.all = true;
             }
         } else {
@@ -389,9 +405,17 @@ impl MeshState {
             }
         }
         // Everyone else whose outbound intent moved.
-        if let (true, Some(shared)) = (change.all, &self.shared_outbound) {
+        if let (true, Some(shared)) = (change.all, self.shared_outbound.clone()) {
+            let sources: Vec<ServiceIdentity> = self.retries.keys().cloned().collect();
+            let with_retries: HashMap<ServiceIdentity, Arc<OutboundIntent>> = sources
+                .into_iter()
+                .map(|id| {
+                    let outbound = self.outbound_of(new, &id);
+                    (id, outbound)
+                })
+                .collect();
             for proxy in self.model.proxies.values_mut() {
-                proxy.outbound = shared.clone();
+                proxy.outbound = with_retries.get(&proxy.identity).unwrap_or(&shared).clone();
             }
         } else if !moved.is_empty() {
             for (uuid, proxy) in &mut self.model.proxies {
@@ -605,16 +629,19 @@ impl MeshState {
         self.model.proxies = proxies;
     }
 
-    /// The outbound intent of a client identity: the shared one (permissive), else its own, computed
-    /// the first time it is asked for.
+    /// The outbound intent of a client identity: the shared one (permissive; with the identity's
+    /// retries, if a Retry names it), else its own, computed the first time it is asked for.
     fn outbound_of(&mut self, input: &MeshInput, identity: &ServiceIdentity) -> Arc<OutboundIntent> {
-        if let Some(shared) = &self.shared_outbound {
-            return shared.clone();
-        }
         if let Some(outbound) = self.outbound_by_identity.get(identity) {
             return outbound.clone();
         }
-        let outbound = Arc::new(self.outbound_for(input, Some(identity)));
+        let outbound = match &self.shared_outbound {
+            Some(shared) => match self.retries.get(identity) {
+                None => return shared.clone(),
+                Some(retries) => with_retries(shared, retries),
+            },
+            None => Arc::new(self.outbound_for(input, Some(identity))),
+        };
         self.outbound_by_identity
             .insert(identity.clone(), outbound.clone());
         outbound
@@ -653,10 +680,16 @@ impl MeshState {
             })
             .collect();
         let target_ports = ports.iter().map(|p| p.target_port).collect();
+        let ingress = self.ingress.for_pod(services(), &target_ports);
+        // Ingress backends are HTTP(S) too; a TCP-only pod keeps the intent it shares with its peers.
+        let accepts_http =
+            !ingress.is_empty() || ports.iter().any(|p| matches!(p.access, InboundAccess::Http(_)));
         InboundIntent {
             identity: identity.clone(),
-            ingress: self.ingress.for_pod(services(), &target_ports),
+            ingress,
             ports,
+            ext_authz: self.ext_authz.clone().filter(|_| accepts_http),
+            access_log: input.mesh_config.observability.enable_access_log,
         }
     }
 
@@ -787,12 +820,17 @@ impl MeshState {
                     addresses,
                     backends,
                     pod_hosts,
+                    retry: client
+                        .and_then(|c| self.retries.get(c))
+                        .and_then(|r| r.get(&svc.id))
+                        .cloned(),
                 });
             }
         }
         OutboundIntent {
             services,
             egress_passthrough: input.mesh_config.traffic.enable_egress,
+            access_log: input.mesh_config.observability.enable_access_log,
         }
     }
 
@@ -942,4 +980,20 @@ pub(crate) fn http_route_match(m: &osm_api::smi::specs::HttpMatch) -> HttpRouteM
         methods,
         headers,
     }
+}
+
+/// The shared (permissive) outbound intent with an identity's retry policies on the services they
+/// name; the shared value itself when they name none of its services.
+fn with_retries(
+    shared: &Arc<OutboundIntent>,
+    retries: &BTreeMap<ServiceRef, Arc<RetryPolicy>>,
+) -> Arc<OutboundIntent> {
+    if !shared.services.iter().any(|s| retries.contains_key(&s.service)) {
+        return shared.clone();
+    }
+    let mut own = OutboundIntent::clone(shared);
+    for s in &mut own.services {
+        s.retry = retries.get(&s.service).cloned();
+    }
+    Arc::new(own)
 }

@@ -19,7 +19,7 @@ use osm_api::policy::{
 
 use crate::compute::http_route_match;
 use crate::input::{MeshInput, ObjectRef, ServiceIdentity};
-use crate::intent::{EgressHttpHost, EgressIntent, EgressPort, HttpRouteMatch, IpRange};
+use crate::intent::{ConnectionLimits, EgressHttpHost, EgressIntent, EgressPort, HttpRouteMatch, IpRange};
 
 /// The egress intent of every identity some Egress policy names (others have none). Empty when the
 /// feature flag `enableEgressPolicy` is off. Problems are pushed to `warnings`, naming the object.
@@ -93,6 +93,8 @@ struct Policy {
     ip_ranges: Vec<IpRange>,
     /// `None`: no HTTPRouteGroup named, every request of the host matches.
     routes: Option<Vec<HttpRouteMatch>>,
+    /// The `connectionSettings` of the UpstreamTrafficSetting it names, for its clusters.
+    limits: Option<ConnectionLimits>,
 }
 
 impl Policy {
@@ -116,6 +118,7 @@ impl Policy {
             }
         }
         let mut routes: Option<Vec<HttpRouteMatch>> = None;
+        let mut limits = None;
         for (i, m) in spec.matches.iter().enumerate() {
             match m.kind.as_str() {
                 KIND_HTTP_ROUTE_GROUP => {
@@ -130,14 +133,28 @@ impl Policy {
                         )),
                     }
                 }
-                KIND_UPSTREAM_TRAFFIC_SETTING => warnings.push(format!(
-                    "Egress {id}: spec.matches[{i}] (UpstreamTrafficSetting {}) is not supported yet and is not applied",
-                    m.name
-                )),
+                KIND_UPSTREAM_TRAFFIC_SETTING => {
+                    let setting = ObjectRef::new(&id.namespace, &m.name);
+                    match input.upstream_traffic_settings.get(&setting) {
+                        Some(s) => limits = limits.or_else(|| crate::upstream_traffic::read(s)),
+                        // As upstream: a policy whose setting is missing is not applied at all.
+                        None => {
+                            warnings.push(format!(
+                                "Egress {id}: spec.matches[{i}] names UpstreamTrafficSetting {setting}, which \
+                                 does not exist; the policy is not applied"
+                            ));
+                            return None;
+                        }
+                    }
+                }
                 _ => {} // refused by validation
             }
         }
-        Some(Policy { ip_ranges, routes })
+        Some(Policy {
+            ip_ranges,
+            routes,
+            limits,
+        })
     }
 }
 
@@ -158,11 +175,15 @@ struct PortBuilder {
     /// Protocols of the policies that contributed `ip_ranges`, for the chain's name.
     ip_protocols: BTreeSet<&'static str>,
     server_first: bool,
+    /// The first policy's connection limits for the port's original-destination cluster.
+    limits: Option<ConnectionLimits>,
 }
 
 #[derive(Default)]
 struct HttpBuilder {
     hosts: BTreeMap<String, BTreeSet<HttpRouteMatch>>,
+    /// The first policy's connection limits for each host's cluster.
+    host_limits: BTreeMap<String, ConnectionLimits>,
     /// Empty while any policy left the destination address open.
     ip_ranges: BTreeSet<IpRange>,
     any_address: bool,
@@ -176,6 +197,11 @@ impl Builder {
                 PROTOCOL_HTTP => {
                     let http = p.http.get_or_insert_with(HttpBuilder::default);
                     for host in &spec.hosts {
+                        if let Some(limits) = &policy.limits {
+                            http.host_limits
+                                .entry(host.clone())
+                                .or_insert_with(|| limits.clone());
+                        }
                         let routes = http.hosts.entry(host.clone()).or_default();
                         match &policy.routes {
                             None => {
@@ -191,6 +217,7 @@ impl Builder {
                     }
                 }
                 PROTOCOL_HTTPS => {
+                    p.limits = p.limits.take().or_else(|| policy.limits.clone());
                     p.server_names.extend(spec.hosts.iter().cloned());
                     if !policy.ip_ranges.is_empty() {
                         p.ip_ranges.extend(policy.ip_ranges.iter().copied());
@@ -198,6 +225,7 @@ impl Builder {
                     }
                 }
                 protocol @ (PROTOCOL_TCP | PROTOCOL_TCP_SERVER_FIRST) => {
+                    p.limits = p.limits.take().or_else(|| policy.limits.clone());
                     p.ip_ranges.extend(policy.ip_ranges.iter().copied());
                     p.ip_any |= policy.ip_ranges.is_empty();
                     if protocol == PROTOCOL_TCP {
@@ -227,6 +255,7 @@ impl Builder {
                             .map(|(host, routes)| EgressHttpHost {
                                 host: host.clone(),
                                 routes: routes.iter().cloned().collect(),
+                                limits: h.host_limits.get(host).cloned(),
                             })
                             .collect()
                     })
@@ -251,6 +280,7 @@ impl Builder {
                     PROTOCOL_HTTPS
                 },
                 server_first: p.server_first,
+                limits: p.limits,
             })
             .collect();
         EgressIntent { ports }

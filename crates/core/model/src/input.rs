@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use osm_api::config::MeshConfigSpec;
-use osm_api::policy::{EgressSpec, IngressBackendSpec, UpstreamTrafficSettingSpec};
+use osm_api::policy::{EgressSpec, IngressBackendSpec, RetrySpec, UpstreamTrafficSettingSpec};
 use osm_api::smi::access::TrafficTargetSpec;
 use osm_api::smi::specs::{HTTPRouteGroupSpec, TCPRouteSpec};
 use osm_api::smi::split::TrafficSplitSpec;
@@ -195,6 +195,8 @@ pub struct MeshInput {
     pub ingress_backends: BTreeMap<ObjectRef, IngressBackendSpec>,
     /// `policy.openservicemesh.io` UpstreamTrafficSettings (their `connectionSettings` are applied).
     pub upstream_traffic_settings: BTreeMap<ObjectRef, UpstreamTrafficSettingSpec>,
+    /// `policy.openservicemesh.io` Retry policies (applied when `featureFlags.enableRetryPolicy`).
+    pub retries: BTreeMap<ObjectRef, RetrySpec>,
 }
 
 impl MeshInput {

@@ -36,6 +36,47 @@ pub struct InboundIntent {
     /// Traffic from outside the mesh that IngressBackend policies admit, at most one per application
     /// port, sorted by port.
     pub ingress: Vec<IngressBackendIntent>,
+    /// MeshConfig `traffic.inboundExternalAuthorization`, when enabled and the pod accepts HTTP (every
+    /// HTTP request, mesh or ingress, is checked with it); one value shared by every such pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ext_authz: Option<Arc<ExternalAuthz>>,
+    /// Log each request and connection on the sidecar's stdout (MeshConfig
+    /// `observability.enableAccessLog`).
+    pub access_log: bool,
+}
+
+/// An external authorization service every inbound HTTP request is checked with (Envoy ext_authz, gRPC
+/// v3), as MeshConfig `traffic.inboundExternalAuthorization` names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ExternalAuthz {
+    /// Host name or IP address of the authorization service.
+    pub address: String,
+    pub port: u16,
+    /// `statPrefix`
+    pub stat_prefix: String,
+    /// How long a check may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// Let a request through when the service cannot be asked (down, too slow); otherwise it is refused
+    /// with 403.
+    pub failure_mode_allow: bool,
+}
+
+impl ExternalAuthz {
+    /// What MeshConfig asks for: `None` unless enabled with an address and port (validation refuses an
+    /// enabled spec without them).
+    pub fn from_spec(spec: &osm_api::config::ExternalAuthzSpec) -> Option<ExternalAuthz> {
+        if !spec.enable {
+            return None;
+        }
+        Some(ExternalAuthz {
+            address: spec.address.clone().filter(|a| !a.is_empty())?,
+            port: spec.port?,
+            stat_prefix: spec.stat_prefix.clone(),
+            timeout_ms: u64::try_from(std::time::Duration::from(spec.timeout).as_millis())
+                .unwrap_or(u64::MAX),
+            failure_mode_allow: spec.failure_mode_allow,
+        })
+    }
 }
 
 /// What one IngressBackend admits to one application port of the local pod: traffic that does not come
@@ -272,6 +313,9 @@ pub struct OutboundIntent {
     pub services: Vec<OutboundService>,
     /// Send unknown destinations to their original address (`passthrough-outbound`).
     pub egress_passthrough: bool,
+    /// Log each request and connection on the sidecar's stdout (MeshConfig
+    /// `observability.enableAccessLog`).
+    pub access_log: bool,
 }
 
 /// One reachable service port.
@@ -287,6 +331,21 @@ pub struct OutboundService {
     /// A headless service's pods with a hostname, each reachable alone as `<hostname>.<svc>.<ns>`;
     /// sorted by hostname.
     pub pod_hosts: Vec<PodHost>,
+    /// How this client retries failed requests to the service (a Retry policy naming the client's
+    /// ServiceAccount and this service); `None`: no retries. Applies to its per-pod names too.
+    pub retry: Option<Arc<RetryPolicy>>,
+}
+
+/// A Retry policy's `retryPolicy`, as the client's sidecar applies it to its routes to a service.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct RetryPolicy {
+    /// Envoy retry conditions, comma-separated (`retryOn`, validated at admission).
+    pub retry_on: String,
+    pub num_retries: u32,
+    /// Time allowed per attempt, in milliseconds; `None` (`0s`): the route's own timeout.
+    pub per_try_timeout_ms: Option<u64>,
+    /// Base interval of the exponential backoff between attempts, in milliseconds.
+    pub backoff_base_interval_ms: u64,
 }
 
 /// One pod of a headless service, by its hostname, and the cluster holding only that pod.
@@ -399,6 +458,9 @@ pub struct EgressPort {
     /// Some policy says the server speaks first here: the sidecar must not wait to inspect the
     /// client's first bytes on this port.
     pub server_first: bool,
+    /// Circuit breaking of the port's original-destination cluster (`https`, `tcp`): the
+    /// UpstreamTrafficSetting the first such policy names in `matches`.
+    pub limits: Option<ConnectionLimits>,
 }
 
 /// One external HTTP host and the requests allowed to it.
@@ -407,6 +469,9 @@ pub struct EgressHttpHost {
     pub host: String,
     /// Sorted; [`HttpRouteMatch::any`] when no HTTPRouteGroup narrows it; empty: nothing matches.
     pub routes: Vec<HttpRouteMatch>,
+    /// Circuit breaking of the host's cluster: the UpstreamTrafficSetting the first policy for the
+    /// host names in `matches`.
+    pub limits: Option<ConnectionLimits>,
 }
 
 /// A CIDR range: `addr/prefix_len`.

@@ -9,6 +9,7 @@ pub mod explain;
 pub mod ingress;
 pub mod input;
 pub mod intent;
+mod retry;
 pub mod source;
 mod upstream_traffic;
 

@@ -12,9 +12,9 @@ use std::collections::HashMap;
 
 use std::sync::Arc;
 
-use osm_api::policy::UpstreamTrafficSettingSpec;
+use osm_api::policy::{KIND_UPSTREAM_TRAFFIC_SETTING, UpstreamTrafficSettingSpec};
 
-use crate::input::{MeshInput, ServiceRef};
+use crate::input::{MeshInput, ObjectRef, ServiceRef};
 use crate::intent::{ConnectionLimits, HttpRateLimit, LocalRateLimit, TokenBucket};
 
 /// What the settings ask of each Service: connection limits for its clients' clusters, local rate
@@ -32,10 +32,13 @@ pub(crate) fn by_service(input: &MeshInput, warnings: &mut Vec<String>) -> Upstr
     let mut claimed: HashMap<ServiceRef, String> = HashMap::new();
     for (id, spec) in &input.upstream_traffic_settings {
         let Some(service) = host_service(&id.namespace, &spec.host) else {
-            warnings.push(format!(
-                "UpstreamTrafficSetting {id}: spec.host {:?} names no Service of namespace {}; it is not applied",
-                spec.host, id.namespace
-            ));
+            // An Egress policy's setting names an external host; the Egress applies it.
+            if !named_by_egress(input, id) {
+                warnings.push(format!(
+                    "UpstreamTrafficSetting {id}: spec.host {:?} names no Service of namespace {}; it is not applied",
+                    spec.host, id.namespace
+                ));
+            }
             continue;
         };
         if !input.services.contains_key(&service) {
@@ -115,6 +118,14 @@ fn http_limit(h: &osm_api::policy::HttpLocalRateLimitSpec) -> HttpRateLimit {
 }
 
 /// The Service `host` names in `namespace`, if it is one of the accepted spellings.
+/// Whether a setting's `host` names this Service.
+pub(crate) fn refers_to(input: &MeshInput, service: &ServiceRef) -> bool {
+    input
+        .upstream_traffic_settings
+        .iter()
+        .any(|(id, spec)| host_service(&id.namespace, &spec.host).as_ref() == Some(service))
+}
+
 fn host_service(namespace: &str, host: &str) -> Option<ServiceRef> {
     let labels: Vec<&str> = host.split('.').collect();
     let in_namespace = match labels.as_slice() {
@@ -127,8 +138,19 @@ fn host_service(namespace: &str, host: &str) -> Option<ServiceRef> {
     (!in_namespace.is_empty()).then(|| ServiceRef::new(namespace, in_namespace))
 }
 
+/// Whether an Egress policy of the setting's namespace names it in `matches`.
+fn named_by_egress(input: &MeshInput, id: &ObjectRef) -> bool {
+    input.egresses.iter().any(|(egress, spec)| {
+        egress.namespace == id.namespace
+            && spec
+                .matches
+                .iter()
+                .any(|m| m.kind == KIND_UPSTREAM_TRAFFIC_SETTING && m.name == id.name)
+    })
+}
+
 /// The connection limits a setting asks for; `None` when it asks for none.
-fn read(spec: &UpstreamTrafficSettingSpec) -> Option<ConnectionLimits> {
+pub(crate) fn read(spec: &UpstreamTrafficSettingSpec) -> Option<ConnectionLimits> {
     let c = spec.connection_settings.as_ref()?;
     let tcp = c.tcp.clone().unwrap_or_default();
     let http = c.http.clone().unwrap_or_default();

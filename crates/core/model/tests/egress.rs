@@ -50,6 +50,7 @@ fn egress_applies_to_the_listed_service_accounts_only() {
         vec![EgressHttpHost {
             host: "httpbin.org".into(),
             routes: vec![HttpRouteMatch::any()],
+            limits: None,
         }]
     );
     assert!(buyer.ports[0].http_ip_ranges.is_empty(), "any address");
@@ -251,4 +252,58 @@ fn egress_server_first_and_http_on_one_port_is_reported() {
     let port = &model.proxies["bookbuyer"].egress.ports[0];
     assert!(port.server_first);
     assert_eq!(port.ip_ranges, Some(vec![range("192.0.2.0/24")]));
+}
+
+/// An UpstreamTrafficSetting named in an Egress policy's `matches` (its host the external one, as in
+/// upstream's egress circuit-breaking demo) limits that policy's clusters; a missing one leaves the
+/// policy unapplied, as upstream does; the setting's host is not reported as naming no Service.
+#[test]
+fn egress_upstream_traffic_setting_limits_its_clusters() {
+    let mut input = mesh();
+    let uts: osm_api::policy::UpstreamTrafficSetting = serde_saphyr::from_str(
+        "apiVersion: policy.openservicemesh.io/v1alpha1
+kind: UpstreamTrafficSetting
+metadata: {name: httpbin, namespace: bookbuyer}
+spec:
+  host: httpbin.org
+  connectionSettings:
+    tcp: {maxConnections: 1}
+    http: {maxPendingRequests: 1, maxRequestsPerConnection: 1}
+",
+    )
+    .expect("UpstreamTrafficSetting YAML");
+    input
+        .upstream_traffic_settings
+        .insert(ObjectRef::new("bookbuyer", "httpbin"), uts.spec);
+    let matches = "  matches:\n  - {apiGroup: policy.openservicemesh.io/v1alpha1, kind: UpstreamTrafficSetting, name: httpbin}\n";
+    add(
+        &mut input,
+        "httpbin",
+        &format!(
+            "{BUYER}  hosts: [httpbin.org]\n  ports: [{{number: 80, protocol: http}}, {{number: 443, protocol: https}}]\n{matches}"
+        ),
+    );
+    let model = compute(&input);
+    assert!(model.warnings.is_empty(), "{:?}", model.warnings);
+    let want = Some(ConnectionLimits {
+        max_connections: Some(1),
+        max_pending_requests: Some(1),
+        max_requests_per_connection: Some(1),
+        ..ConnectionLimits::default()
+    });
+    let ports = &model.proxies["bookbuyer"].egress.ports;
+    assert_eq!(ports[0].http_hosts[0].limits, want, "the HTTP host's cluster");
+    assert_eq!(ports[1].limits, want, "the https port's cluster");
+
+    input.upstream_traffic_settings.clear();
+    let model = compute(&input);
+    assert!(model.proxies["bookbuyer"].egress.is_empty());
+    assert!(
+        model
+            .warnings
+            .iter()
+            .any(|w| w.contains("names UpstreamTrafficSetting bookbuyer/httpbin, which does not exist")),
+        "{:?}",
+        model.warnings
+    );
 }

@@ -236,6 +236,22 @@ fn base() -> MeshInput {
         ObjectRef::new("a", "tcp"),
         serde_json::from_value(tcp).expect("a valid TCPRoute"),
     );
+    // One identity retries to two services (in both namespaces): its outbound intent is its own in
+    // either mode, and must follow every change as the shared one does.
+    input.mesh_config.feature_flags.enable_retry_policy = true;
+    let retry = serde_json::json!({
+        "source": {"kind": "ServiceAccount", "name": "sa1", "namespace": "a"},
+        "destinations": [
+            {"kind": "Service", "name": "s0", "namespace": "a"},
+            {"kind": "Service", "name": "s1", "namespace": "b"},
+        ],
+        "retryPolicy": {"retryOn": "5xx", "perTryTimeout": "1s", "numRetries": 3,
+                        "retryBackoffBaseInterval": "10ms"},
+    });
+    input.retries.insert(
+        ObjectRef::new("a", "retry"),
+        serde_json::from_value(retry).expect("a valid Retry"),
+    );
     input
 }
 

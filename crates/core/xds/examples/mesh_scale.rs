@@ -2,7 +2,7 @@
 //! and prints wall time, CPU time and peak RSS per phase, plus how much is encoded and shared.
 //!
 //! `cargo run --release -p osm-xds --example mesh_scale [services] [egress policies] [shared|distinct]
-//! [ingress backends]`
+//! [ingress backends] [retries] [upstream traffic settings]`
 //!
 //! With egress policies, every identity is a source of each of them (cycling through http on port 80,
 //! https on 443 and tcp on a port of its own with one address), to price what they add per proxy.
@@ -12,6 +12,11 @@
 //! With ingress backends, IngressBackend `k` admits to service `k` (its two proxies) an ingress
 //! controller: the pods of service `services - 1 - k` by address, over http for even `k`, over https
 //! with a verified principal for odd `k`.
+//!
+//! With retries, Retry `k` (feature flag on) makes identity `k` retry to service `services - 1 - k`:
+//! each such identity gets its own route configs. With upstream traffic settings, setting `k` limits
+//! service `3k mod services`: connection settings on every client's cluster, an HTTP local rate limit
+//! on its two proxies.
 //!
 //! CPU time and memory come from `/proc/self/stat` (utime + stime, in USER_HZ = 100 ticks) and
 //! `/proc/self/status` (VmHWM, VmRSS). Before each phase the peak is reset through
@@ -129,6 +134,43 @@ fn add_ingress_backends(input: &mut osm_model::MeshInput, services: usize, count
     }
 }
 
+/// `count` Retry policies, from identity `k` to service `services - 1 - k`.
+fn add_retries(input: &mut osm_model::MeshInput, services: usize, count: usize) {
+    input.mesh_config.feature_flags.enable_retry_policy |= count > 0;
+    for k in 0..count.min(services) {
+        let spec = serde_json::json!({
+            "source": {"kind": "ServiceAccount", "name": mesh::service_name(k), "namespace": mesh::NAMESPACE},
+            "destinations": [{"kind": "Service", "name": mesh::service_name(services - 1 - k),
+                              "namespace": mesh::NAMESPACE}],
+            "retryPolicy": {"retryOn": "5xx,connect-failure", "perTryTimeout": "1s", "numRetries": 3,
+                            "retryBackoffBaseInterval": "25ms"}});
+        input.retries.insert(
+            osm_model::ObjectRef::new(mesh::NAMESPACE, format!("retry-{k}")),
+            serde_json::from_value(spec).expect("a Retry spec"),
+        );
+    }
+}
+
+/// `count` UpstreamTrafficSettings, setting `k` for service `3k mod services`.
+fn add_upstream_traffic_settings(input: &mut osm_model::MeshInput, services: usize, count: usize) {
+    for k in 0..count.min(services) {
+        let host = format!(
+            "{}.{}.svc.cluster.local",
+            mesh::service_name(3 * k % services),
+            mesh::NAMESPACE
+        );
+        let spec = serde_json::json!({
+            "host": host,
+            "connectionSettings": {"tcp": {"maxConnections": 100, "connectTimeout": "5s"},
+                                   "http": {"maxPendingRequests": 64, "maxRequestsPerConnection": 1000}},
+            "rateLimit": {"local": {"http": {"requests": 100, "unit": "second"}}}});
+        input.upstream_traffic_settings.insert(
+            osm_model::ObjectRef::new(mesh::NAMESPACE, format!("uts-{k}")),
+            serde_json::from_value(spec).expect("an UpstreamTrafficSetting spec"),
+        );
+    }
+}
+
 fn main() {
     let services: usize = std::env::args()
         .nth(1)
@@ -147,12 +189,24 @@ fn main() {
         .nth(4)
         .map(|s| s.parse().expect("ingress backends: a number"))
         .unwrap_or(0);
+    let number = |i: usize, what: &str| -> usize {
+        std::env::args()
+            .nth(i)
+            .map(|s| s.parse().unwrap_or_else(|_| panic!("{what}: a number")))
+            .unwrap_or(0)
+    };
+    let (retries, settings) = (number(5, "retries"), number(6, "upstream traffic settings"));
     let input = phase("build input", || {
         let mut input = mesh::full_mesh(services);
         add_egress_policies(&mut input, services, egresses);
         add_ingress_backends(&mut input, services, ingress);
+        add_retries(&mut input, services, retries);
+        add_upstream_traffic_settings(&mut input, services, settings);
         input
     });
+    if retries + settings > 0 {
+        println!("{retries} Retry policies (one source identity each), {settings} UpstreamTrafficSettings");
+    }
     if egresses > 0 {
         println!("{egresses} Egress policies, each naming every identity as a source");
     }

@@ -35,22 +35,46 @@ pub struct BootstrapConfig<'a> {
     pub probes: &'a [Probe],
 }
 
-/// A probe the injector moved to the sidecar: the kubelet asks `listener_port` for
-/// [`Probe::kubelet_path`], and Envoy forwards it to the app's `app_port` and original `path`.
+/// How a probe listener reaches the app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeScheme {
+    /// `httpGet` over HTTP: Envoy answers the kubelet's exact path and forwards the app's path.
+    Http,
+    /// `httpGet` over HTTPS: a TCP proxy to the app port, so the kubelet's TLS session (and the path,
+    /// which Envoy never sees) goes end to end to the app, as upstream.
+    Https,
+}
+
+/// A probe the injector moved to the sidecar: the kubelet asks `listener_port` (for HTTP, the exact
+/// path [`Probe::kubelet_path`]), and Envoy forwards it to the app's `app_port` (and, for HTTP, its
+/// original `path`). TCP probes never come here: `osm-init healthcheck` answers them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
-    /// `liveness`, `readiness` or `startup`.
-    pub name: &'static str,
+    /// Names the listener `<name>_listener` and cluster `<name>_cluster`: `liveness`, `readiness` or
+    /// `startup` as upstream; `<kind>_<container>` for a later container's probe of the same kind.
+    pub name: String,
     pub listener_port: u16,
+    pub scheme: ProbeScheme,
+    /// HTTP: the path the rewritten spec gives the kubelet, matched exactly. HTTPS: the app's own path,
+    /// unchanged (the spec keeps it; Envoy does not read it).
+    pub kubelet_path: String,
     /// The app's own probe path.
     pub path: String,
     pub app_port: u16,
 }
 
 impl Probe {
-    /// The path the rewritten pod spec gives the kubelet (upstream's `/osm-<name>-probe`).
-    pub fn kubelet_path(&self) -> String {
-        format!("/osm-{}-probe", self.name)
+    /// An HTTP probe on upstream's listener for `kind` (`liveness`, ...): kubelet path
+    /// `/osm-<kind>-probe`.
+    pub fn http(kind: &str, listener_port: u16, path: impl Into<String>, app_port: u16) -> Probe {
+        Probe {
+            name: kind.to_owned(),
+            listener_port,
+            scheme: ProbeScheme::Http,
+            kubelet_path: format!("/osm-{kind}-probe"),
+            path: path.into(),
+            app_port,
+        }
     }
 }
 
@@ -111,7 +135,10 @@ pub fn render(c: &BootstrapConfig<'_>) -> String {
             "connect_timeout": "1s",
             "load_assignment": endpoint(&cluster, "127.0.0.1", p.app_port),
         }));
-        listeners.push(probe_listener(p, &cluster));
+        listeners.push(match p.scheme {
+            ProbeScheme::Http => probe_listener(p, &cluster),
+            ProbeScheme::Https => tls_probe_listener(p, &cluster),
+        });
     }
     let bootstrap: Value = json!({
         "node": {"id": c.node_id, "cluster": c.node_cluster},
@@ -143,7 +170,7 @@ fn endpoint(cluster: &str, host: &str, port: u16) -> Value {
 /// trick, another method — gets 404 (or 400) from Envoy and never reaches the app: these ports are
 /// exempt from the inbound redirect, so they bypass mTLS and SMI.
 fn probe_listener(p: &Probe, cluster: &str) -> Value {
-    let kubelet_path = p.kubelet_path();
+    let kubelet_path = &p.kubelet_path;
     let mut hcm = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": format!("health_probes_{}", p.name),
@@ -176,6 +203,23 @@ fn probe_listener(p: &Probe, cluster: &str) -> Value {
     })
 }
 
+/// An HTTPS probe listener: TCP proxy to the app port. Anyone reaching the port reaches the app's TLS
+/// port, as the kubelet must (upstream's design); the app's own TLS is the only gate there.
+fn tls_probe_listener(p: &Probe, cluster: &str) -> Value {
+    json!({
+        "name": format!("{}_listener", p.name),
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": p.listener_port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": format!("health_probes_{}", p.name),
+                "cluster": cluster,
+            },
+        }]}],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,12 +241,39 @@ mod tests {
     }
 
     fn liveness() -> Probe {
-        Probe {
-            name: "liveness",
-            listener_port: names::LIVENESS_PROBE_PORT,
-            path: "/healthz?verbose=1".into(),
-            app_port: 8080,
-        }
+        Probe::http("liveness", names::LIVENESS_PROBE_PORT, "/healthz?verbose=1", 8080)
+    }
+
+    /// An HTTPS probe is a TCP proxy to the app port (no HTTP filter: TLS stays end to end), named per
+    /// probe so a second container's probe gets its own listener and cluster.
+    #[test]
+    fn https_probe_is_a_tcp_proxy() {
+        let https = Probe {
+            name: "readiness_tls".into(),
+            listener_port: 15905,
+            scheme: ProbeScheme::Https,
+            kubelet_path: "/ready".into(),
+            path: "/ready".into(),
+            app_port: 8443,
+        };
+        let b = rendered(&[liveness(), https]);
+        let listeners = b["static_resources"]["listeners"].as_array().unwrap();
+        let l = &listeners[1];
+        assert_eq!(l["name"], "readiness_tls_listener");
+        assert_eq!(l["address"]["socket_address"]["port_value"], 15905);
+        let filters = l["filter_chains"][0]["filters"].as_array().unwrap();
+        assert_eq!(filters.len(), 1);
+        assert_eq!(filters[0]["name"], "envoy.filters.network.tcp_proxy");
+        assert_eq!(filters[0]["typed_config"]["cluster"], "readiness_tls_cluster");
+        let cluster = b["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "readiness_tls_cluster")
+            .expect("the probe's cluster");
+        let addr = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+        assert_eq!(addr["address"], "127.0.0.1");
+        assert_eq!(addr["port_value"], 8443);
     }
 
     /// The admin interface listens on loopback only, and no static listener is bound to its port.

@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, UpstreamTlsContext, common_tls_context,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
-use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+use envoy_types::pb::google::protobuf::UInt32Value;
 use osm_model::{AppProtocol, ConnectionLimits, ServiceRef, UpstreamCluster};
 
 use crate::common::{ads, sds, seconds, tls_transport_socket};
@@ -93,10 +93,7 @@ fn apply_limits(cluster: &mut Cluster, limits: &ConnectionLimits, protocol: AppP
         ..Default::default()
     });
     if let Some(ms) = limits.connect_timeout_ms {
-        cluster.connect_timeout = Some(Duration {
-            seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
-            nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
-        });
+        cluster.connect_timeout = Some(crate::common::millis(ms));
     }
     if protocol == AppProtocol::Http && limits.max_requests_per_connection.is_some() {
         cluster.typed_extension_protocol_options =
@@ -148,13 +145,13 @@ pub fn metrics() -> Arc<Resource> {
 
 /// Connections to destinations outside the mesh go to their original address.
 pub fn passthrough() -> Arc<Resource> {
-    original_destination(names::PASSTHROUGH_CLUSTER)
+    original_destination(names::PASSTHROUGH_CLUSTER, None)
 }
 
 /// A cluster that connects to each connection's original destination (passthrough, TLS and TCP
 /// egress).
-pub(crate) fn original_destination(name: &str) -> Arc<Resource> {
-    let cluster = Cluster {
+pub(crate) fn original_destination(name: &str, limits: Option<&ConnectionLimits>) -> Arc<Resource> {
+    let mut cluster = Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::OriginalDst as i32,
@@ -163,15 +160,26 @@ pub(crate) fn original_destination(name: &str) -> Arc<Resource> {
         connect_timeout: Some(seconds(1)),
         ..Default::default()
     };
+    if let Some(limits) = limits {
+        apply_limits(&mut cluster, limits, AppProtocol::Tcp);
+    }
     Resource::encode(TypeKind::Cluster, name, &cluster)
 }
 
 /// `host:port` resolved by DNS (HTTP egress).
-pub(crate) fn strict_dns(name: &str, host: &str, port: u16) -> Arc<Resource> {
+pub(crate) fn strict_dns(
+    name: &str,
+    host: &str,
+    port: u16,
+    limits: Option<&ConnectionLimits>,
+) -> Arc<Resource> {
     let mut cluster = static_cluster_config(name, host, port);
     cluster.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
         cluster::DiscoveryType::StrictDns as i32,
     ));
+    if let Some(limits) = limits {
+        apply_limits(&mut cluster, limits, AppProtocol::Http);
+    }
     Resource::encode(TypeKind::Cluster, name, &cluster)
 }
 
@@ -179,7 +187,7 @@ fn static_cluster(name: &str, ip: &str, port: u16) -> Arc<Resource> {
     Resource::encode(TypeKind::Cluster, name, &static_cluster_config(name, ip, port))
 }
 
-fn static_cluster_config(name: &str, address: &str, port: u16) -> Cluster {
+pub(crate) fn static_cluster_config(name: &str, address: &str, port: u16) -> Cluster {
     Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(

@@ -59,6 +59,13 @@ pub fn seconds(s: i64) -> Duration {
     Duration { seconds: s, nanos: 0 }
 }
 
+pub fn millis(ms: u64) -> Duration {
+    Duration {
+        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
 pub fn tls_transport_socket<M: Message + Name>(ctx: &M) -> TransportSocket {
     TransportSocket {
         name: "envoy.transport_sockets.tls".to_string(),

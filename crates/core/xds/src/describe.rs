@@ -10,7 +10,9 @@
 //! Decoding never panics: an unknown type URL becomes `{type_url, undecoded: true}` and bytes that do not
 //! decode become `{type_url, error}`. Object keys are sorted, so the output is deterministic.
 
+use envoy_types::pb::envoy::config::accesslog::v3::{AccessLog, access_log};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::substitution_format_string;
 use envoy_types::pb::envoy::config::core::v3::{
     Address, CidrRange, ConfigSource, DataSource, TrafficDirection, TransportSocket, address, config_source,
     data_source, socket_address, transport_socket,
@@ -26,6 +28,8 @@ use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, header_matcher, route,
     route_action, route_match,
 };
+use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{StdoutAccessLog, stdout_access_log};
+use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::ExtAuthz;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac as HttpRbac, RbacPerRoute};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
@@ -329,6 +333,9 @@ fn hcm(h: &HttpConnectionManager) -> Value {
     }
     let filters: Vec<Value> = h.http_filters.iter().map(http_filter_summary).collect();
     m.insert("http_filters".into(), json!(filters));
+    if !h.access_log.is_empty() {
+        m.insert("access_log".into(), access_log_summary(&h.access_log));
+    }
     let escaped_slashes =
         http_connection_manager::PathWithEscapedSlashesAction::try_from(h.path_with_escaped_slashes_action)
             .ok()
@@ -355,15 +362,17 @@ fn http_filter_summary(f: &HttpFilter) -> Value {
     let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
         return json!(f.name);
     };
-    let described = on(any, |_: Router| Value::Null).or_else(|| {
-        on(any, |r: HttpRbac| {
-            if r.rules.is_none() && r.shadow_rules.is_none() && r.matcher.is_none() {
-                Value::Null
-            } else {
-                json!({ "rbac": rbac_rules(r.rules.as_ref()), "shadow": r.shadow_rules.is_some() })
-            }
+    let described = on(any, |_: Router| Value::Null)
+        .or_else(|| {
+            on(any, |r: HttpRbac| {
+                if r.rules.is_none() && r.shadow_rules.is_none() && r.matcher.is_none() {
+                    Value::Null
+                } else {
+                    json!({ "rbac": rbac_rules(r.rules.as_ref()), "shadow": r.shadow_rules.is_some() })
+                }
+            })
         })
-    });
+        .or_else(|| on(any, |a: ExtAuthz| ext_authz_summary(&a)));
     match described {
         Some(Ok(Value::Null)) => json!(f.name),
         Some(r) => merged(name_map(&f.name), flatten(r)),
@@ -371,7 +380,71 @@ fn http_filter_summary(f: &HttpFilter) -> Value {
     }
 }
 
+fn ext_authz_summary(a: &ExtAuthz) -> Value {
+    use envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier;
+    use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::ext_authz::Services;
+    let service = match &a.services {
+        Some(Services::GrpcService(g)) => json!({
+            "grpc_cluster": match &g.target_specifier {
+                Some(TargetSpecifier::EnvoyGrpc(e)) => json!(e.cluster_name),
+                other => json!(format!("{other:?}")),
+            },
+            "timeout": g.timeout.as_ref().map(duration_str),
+        }),
+        Some(Services::HttpService(_)) => json!("http service"),
+        None => Value::Null,
+    };
+    json!({
+        "ext_authz": {
+            "service": service,
+            "api": enum_name(
+                a.transport_api_version,
+                envoy_types::pb::envoy::config::core::v3::ApiVersion::try_from,
+            ),
+            "failure_mode_allow": a.failure_mode_allow,
+            "stat_prefix": a.stat_prefix,
+            "include_peer_certificate": a.include_peer_certificate,
+            "request_body": a.with_request_body.as_ref().map(|b| json!({
+                "max_bytes": b.max_request_bytes,
+                "allow_partial": b.allow_partial_message,
+            })),
+        }
+    })
+}
+
 fn tcp_proxy_summary(t: &TcpProxy) -> Value {
+    let mut v = tcp_proxy_cluster(t);
+    if !t.access_log.is_empty() {
+        v["tcp_proxy"]["access_log"] = access_log_summary(&t.access_log);
+    }
+    v
+}
+
+/// Each logger by name and format, e.g. `envoy.access_loggers.stdout: json`; the format's fields are
+/// checked once, by `access_log`'s own tests.
+fn access_log_summary(logs: &[AccessLog]) -> Value {
+    logs.iter()
+        .map(|l| {
+            let format = match &l.config_type {
+                Some(access_log::ConfigType::TypedConfig(any)) => {
+                    on(any, |s: StdoutAccessLog| match s.access_log_format {
+                        Some(stdout_access_log::AccessLogFormat::LogFormat(f)) => match f.format {
+                            Some(substitution_format_string::Format::JsonFormat(_)) => "json",
+                            Some(_) => "text",
+                            None => "default",
+                        },
+                        None => "default",
+                    })
+                    .map_or("undecoded", |r| r.unwrap_or("undecodable"))
+                }
+                _ => "untyped",
+            };
+            json!(format!("{}: {format}", l.name))
+        })
+        .collect()
+}
+
+fn tcp_proxy_cluster(t: &TcpProxy) -> Value {
     match &t.cluster_specifier {
         Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => json!({ "tcp_proxy": { "cluster": c } }),
         Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
@@ -487,7 +560,13 @@ fn cluster(c: &Cluster) -> Value {
                     ""
                 }
             )),
-            Some(Ok(Some(UpstreamProtocolOptions::ExplicitHttpConfig(_)))) => json!("explicit"),
+            Some(Ok(Some(UpstreamProtocolOptions::ExplicitHttpConfig(c)))) => {
+                use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig;
+                match c.protocol_config {
+                    Some(ProtocolConfig::Http2ProtocolOptions(_)) => json!("HTTP/2"),
+                    _ => json!("explicit"),
+                }
+            }
             Some(Ok(Some(UpstreamProtocolOptions::AutoConfig(_)))) => json!("auto (ALPN)"),
             Some(Ok(None)) => json!("default"),
             Some(Err(error)) => json!(error),
@@ -756,6 +835,18 @@ fn route_action_summary(a: &RouteAction) -> Value {
     if !a.prefix_rewrite.is_empty() {
         v["prefix_rewrite"] = json!(a.prefix_rewrite);
     }
+    if let Some(r) = &a.retry_policy {
+        v["retry_policy"] = json!({
+            "retry_on": r.retry_on,
+            "num_retries": r.num_retries.as_ref().map(|n| n.value),
+            "per_try_timeout": r.per_try_timeout.as_ref().map(duration_str),
+            "backoff_base_interval": r
+                .retry_back_off
+                .as_ref()
+                .and_then(|b| b.base_interval.as_ref())
+                .map(duration_str),
+        });
+    }
     v
 }
 
@@ -961,7 +1052,8 @@ proto_enum!(
     TrafficDirection,
     cluster::DiscoveryType,
     cluster::LbPolicy,
-    rbac::Action
+    rbac::Action,
+    envoy_types::pb::envoy::config::core::v3::ApiVersion
 );
 
 #[cfg(test)]

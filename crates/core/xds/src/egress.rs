@@ -40,8 +40,8 @@ use crate::resource::{Resource, TypeKind};
 /// Application protocols the HTTP inspector reports for plain-text HTTP.
 const HTTP_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 
-/// The egress filter chains of the outbound listener, port by port.
-pub fn filter_chains(egress: &EgressIntent) -> Vec<FilterChain> {
+/// The egress filter chains of the outbound listener, port by port; `access_log` as the listener's.
+pub fn filter_chains(egress: &EgressIntent, access_log: bool) -> Vec<FilterChain> {
     let mut chains = Vec::new();
     for p in &egress.ports {
         if !p.http_hosts.is_empty() {
@@ -57,7 +57,7 @@ pub fn filter_chains(egress: &EgressIntent) -> Vec<FilterChain> {
                     application_protocols: HTTP_PROTOCOLS.iter().map(|s| s.to_string()).collect(),
                     ..Default::default()
                 }),
-                filters: vec![hcm_filter(&name, &names::rds_egress(p.port), false)],
+                filters: vec![hcm_filter(&name, &names::rds_egress(p.port), false, access_log)],
                 name,
                 ..Default::default()
             });
@@ -70,7 +70,7 @@ pub fn filter_chains(egress: &EgressIntent) -> Vec<FilterChain> {
                     server_names: p.server_names.clone(),
                     ..Default::default()
                 }),
-                filters: vec![original_destination(p.port)],
+                filters: vec![original_destination(p.port, access_log)],
                 ..Default::default()
             });
         }
@@ -88,7 +88,7 @@ pub fn filter_chains(egress: &EgressIntent) -> Vec<FilterChain> {
                     prefix_ranges: ranges.iter().map(|r| cidr(r.addr, r.prefix_len)).collect(),
                     ..Default::default()
                 }),
-                filters: vec![original_destination(p.port)],
+                filters: vec![original_destination(p.port, access_log)],
                 ..Default::default()
             });
         }
@@ -186,18 +186,23 @@ pub fn clusters(egress: &EgressIntent) -> Vec<Arc<Resource>> {
                 &names::egress_http_cluster(&h.host, p.port),
                 &h.host,
                 p.port,
+                h.limits.as_ref(),
             ));
         }
         if !p.server_names.is_empty() || p.ip_ranges.is_some() {
-            out.push(cds::original_destination(&names::egress_port_cluster(p.port)));
+            out.push(cds::original_destination(
+                &names::egress_port_cluster(p.port),
+                p.limits.as_ref(),
+            ));
         }
     }
     out
 }
 
-fn original_destination(port: u16) -> envoy_types::pb::envoy::config::listener::v3::Filter {
+fn original_destination(port: u16, access_log: bool) -> envoy_types::pb::envoy::config::listener::v3::Filter {
     tcp_proxy_filter(
         &format!("{}.{port}", names::EGRESS_TCP_PROXY_STAT_PREFIX),
         &names::egress_port_cluster(port),
+        access_log,
     )
 }

@@ -10,11 +10,11 @@ use std::sync::{Arc, Weak};
 
 use osm_model::{
     AppProtocol, ConnectionLimits, EgressIntent, InboundAccess, InboundIntent, OutboundIntent,
-    OutboundService, ProxyIntent, ServiceIdentity, ServiceRef, UpstreamCluster,
+    OutboundService, ProxyIntent, RetryPolicy, ServiceIdentity, ServiceRef, UpstreamCluster,
 };
 
 use crate::resource::{ProxyConfig, Resource, ResourceSet};
-use crate::{cds, eds, egress, ingress, lds, names, rds, sds};
+use crate::{cds, eds, egress, ext_authz, ingress, lds, names, rds, sds};
 
 /// A memo table keyed by value. An entry lives while something outside the table (a proxy config, a
 /// set) still holds its value: `sweep` drops the rest. That lets a recompute touch only the proxies a
@@ -130,6 +130,9 @@ impl ByPointerPair {
 #[derive(Default)]
 struct Routing {
     entries: HashMap<u64, Vec<RoutingEntry>>,
+    /// Whether the resources read each service's retry policy (routes do, the listener does not:
+    /// an identity with retries shares the listener of those without).
+    reads_retry: bool,
 }
 
 type RoutingEntry = (RoutingShape, Vec<Arc<Resource>>);
@@ -140,6 +143,7 @@ type BackendShape = (ServiceRef, u16, u32);
 /// What `lds::outbound`, `rds::outbound` and the egress routes read of the intents.
 struct RoutingShape {
     egress_passthrough: bool,
+    access_log: bool,
     egress: Arc<EgressIntent>,
     services: Vec<ServiceShape>,
 }
@@ -152,12 +156,15 @@ struct ServiceShape {
     backends: Vec<BackendShape>,
     /// Per-pod names of a headless service (their clusters are named by hostname).
     pod_hosts: Vec<String>,
+    /// `None` as well where the resources do not read it.
+    retry: Option<Arc<RetryPolicy>>,
 }
 
 impl RoutingShape {
-    fn of(intent: &OutboundIntent, egress: &Arc<EgressIntent>) -> Self {
+    fn of(intent: &OutboundIntent, egress: &Arc<EgressIntent>, reads_retry: bool) -> Self {
         Self {
             egress_passthrough: intent.egress_passthrough,
+            access_log: intent.access_log,
             egress: egress.clone(),
             services: intent
                 .services
@@ -175,6 +182,7 @@ impl RoutingShape {
                         addresses: s.addresses.clone(),
                         backends,
                         pod_hosts: s.pod_hosts.iter().map(|p| p.hostname.clone()).collect(),
+                        retry: s.retry.clone().filter(|_| reads_retry),
                     }
                 })
                 .collect(),
@@ -182,8 +190,9 @@ impl RoutingShape {
     }
 
     /// Compares without building the intent's shape.
-    fn matches(&self, intent: &OutboundIntent, egress: &EgressIntent) -> bool {
+    fn matches(&self, intent: &OutboundIntent, egress: &EgressIntent, reads_retry: bool) -> bool {
         self.egress_passthrough == intent.egress_passthrough
+            && self.access_log == intent.access_log
             && *self.egress == *egress
             && self.services.len() == intent.services.len()
             && self.services.iter().zip(&intent.services).all(|(shape, s)| {
@@ -191,6 +200,7 @@ impl RoutingShape {
                     && shape.port == s.port
                     && shape.protocol == s.protocol
                     && shape.addresses == s.addresses
+                    && (!reads_retry || shape.retry == s.retry)
                     && shape.pod_hosts.len() == s.pod_hosts.len()
                     && shape
                         .pod_hosts
@@ -210,12 +220,16 @@ impl RoutingShape {
             })
     }
 
-    fn hash(intent: &OutboundIntent, egress: &EgressIntent) -> u64 {
+    fn hash(intent: &OutboundIntent, egress: &EgressIntent, reads_retry: bool) -> u64 {
         let mut h = std::hash::DefaultHasher::new();
         intent.egress_passthrough.hash(&mut h);
+        intent.access_log.hash(&mut h);
         egress.hash(&mut h);
         for s in &intent.services {
             (&s.service, s.port, s.protocol, &s.addresses).hash(&mut h);
+            if reads_retry {
+                s.retry.hash(&mut h);
+            }
             for p in &s.pod_hosts {
                 p.hostname.hash(&mut h);
             }
@@ -234,15 +248,19 @@ impl Routing {
         egress: &Arc<EgressIntent>,
         build: impl FnOnce(&OutboundIntent, &EgressIntent) -> Vec<Arc<Resource>>,
     ) -> Vec<Arc<Resource>> {
+        let reads_retry = self.reads_retry;
         let bucket = self
             .entries
-            .entry(RoutingShape::hash(intent, egress))
+            .entry(RoutingShape::hash(intent, egress, reads_retry))
             .or_default();
-        if let Some((_, resources)) = bucket.iter().find(|(shape, _)| shape.matches(intent, egress)) {
+        if let Some((_, resources)) = bucket
+            .iter()
+            .find(|(shape, _)| shape.matches(intent, egress, reads_retry))
+        {
             return resources.clone();
         }
         let resources = build(intent, egress);
-        bucket.push((RoutingShape::of(intent, egress), resources.clone()));
+        bucket.push((RoutingShape::of(intent, egress, reads_retry), resources.clone()));
         resources
     }
 
@@ -305,7 +323,8 @@ pub struct GeneratorStats {
 pub struct Generator {
     trust_domain: String,
     ca_bundle: Arc<str>,
-    statics: Arc<ResourceSet>,
+    /// Without and with access logs on the prometheus listener (indexed by `access_log as usize`).
+    statics: [Arc<ResourceSet>; 2],
     /// What a proxy may reach in the mesh: clusters, endpoints, `rds-outbound.<port>`.
     outbound: Memo<Arc<OutboundIntent>, ResourceSet>,
     /// The permissive intent is shared by every proxy; hashing it once per proxy would cost more than
@@ -331,9 +350,13 @@ pub struct Generator {
 }
 
 /// Resources every proxy gets: the prometheus listener, the fixed clusters, the shared outbound CA.
-fn statics(ca_bundle_pem: &str) -> Arc<ResourceSet> {
+fn statics(ca_bundle_pem: &str) -> [Arc<ResourceSet>; 2] {
+    [false, true].map(|access_log| statics_with(ca_bundle_pem, access_log))
+}
+
+fn statics_with(ca_bundle_pem: &str, access_log: bool) -> Arc<ResourceSet> {
     let mut statics = ResourceSet::default();
-    statics.insert(lds::prometheus());
+    statics.insert(lds::prometheus(access_log));
     statics.insert(cds::metrics());
     statics.insert(cds::passthrough());
     statics.insert(sds::validation_context(
@@ -358,7 +381,10 @@ impl Generator {
             no_egress: Arc::new(EgressIntent::default()),
             inbound: Memo::new(),
             inbound_by_ptr: ByPointer::new(),
-            routing: Routing::default(),
+            routing: Routing {
+                reads_retry: true,
+                ..Routing::default()
+            },
             clusters: Memo::new(),
             endpoints: Memo::new(),
             released_since_sweep: 0,
@@ -424,7 +450,8 @@ impl Generator {
         let inbound = self.inbound_set(&proxy.inbound);
         ProxyConfig {
             sets: vec![
-                self.statics.clone(),
+                // The prometheus listener is an inbound one: it logs as the inbound listener does.
+                self.statics[usize::from(proxy.inbound.access_log)].clone(),
                 inbound,
                 outbound,
                 listener,
@@ -537,6 +564,9 @@ impl Generator {
             }
             for routes in ingress::route_configs(intent) {
                 set.insert(routes);
+            }
+            if let Some(authz) = &intent.ext_authz {
+                set.insert(ext_authz::cluster(authz));
             }
             Arc::new(set)
         });

@@ -25,7 +25,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use osm_model::{InboundIntent, IngressBackendIntent, IngressClients, IngressTransport};
 
 use crate::common::{cidr, sds, tls_transport_socket};
-use crate::lds::hcm_filter;
+use crate::lds::hcm_filter_with;
 use crate::names;
 use crate::rds::{HTTP_RBAC_FILTER, allow_principal_names, prefix_match};
 use crate::resource::{Resource, TypeKind, to_any};
@@ -76,7 +76,19 @@ pub fn filter_chains(intent: &InboundIntent) -> Vec<FilterChain> {
                 transport_socket = Some(tls_transport_socket(&tls));
             }
             FilterChain {
-                filters: vec![hcm_filter(&name, &names::rds_ingress(ing.target_port), with_rbac)],
+                filters: vec![hcm_filter_with(
+                    &name,
+                    &names::rds_ingress(ing.target_port),
+                    with_rbac,
+                    intent.access_log,
+                    // Ingress requests are checked too, as upstream does.
+                    intent
+                        .ext_authz
+                        .as_deref()
+                        .map(crate::ext_authz::http_filter)
+                        .into_iter()
+                        .collect(),
+                )],
                 name,
                 filter_chain_match: Some(chain_match),
                 transport_socket,

@@ -3,17 +3,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::accesslog::v3::{AccessLog, access_log};
-use envoy_types::pb::envoy::config::core::v3::{
-    CidrRange, SubstitutionFormatString, TrafficDirection, substitution_format_string,
-};
+use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action, route_match,
 };
-use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{StdoutAccessLog, stdout_access_log};
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
@@ -33,7 +29,7 @@ use osm_model::{
 };
 use prost::{Message, Name};
 
-use crate::common::{ads, cidr, inline, path_normalization, sds, socket_address, tls_transport_socket};
+use crate::common::{ads, cidr, path_normalization, sds, socket_address, tls_transport_socket};
 use crate::names;
 use crate::rds::{HTTP_RBAC_FILTER, principals_policy, read_only_methods};
 use crate::resource::{Resource, TypeKind, to_any};
@@ -46,7 +42,11 @@ pub fn outbound(intent: &OutboundIntent, egress: &EgressIntent) -> Option<Arc<Re
     if intent.services.is_empty() && !intent.egress_passthrough && egress.is_empty() {
         return None;
     }
-    let mut filter_chains: Vec<FilterChain> = intent.services.iter().flat_map(outbound_chains).collect();
+    let mut filter_chains: Vec<FilterChain> = intent
+        .services
+        .iter()
+        .flat_map(|s| outbound_chains(s, intent.access_log))
+        .collect();
     claim_each_address_once(&mut filter_chains);
     if !egress.is_empty() {
         // An Egress policy naming a mesh address exactly as a service chain does adds nothing (and
@@ -56,7 +56,7 @@ pub fn outbound(intent: &OutboundIntent, egress: &EgressIntent) -> Option<Arc<Re
             .map(|c| c.filter_chain_match.as_ref().map(Message::encode_to_vec))
             .collect();
         filter_chains.extend(
-            crate::egress::filter_chains(egress)
+            crate::egress::filter_chains(egress, intent.access_log)
                 .into_iter()
                 .filter(|c| matches.insert(c.filter_chain_match.as_ref().map(Message::encode_to_vec))),
         );
@@ -71,6 +71,7 @@ pub fn outbound(intent: &OutboundIntent, egress: &EgressIntent) -> Option<Arc<Re
                 names::PASSTHROUGH_CLUSTER
             ),
             names::PASSTHROUGH_CLUSTER,
+            intent.access_log,
         )],
         ..Default::default()
     });
@@ -123,9 +124,9 @@ fn claim_each_address_once(chains: &mut Vec<FilterChain>) {
 /// hostnames gets one chain per such pod (its address to its own cluster: a TCP client that resolved
 /// `web-0.web.ns` reaches web-0, as it would without a mesh), and one for any other address; HTTP
 /// ports tell pods apart by Host instead (`rds::outbound`).
-fn outbound_chains(s: &OutboundService) -> Vec<FilterChain> {
+fn outbound_chains(s: &OutboundService, access_log: bool) -> Vec<FilterChain> {
     if s.protocol != AppProtocol::Tcp || s.pod_hosts.is_empty() {
-        return vec![outbound_chain(s)];
+        return vec![outbound_chain(s, access_log)];
     }
     let mut chains: Vec<FilterChain> = s
         .pod_hosts
@@ -139,7 +140,7 @@ fn outbound_chains(s: &OutboundService) -> Vec<FilterChain> {
                     prefix_ranges: p.cluster.endpoints.iter().map(|ip| host_cidr(*ip)).collect(),
                     ..Default::default()
                 }),
-                filters: vec![tcp_proxy_filter(&name, &p.cluster.name())],
+                filters: vec![tcp_proxy_filter(&name, &p.cluster.name(), access_log)],
                 name,
                 ..Default::default()
             }
@@ -157,18 +158,21 @@ fn outbound_chains(s: &OutboundService) -> Vec<FilterChain> {
         .filter(|ip| !by_pod.contains(ip))
         .collect();
     if !rest.is_empty() {
-        chains.push(outbound_chain(&OutboundService {
-            addresses: rest,
-            ..s.clone()
-        }));
+        chains.push(outbound_chain(
+            &OutboundService {
+                addresses: rest,
+                ..s.clone()
+            },
+            access_log,
+        ));
     }
     chains
 }
 
-fn outbound_chain(s: &OutboundService) -> FilterChain {
+fn outbound_chain(s: &OutboundService, access_log: bool) -> FilterChain {
     let name = names::outbound_filter_chain(&s.service, s.port, s.protocol);
     let filter = match s.protocol {
-        AppProtocol::Http => hcm_filter(&name, &names::rds_outbound(s.port), false),
+        AppProtocol::Http => hcm_filter(&name, &names::rds_outbound(s.port), false, access_log),
         AppProtocol::Tcp => {
             let cluster_specifier = match s.backends.as_slice() {
                 [only] => tcp_proxy::ClusterSpecifier::Cluster(only.cluster.name()),
@@ -188,6 +192,7 @@ fn outbound_chain(s: &OutboundService) -> FilterChain {
                 &TcpProxy {
                     stat_prefix: name.clone(),
                     cluster_specifier: Some(cluster_specifier),
+                    access_log: crate::access_log::access_logs(access_log),
                     ..Default::default()
                 },
             )
@@ -232,13 +237,15 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
                     let request_limit = limit
                         .filter(|l| l.limits_requests())
                         .map(|_| crate::rate_limit::http_filter(&name));
+                    let authz = intent.ext_authz.as_deref().map(crate::ext_authz::http_filter);
                     connection_limit
                         .into_iter()
                         .chain(std::iter::once(hcm_filter_with(
                             &name,
                             &names::rds_inbound(port.target_port),
                             true,
-                            request_limit,
+                            intent.access_log,
+                            request_limit.into_iter().chain(authz).collect(),
                         )))
                         .collect()
                 }
@@ -256,7 +263,7 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
                     }
                     // After RBAC: a refused client does not use up the allowed ones' connections.
                     filters.extend(connection_limit);
-                    filters.push(tcp_proxy_filter(&name, &local_cluster));
+                    filters.push(tcp_proxy_filter(&name, &local_cluster, intent.access_log));
                     filters
                 }
             };
@@ -319,7 +326,7 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
 /// interface: exactly `GET`/`HEAD /stats/prometheus` (any query string) is forwarded, as
 /// `/stats/prometheus`, to the admin endpoint; every other path or method gets 404 from Envoy. Paths are
 /// normalised first, so `/stats/prometheus/../../quitquitquit` is judged as `/quitquitquit`.
-pub fn prometheus() -> Arc<Resource> {
+pub fn prometheus(access_log: bool) -> Arc<Resource> {
     let route_config = RouteConfiguration {
         name: "prometheus-route".to_string(),
         virtual_hosts: vec![VirtualHost {
@@ -349,6 +356,8 @@ pub fn prometheus() -> Arc<Resource> {
     };
     let hcm = path_normalization::apply(HttpConnectionManager {
         stat_prefix: "prometheus".to_string(),
+        // Every scrape is logged, as upstream's sidecars do.
+        access_log: crate::access_log::access_logs(access_log),
         route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(route_config)),
         http_filters: vec![router_filter()],
         ..Default::default()
@@ -368,16 +377,18 @@ pub fn prometheus() -> Arc<Resource> {
     Resource::encode(TypeKind::Listener, names::PROMETHEUS_LISTENER, &listener)
 }
 
-pub(crate) fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool) -> Filter {
-    hcm_filter_with(stat_prefix, rds_name, with_rbac, None)
+pub(crate) fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool, access_log: bool) -> Filter {
+    hcm_filter_with(stat_prefix, rds_name, with_rbac, access_log, Vec::new())
 }
 
-/// [`hcm_filter`] with, before the router, `extra` (a rate-limit filter the routes enable).
+/// [`hcm_filter`] with `extra` filters between RBAC and the router, in the order given (upstream's:
+/// the local rate limit the routes enable, then ext_authz).
 pub(crate) fn hcm_filter_with(
     stat_prefix: &str,
     rds_name: &str,
     with_rbac: bool,
-    extra: Option<HttpFilter>,
+    access_log: bool,
+    extra: Vec<HttpFilter>,
 ) -> Filter {
     let mut http_filters = Vec::new();
     if with_rbac {
@@ -392,7 +403,7 @@ pub(crate) fn hcm_filter_with(
     http_filters.push(router_filter());
     let hcm = path_normalization::apply(HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
-        access_log: vec![stdout_access_log()],
+        access_log: crate::access_log::access_logs(access_log),
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
             route_config_name: rds_name.to_string(),
@@ -403,29 +414,6 @@ pub(crate) fn hcm_filter_with(
     typed_filter("envoy.filters.network.http_connection_manager", &hcm)
 }
 
-/// One line per request on Envoy's stdout, as upstream OSM's sidecars log: enough to explain a refusal
-/// or a 503 (response flags, upstream cluster) and to see who the mTLS peer was.
-pub const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" \
-%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION%ms \
-peer=\"%DOWNSTREAM_PEER_SUBJECT%\" upstream_cluster=\"%UPSTREAM_CLUSTER%\" upstream_host=\"%UPSTREAM_HOST%\" \
-authority=\"%REQ(:AUTHORITY)%\" user_agent=\"%REQ(USER-AGENT)%\"\n";
-
-fn stdout_access_log() -> AccessLog {
-    let format = SubstitutionFormatString {
-        format: Some(substitution_format_string::Format::TextFormatSource(inline(
-            ACCESS_LOG_FORMAT,
-        ))),
-        ..Default::default()
-    };
-    AccessLog {
-        name: "envoy.access_loggers.stdout".to_string(),
-        config_type: Some(access_log::ConfigType::TypedConfig(to_any(&StdoutAccessLog {
-            access_log_format: Some(stdout_access_log::AccessLogFormat::LogFormat(format)),
-        }))),
-        ..Default::default()
-    }
-}
-
 fn router_filter() -> HttpFilter {
     HttpFilter {
         name: "envoy.filters.http.router".to_string(),
@@ -434,12 +422,13 @@ fn router_filter() -> HttpFilter {
     }
 }
 
-pub(crate) fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
+pub(crate) fn tcp_proxy_filter(stat_prefix: &str, cluster: &str, access_log: bool) -> Filter {
     typed_filter(
         "envoy.filters.network.tcp_proxy",
         &TcpProxy {
             stat_prefix: stat_prefix.to_string(),
             cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
+            access_log: crate::access_log::access_logs(access_log),
             ..Default::default()
         },
     )

@@ -4,6 +4,7 @@
 //! tree with the test-only `describe`.)
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod bootstrap;
 pub mod cds;
 mod common;
@@ -11,6 +12,7 @@ mod common;
 mod describe;
 pub mod eds;
 pub mod egress;
+pub mod ext_authz;
 pub mod generator;
 #[cfg(test)]
 mod golden_tests;

@@ -13,6 +13,9 @@ pub const OUTBOUND_EGRESS_FILTER_CHAIN: &str = "outbound-egress-filter-chain";
 /// `egress-tcp-proxy.<port>`.
 pub const EGRESS_TCP_PROXY_STAT_PREFIX: &str = "egress-tcp-proxy";
 pub const METRICS_CLUSTER: &str = "envoy-metrics-cluster";
+/// The external authorization service of MeshConfig `traffic.inboundExternalAuthorization` (upstream
+/// reached it without a cluster, through Envoy's Google gRPC client; named like its fixed clusters).
+pub const EXT_AUTHZ_CLUSTER: &str = "envoy-ext-authz-cluster";
 pub const ADS_CLUSTER: &str = "osm-controller";
 /// The proxy's own certificate. Upstream calls it `service-cert:<ns>/<sa>`; one name for every identity
 /// lets clusters be shared by all clients (ARCHITECTURE.md, "Secrets").

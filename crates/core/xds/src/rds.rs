@@ -8,8 +8,9 @@ use envoy_types::pb::envoy::config::rbac::v3::{
     Permission, Policy, Principal, Rbac as RbacRules, permission, principal, rbac,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
-    header_matcher, route, route_action, route_match, weighted_cluster,
+    HeaderMatcher, RetryPolicy as EnvoyRetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch,
+    VirtualHost, WeightedCluster, header_matcher, retry_policy, route, route_action, route_match,
+    weighted_cluster,
 };
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac, RbacPerRoute};
 use envoy_types::pb::envoy::r#type::matcher::v3::{
@@ -18,7 +19,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use osm_model::{
     HttpAccess, HttpRateLimit, HttpRouteMatch, HttpRoutePolicy, LocalRateLimit, OutboundService, PodHost,
-    ServiceIdentity, pod_service,
+    RetryPolicy, ServiceIdentity, pod_service,
 };
 
 use crate::names;
@@ -78,6 +79,7 @@ pub fn outbound(port: u16, services: &[&OutboundService]) -> Arc<Resource> {
                     r#match: Some(prefix_match("/")),
                     action: Some(route::Action::Route(RouteAction {
                         cluster_specifier: Some(cluster_specifier(s)),
+                        retry_policy: s.retry.as_deref().map(route_retry_policy),
                         ..Default::default()
                     })),
                     ..Default::default()
@@ -122,10 +124,26 @@ fn pod_virtual_host(s: &OutboundService, p: &PodHost, short_unique: bool) -> Vir
             r#match: Some(prefix_match("/")),
             action: Some(route::Action::Route(RouteAction {
                 cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(p.cluster.name())),
+                retry_policy: s.retry.as_deref().map(route_retry_policy),
                 ..Default::default()
             })),
             ..Default::default()
         }],
+        ..Default::default()
+    }
+}
+
+/// A Retry policy as upstream programs it on the route (`pkg/envoy/rds/route`): conditions, count,
+/// per-try timeout and the exponential backoff's base interval (Envoy caps it at ten times that).
+fn route_retry_policy(p: &RetryPolicy) -> EnvoyRetryPolicy {
+    EnvoyRetryPolicy {
+        retry_on: p.retry_on.clone(),
+        num_retries: Some(UInt32Value { value: p.num_retries }),
+        per_try_timeout: p.per_try_timeout_ms.map(crate::common::millis),
+        retry_back_off: Some(retry_policy::RetryBackOff {
+            base_interval: Some(crate::common::millis(p.backoff_base_interval_ms)),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

@@ -238,3 +238,46 @@ fn versions_are_deterministic_across_generators() {
         }
     }
 }
+
+/// A Retry's source (permissive mode) gets route configs of its own, and shares everything else —
+/// listener, clusters, endpoints — with the proxies without retries.
+#[test]
+fn a_retry_source_shares_all_but_its_routes() {
+    let mut input = bookstore_input(true, 13);
+    input.mesh_config.feature_flags.enable_retry_policy = true;
+    let retry = serde_json::json!({
+        "source": {"kind": "ServiceAccount", "name": "bookbuyer", "namespace": "bookbuyer"},
+        "destinations": [{"kind": "Service", "name": "bookstore", "namespace": "bookstore"}],
+        "retryPolicy": {"retryOn": "5xx", "perTryTimeout": "1s", "numRetries": 3,
+                        "retryBackoffBaseInterval": "10ms"},
+    });
+    input.retries.insert(
+        osm_model::ObjectRef::new("bookbuyer", "retry"),
+        serde_json::from_value(retry).expect("a valid Retry"),
+    );
+    let model = compute(&input);
+    let mut g = Generator::new("cluster.local", CA);
+    let configs = generate(&mut g, &model);
+    let (buyer, thief) = (&configs["bookbuyer"], &configs["bookthief"]);
+    assert!(!Arc::ptr_eq(
+        resource(buyer, TypeKind::Route, "rds-outbound.14001"),
+        resource(thief, TypeKind::Route, "rds-outbound.14001")
+    ));
+    assert!(Arc::ptr_eq(
+        resource(buyer, TypeKind::Listener, "outbound-listener"),
+        resource(thief, TypeKind::Listener, "outbound-listener")
+    ));
+    for cluster in [
+        "bookstore/bookstore-v1|14001",
+        "bookwarehouse/bookwarehouse|14001",
+    ] {
+        assert!(Arc::ptr_eq(
+            resource(buyer, TypeKind::Cluster, cluster),
+            resource(thief, TypeKind::Cluster, cluster)
+        ));
+        assert!(Arc::ptr_eq(
+            resource(buyer, TypeKind::Endpoint, cluster),
+            resource(thief, TypeKind::Endpoint, cluster)
+        ));
+    }
+}

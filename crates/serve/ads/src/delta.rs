@@ -344,6 +344,19 @@ impl DeltaStream {
         });
         out.responses
             .push(wire::delta_response(kind, &nonce, &parts, removed));
-        state.in_flight.insert(nonce, carried);
+        state.in_flight.insert(nonce, carried.clone());
+        if kind == TypeKind::Cluster {
+            // A changed cluster is a new cluster to Envoy: it warms until endpoints arrive for it, and
+            // would otherwise wait out the initial fetch timeout (15 s) with the old one serving.
+            // Endpoints come after clusters in `TypeKind::ALL`, so this pass sends them again.
+            let endpoints = &mut self.types[TypeKind::Endpoint];
+            if endpoints.subscribed {
+                let held = endpoints.known_map(TypeKind::Endpoint);
+                for r in &carried {
+                    held.remove(&r.name);
+                }
+                endpoints.computed = None;
+            }
+        }
     }
 }

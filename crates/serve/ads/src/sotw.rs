@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use osm_xds::{PerType, ProxyConfig, Resource, ResourceSet, TypeKind};
 
 use crate::cache::AdsEvent;
-use crate::sets::{Digest, Names, intern_names, set_digest};
+use crate::sets::{Digest, Names, Transitions, candidates, intern_names, set_digest};
 use crate::wire::{self, Encoded, Part};
 
 #[derive(Default)]
@@ -213,7 +213,7 @@ impl SotwStream {
         if state.computed.as_ref().is_some_and(|old| config.made_of(old)) {
             return;
         }
-        state.computed = Some(config.sets.clone());
+        let previous = state.computed.replace(config.sets.clone());
         let digest = state.digest(kind, config);
         // Named resources we do not have yet (or no names at all): wait rather than send an empty
         // answer; the config will catch up. A wildcard answer may be empty: it removes everything.
@@ -254,5 +254,28 @@ impl SotwStream {
         });
         out.responses
             .push(wire::sotw_response(&version, kind, &state.sent_nonce, &parts));
+        if kind == TypeKind::Cluster
+            && let Some(old) = previous
+        {
+            // A changed cluster is a new cluster to Envoy: it warms until endpoints arrive for it,
+            // and an unchanged EDS version would leave it waiting out the initial fetch timeout
+            // (15 s) with the old cluster serving. Endpoints come after clusters in `TypeKind::ALL`,
+            // so this pass sends them again.
+            let changed: Vec<String> = candidates(&old, &config.sets, kind, &mut Transitions::default())
+                .into_iter()
+                .filter(|name| {
+                    let before = old.iter().find_map(|s| s.get(kind, name));
+                    matches!((before, config.get(kind, name)), (Some(b), Some(a)) if b.version != a.version)
+                })
+                .collect();
+            let endpoints = &mut self.types[TypeKind::Endpoint];
+            if changed
+                .iter()
+                .any(|n| endpoints.wildcard || endpoints.names.contains(n))
+            {
+                endpoints.sent_version = None;
+                endpoints.computed = None;
+            }
+        }
     }
 }

@@ -450,3 +450,27 @@ fn large_shared_sets_track_what_the_proxy_holds() {
     assert!(names(&resp).is_empty());
     assert_eq!(removed(&resp), all_names);
 }
+
+/// A changed cluster is a new one to Envoy, which warms it until endpoints arrive: its (unchanged)
+/// endpoints go out again right after it, and nobody else's.
+#[test]
+fn changed_cluster_is_followed_by_its_endpoints() {
+    let v1 = config([cluster("a", "1"), cluster("b", "1"), cla("a", 1), cla("b", 1)]);
+    let mut stream = DeltaStream::new(PROXY);
+    cds_acked(&mut stream, &v1);
+    let eds = only(stream.on_request(&subscribe(EDS, &["a", "b"]), Some(&v1)));
+    nothing(&stream.on_request(&ack(&eds), Some(&v1)));
+
+    let v2 = config([cluster("a", "2"), cluster("b", "1"), cla("a", 1), cla("b", 1)]);
+    let out = stream.on_config(&v2);
+    let responses: Vec<DeltaDiscoveryResponse> = out.responses.iter().map(|r| r.decode()).collect();
+    let sent: Vec<(&str, Vec<String>)> = responses
+        .iter()
+        .map(|r| (r.type_url.as_str(), names(r)))
+        .collect();
+    assert_eq!(
+        sent,
+        [(CDS, vec!["a".to_string()]), (EDS, vec!["a".to_string()])],
+        "the cluster, then its endpoints"
+    );
+}

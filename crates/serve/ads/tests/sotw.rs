@@ -379,3 +379,22 @@ fn config_change_seen_by_a_request_is_sent() {
     nothing(&stream.on_config(&v2));
     nothing(&stream.on_request(&ack(&resp, &["a"]), Some(&v2)));
 }
+
+/// A changed cluster is a new one to Envoy, which warms it until endpoints arrive: its (unchanged)
+/// endpoints go out again right after it, rather than Envoy waiting out its initial fetch timeout.
+#[test]
+fn changed_cluster_is_followed_by_its_endpoints() {
+    let v1 = config([cluster("a", "1"), cla("a", 1)]);
+    let mut stream = SotwStream::new(PROXY);
+    let cds = cds_acked(&mut stream, &v1);
+    let eds = only(stream.on_request(&request(EDS, &["a"], "", ""), Some(&v1)));
+    nothing(&stream.on_request(&ack(&eds, &["a"]), Some(&v1)));
+
+    let v2 = config([cluster("a", "2"), cla("a", 1)]);
+    let out = stream.on_config(&v2);
+    let responses: Vec<DiscoveryResponse> = out.responses.iter().map(|r| r.decode()).collect();
+    let types: Vec<&str> = responses.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(types, [CDS, EDS], "the cluster, then its endpoints");
+    assert_ne!(responses[0].version_info, cds.version_info);
+    assert_eq!(responses[1].version_info, eds.version_info, "the same endpoints");
+}

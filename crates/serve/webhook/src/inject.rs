@@ -3,12 +3,13 @@
 //!
 //! Names, ports and annotations are upstream OSM's: label `osm-proxy-uuid`, init container `osm-init`,
 //! sidecar `envoy` running as UID 1500, Secret `envoy-bootstrap-config-<uuid>` mounted at `/etc/envoy`,
-//! HTTP probes moved to 15901/15902/15903 (`/osm-liveness-probe`, `/osm-readiness-probe`,
-//! `/osm-startup-probe`), Prometheus annotations when the namespace has `openservicemesh.io/metrics`.
+//! probes rewritten as upstream ([`plan_probes`]: HTTP and HTTPS to 15901/15902/15903, TCP to the
+//! `osm-healthcheck` container on 15904), Prometheus annotations when the namespace has
+//! `openservicemesh.io/metrics`.
 //! Nothing here does I/O; the server module reads the Namespace and writes the Secret.
 
 use osm_api::contract::{
-    self, APP_NAME_LABEL, APP_NAME_VALUE, ENVOY_CONTAINER_NAME, IGNORE_LABEL,
+    self, APP_NAME_LABEL, APP_NAME_VALUE, ENVOY_CONTAINER_NAME, HEALTHCHECK_CONTAINER_NAME, IGNORE_LABEL,
     INBOUND_PORT_EXCLUSION_ANNOTATION, INIT_CONTAINER_NAME, InjectionRequest, METRICS_ANNOTATION,
     MONITORED_BY_LABEL, Membership, OUTBOUND_IP_RANGE_EXCLUSION_ANNOTATION,
     OUTBOUND_IP_RANGE_INCLUSION_ANNOTATION, OUTBOUND_PORT_EXCLUSION_ANNOTATION, PROMETHEUS_PATH_ANNOTATION,
@@ -21,14 +22,15 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, Namespace, Pod, Probe as K8sProbe, ResourceRequirements, Secret,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, HTTPGetAction, HTTPHeader, Namespace, Pod, PodSpec,
+    Probe as K8sProbe, ResourceRequirements, Secret, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use osm_api::config::MeshConfigSpec;
 use osm_ca::{CertificateAuthority, TrustDomain};
-use osm_xds::bootstrap::{AdsApi, Probe};
+use osm_xds::bootstrap::{AdsApi, Probe, ProbeScheme};
 use osm_xds::names;
 use serde_json::{Value, json};
 
@@ -147,6 +149,9 @@ pub enum InjectError {
         /// What is wrong with it.
         source: osm_init::InitError,
     },
+    /// More HTTP/HTTPS probes than the sidecar has probe ports for ([`TooManyProbes`]).
+    #[error("{0}: too many HTTP/HTTPS probes for the sidecar's probe ports (15901-15903, 15905-15999)")]
+    TooManyProbes(String),
     /// No image to run.
     #[error("no {0} image is configured (MeshConfig spec.sidecar or the injector's default)")]
     MissingImage(&'static str),
@@ -371,7 +376,8 @@ pub struct Injection {
     pub proxy_uuid: String,
     /// `envoy-bootstrap-config-<uuid>`, which the Pod mounts: it must exist before the Pod starts.
     pub bootstrap_secret_name: String,
-    /// The app's HTTP probes as the bootstrap must proxy them (listener port → original port/path).
+    /// The app's HTTP and HTTPS probes as the bootstrap must proxy them (listener port → original
+    /// port/path).
     pub probes: Vec<Probe>,
     /// The Pod's ServiceAccount (`default` when unset), part of the proxy's identity.
     pub service_account: String,
@@ -419,6 +425,175 @@ const PROBE_KINDS: [ProbeKind; 3] = [
     },
 ];
 
+/// Listener ports for HTTP/HTTPS probes beyond upstream's three (a later container's, see
+/// [`plan_probes`]); the injector adds each one it uses to `osm-init`'s inbound exclusions.
+const EXTRA_PROBE_PORTS: std::ops::RangeInclusive<u16> = 15905..=15999;
+
+/// How one probe is rewritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeRewrite {
+    /// `httpGet` (scheme HTTP or unset): port and path become the sidecar listener's.
+    Http,
+    /// `httpGet` with scheme HTTPS: only the port changes (the listener is a TCP proxy; TLS and the
+    /// path go end to end to the app).
+    Https,
+    /// `tcpSocket`: replaced by `httpGet` on 15904 `/osm-healthcheck` with header
+    /// `Original-Tcp-Port: <port>`, answered by the `osm-healthcheck` container.
+    Tcp,
+}
+
+/// One rewritten probe of one container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeEdit {
+    /// Index in `spec.containers`.
+    pub container: usize,
+    /// `livenessProbe`, `readinessProbe` or `startupProbe`.
+    pub field: &'static str,
+    /// Which rewrite, and so which fields the patch sets.
+    pub rewrite: ProbeRewrite,
+    /// The probe's `httpGet` as the kubelet will send it.
+    pub http_get: HTTPGetAction,
+}
+
+/// [`plan_probes`] ran out of listener ports.
+#[derive(Debug, thiserror::Error)]
+#[error("too many HTTP/HTTPS probes for the sidecar's probe ports (15901-15903, 15905-15999)")]
+pub struct TooManyProbes;
+
+/// What the injector does to a Pod's probes ([`plan_probes`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProbePlan {
+    /// The rewritten probes, in container then kind order.
+    pub edits: Vec<ProbeEdit>,
+    /// The HTTP/HTTPS probes the sidecar's bootstrap must proxy.
+    pub probes: Vec<Probe>,
+    /// A TCP probe was rewritten: the Pod needs the `osm-healthcheck` container.
+    pub healthcheck: bool,
+    /// Listener ports used beyond 15901-15903, to exempt from the inbound redirect.
+    pub extra_ports: Vec<u16>,
+}
+
+impl ProbePlan {
+    /// The containers' probes as the patch leaves them (what the kubelet will probe).
+    pub fn apply(&self, spec: &mut PodSpec) {
+        for edit in &self.edits {
+            let Some(c) = spec.containers.get_mut(edit.container) else {
+                continue;
+            };
+            let probe = match edit.field {
+                "livenessProbe" => c.liveness_probe.as_mut(),
+                "readinessProbe" => c.readiness_probe.as_mut(),
+                _ => c.startup_probe.as_mut(),
+            };
+            if let Some(probe) = probe {
+                probe.tcp_socket = None;
+                probe.http_get = Some(edit.http_get.clone());
+            }
+        }
+    }
+}
+
+/// How the injector rewrites a Pod's liveness, readiness and startup probes, as upstream
+/// (`pkg/injector/health_probes.go`): HTTP → the sidecar's listener for that kind (15901/15902/15903,
+/// path `/osm-<kind>-probe`), which forwards exactly that path to the app's port and path; HTTPS →
+/// the same ports, path and scheme unchanged, a TCP proxy to the app port; TCP → HTTP on 15904
+/// `/osm-healthcheck` with header `Original-Tcp-Port`. gRPC and exec probes, and probes naming a port
+/// the container does not declare, are left alone (a gRPC probe reaches the app port through the
+/// inbound redirect, so such a port needs `openservicemesh.io/inbound-port-exclusion-list`).
+///
+/// Beyond upstream (its issue #4948): upstream gives every container's probe of one kind the same
+/// port and path and proxies only the last one, so with two probing containers one of them is probed
+/// against the other's endpoint. Here the first container with an HTTP/HTTPS probe of a kind gets
+/// upstream's port and path exactly (so a single-probing-container Pod, the common case, looks as
+/// upstream made it), and each later container's probe of that kind gets its own listener: the next
+/// free port from 15905 (skipping ports any container declares) and, for HTTP, the path
+/// `/osm-<kind>-probe/<container>`. A port of their own rather than a second route on the kind's
+/// listener, because an HTTPS probe is a TCP proxy that cannot be shared by path, and one rule for
+/// both schemes keeps the rewritten spec predictable. TCP probes never collide: each carries its
+/// port in the header. Fails only when the extra ports run out (some 95 probes).
+pub fn plan_probes(spec: &PodSpec) -> Result<ProbePlan, TooManyProbes> {
+    let declared: Vec<u16> = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| u16::try_from(p.container_port).ok())
+        .collect();
+    let mut free = EXTRA_PROBE_PORTS.filter(|p| !declared.contains(p));
+    let mut plan = ProbePlan::default();
+    let mut kind_taken = [false; PROBE_KINDS.len()];
+    for (i, c) in spec.containers.iter().enumerate() {
+        for (k, kind) in PROBE_KINDS.iter().enumerate() {
+            let Some(probe) = (kind.get)(c) else { continue };
+            if let Some(tcp) = &probe.tcp_socket {
+                let Some(port) = probe_port(&tcp.port, c) else {
+                    continue;
+                };
+                plan.healthcheck = true;
+                plan.edits.push(ProbeEdit {
+                    container: i,
+                    field: kind.field,
+                    rewrite: ProbeRewrite::Tcp,
+                    http_get: HTTPGetAction {
+                        port: IntOrString::Int(i32::from(names::HEALTHCHECK_PORT)),
+                        path: Some(osm_init::healthcheck::PATH.into()),
+                        http_headers: Some(vec![HTTPHeader {
+                            name: osm_init::healthcheck::PORT_HEADER.into(),
+                            value: port.to_string(),
+                        }]),
+                        ..HTTPGetAction::default()
+                    },
+                });
+                continue;
+            }
+            let Some(get) = &probe.http_get else { continue };
+            let Some(app_port) = probe_port(&get.port, c) else {
+                continue;
+            };
+            let https = get
+                .scheme
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+            let app_path = get.path.clone().filter(|p| !p.is_empty());
+            let (name, listener_port, kubelet_path) = if kind_taken[k] {
+                let port = free.next().ok_or(TooManyProbes)?;
+                plan.extra_ports.push(port);
+                (
+                    format!("{}_{}", kind.name, c.name),
+                    port,
+                    format!("{}/{}", kind.path, c.name),
+                )
+            } else {
+                kind_taken[k] = true;
+                (kind.name.to_owned(), kind.port, kind.path.to_owned())
+            };
+            let mut http_get = get.clone();
+            http_get.port = IntOrString::Int(i32::from(listener_port));
+            let (rewrite, scheme, kubelet_path) = if https {
+                let unchanged = app_path.clone().unwrap_or_else(|| "/".into());
+                (ProbeRewrite::Https, ProbeScheme::Https, unchanged)
+            } else {
+                http_get.path = Some(kubelet_path.clone());
+                (ProbeRewrite::Http, ProbeScheme::Http, kubelet_path)
+            };
+            plan.probes.push(Probe {
+                name,
+                listener_port,
+                scheme,
+                kubelet_path,
+                path: app_path.unwrap_or_else(|| "/".into()),
+                app_port,
+            });
+            plan.edits.push(ProbeEdit {
+                container: i,
+                field: kind.field,
+                rewrite,
+                http_get,
+            });
+        }
+    }
+    Ok(plan)
+}
+
 /// The container port a probe names: a number, or the name of one of the container's ports.
 fn probe_port(port: &IntOrString, container: &Container) -> Option<u16> {
     match port {
@@ -447,6 +622,12 @@ impl PatchBuilder {
         self.0.push(PatchOperation::Add(AddOperation {
             path: PointerBuf::from_tokens(path.iter().copied()),
             value,
+        }));
+    }
+
+    fn remove(&mut self, path: &[&str]) {
+        self.0.push(PatchOperation::Remove(json_patch::RemoveOperation {
+            path: PointerBuf::from_tokens(path.iter().copied()),
         }));
     }
 
@@ -484,9 +665,9 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 }
 
 /// The patch that adds the sidecar to `pod` (created in `namespace`) as proxy `uuid`:
-/// label `osm-proxy-uuid`, init container `osm-init`, sidecar `envoy`, the bootstrap volume, HTTP
-/// probes moved to the sidecar's probe listeners, and the Prometheus annotations when the namespace
-/// has metrics enabled. Call it only after [`decide`] said [`InjectDecision::Inject`].
+/// label `osm-proxy-uuid`, init container `osm-init`, sidecar `envoy`, the bootstrap volume, probes
+/// rewritten by [`plan_probes`] (plus the `osm-healthcheck` container when a TCP probe needs it), and
+/// the Prometheus annotations when the namespace has metrics enabled. Call it only after [`decide`] said [`InjectDecision::Inject`].
 pub fn mutate(
     pod: &Pod,
     namespace: &Namespace,
@@ -510,7 +691,8 @@ pub fn mutate(
         || format!("namespace {ns}"),
     )?
     .unwrap_or(false);
-    let init_args = init_args(pod, config, &object)?;
+    let plan = plan_probes(spec).map_err(|TooManyProbes| InjectError::TooManyProbes(object()))?;
+    let init_args = init_args(pod, config, &plan.extra_ports, &object)?;
     let service_account = spec
         .service_account_name
         .clone()
@@ -536,33 +718,21 @@ pub fn mutate(
         );
     }
 
-    // Probes: the first container with an HTTP probe of each kind gets it moved to the sidecar's
-    // listener for that kind (one listener per kind, as upstream). HTTPS, TCP and exec probes are left
-    // alone.
-    let mut probes = Vec::new();
-    for kind in &PROBE_KINDS {
-        let found = spec.containers.iter().enumerate().find_map(|(i, c)| {
-            let get = (kind.get)(c)?.http_get.as_ref()?;
-            let http = get
-                .scheme
-                .as_deref()
-                .is_none_or(|s| s.eq_ignore_ascii_case("HTTP"));
-            let app_port = probe_port(&get.port, c)?;
-            http.then(|| (i, get.path.clone().filter(|p| !p.is_empty()), app_port))
-        });
-        let Some((i, path, app_port)) = found else {
-            continue;
-        };
-        let index = i.to_string();
-        let base = ["spec", "containers", index.as_str(), kind.field, "httpGet"];
-        patch.add(&[&base[..], &["port"]].concat(), json!(kind.port));
-        patch.add(&[&base[..], &["path"]].concat(), json!(kind.path));
-        probes.push(Probe {
-            name: kind.name,
-            listener_port: kind.port,
-            path: path.unwrap_or_else(|| "/".into()),
-            app_port,
-        });
+    for edit in &plan.edits {
+        let index = edit.container.to_string();
+        let base = ["spec", "containers", index.as_str(), edit.field];
+        let get = |leaf: &'static str| [&base[..], &["httpGet", leaf]].concat();
+        match edit.rewrite {
+            ProbeRewrite::Http => {
+                patch.add(&get("port"), json!(edit.http_get.port));
+                patch.add(&get("path"), json!(edit.http_get.path));
+            }
+            ProbeRewrite::Https => patch.add(&get("port"), json!(edit.http_get.port)),
+            ProbeRewrite::Tcp => {
+                patch.remove(&[&base[..], &["tcpSocket"]].concat());
+                patch.add(&[&base[..], &["httpGet"]].concat(), to_value(&edit.http_get));
+            }
+        }
     }
 
     patch.append(
@@ -570,6 +740,14 @@ pub fn mutate(
         spec.init_containers.is_some(),
         to_value(&init_container(init_image, init_args, config)),
     );
+    if plan.healthcheck {
+        // Before the sidecar, as upstream orders them.
+        patch.append(
+            &["spec", "containers"],
+            true,
+            to_value(&healthcheck_container(init_image)),
+        );
+    }
     patch.append(
         &["spec", "containers"],
         true,
@@ -577,7 +755,7 @@ pub fn mutate(
             envoy_image,
             &service_account,
             ns,
-            &probes,
+            &plan.probes,
             config,
         )),
     );
@@ -598,7 +776,7 @@ pub fn mutate(
         patch: Patch(patch.0),
         proxy_uuid: uuid.to_owned(),
         bootstrap_secret_name: secret_name,
-        probes,
+        probes: plan.probes,
         service_account,
     })
 }
@@ -619,6 +797,7 @@ fn merged<T: PartialEq>(first: Vec<T>, second: Vec<T>) -> Vec<T> {
 fn init_args(
     pod: &Pod,
     config: &InjectConfig,
+    probe_ports: &[u16],
     object: &dyn Fn() -> String,
 ) -> Result<Vec<String>, InjectError> {
     let annotations = pod.metadata.annotations.as_ref();
@@ -685,14 +864,19 @@ fn init_args(
             )?,
             mesh_ports(&traffic.outbound_port_exclusion_list, "outboundPortExclusionList")?,
         ),
+        // The probe ports beyond 15901-15904 (a second container's probes) must reach Envoy's probe
+        // listeners unredirected, as those four always do.
         inbound_port_exclusions: merged(
-            from_pod(
-                annotations,
-                INBOUND_PORT_EXCLUSION_ANNOTATION,
-                object,
-                osm_init::parse_port,
-            )?,
-            mesh_ports(&traffic.inbound_port_exclusion_list, "inboundPortExclusionList")?,
+            merged(
+                from_pod(
+                    annotations,
+                    INBOUND_PORT_EXCLUSION_ANNOTATION,
+                    object,
+                    osm_init::parse_port,
+                )?,
+                mesh_ports(&traffic.inbound_port_exclusion_list, "inboundPortExclusionList")?,
+            ),
+            probe_ports.to_vec(),
         ),
         network_interface_exclusions: from_mesh(
             &traffic.network_interface_exclusion_list,
@@ -778,8 +962,12 @@ fn envoy_container(
         container_port("proxy-metrics", names::PROMETHEUS_PORT),
     ];
     for p in probes {
-        if let Some(kind) = PROBE_KINDS.iter().find(|k| k.name == p.name) {
-            ports.push(container_port(kind.port_name, kind.port));
+        match PROBE_KINDS.iter().find(|k| k.port == p.listener_port) {
+            Some(kind) => ports.push(container_port(kind.port_name, kind.port)),
+            None => ports.push(container_port(
+                &format!("probe-{}", p.listener_port),
+                p.listener_port,
+            )),
         }
     }
     // MeshConfig's quantities are the same JSON as Kubernetes'; a value that does not convert is left
@@ -815,6 +1003,27 @@ fn envoy_container(
             mount_path: BOOTSTRAP_MOUNT_PATH.into(),
             read_only: Some(true),
             ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    }
+}
+
+/// Upstream's `osm-healthcheck` container, answering rewritten TCP probes on 15904: here
+/// `osm-init healthcheck` from the init image, so no third image is needed.
+fn healthcheck_container(init_image: &str) -> Container {
+    Container {
+        name: HEALTHCHECK_CONTAINER_NAME.into(),
+        image: Some(init_image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["osm-init".into()]),
+        args: Some(vec![
+            "healthcheck".into(),
+            "--listen-port".into(),
+            names::HEALTHCHECK_PORT.to_string(),
+        ]),
+        ports: Some(vec![ContainerPort {
+            container_port: i32::from(names::HEALTHCHECK_PORT),
+            ..ContainerPort::default()
         }]),
         ..Container::default()
     }

@@ -2,7 +2,7 @@
 //!
 //! - [`inject`]: pure sidecar injection — [`inject::decide`] (does this Pod get a sidecar?),
 //!   [`inject::mutate`] (the JSON patch adding `osm-init`, `envoy`, the bootstrap volume, the
-//!   `osm-proxy-uuid` label, rewritten HTTP probes and Prometheus annotations) and
+//!   `osm-proxy-uuid` label, rewritten probes and Prometheus annotations) and
 //!   [`inject::bootstrap_secret`] (Secret `envoy-bootstrap-config-<uuid>` with the Envoy bootstrap).
 //! - [`validate`]: [`validate::validate_object`] checks SMI and OSM objects with `osm_api`'s rules.
 //! - [`server`]: the HTTPS servers (axum + rustls with ring) — [`server::Injector`] on

@@ -204,12 +204,70 @@ async fn create_or_replace(
     }
 }
 
-/// The validating webhook: SMI and OSM objects must decode and pass `osm_api`'s semantic rules.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Validator;
+/// The validating webhook: SMI and OSM objects must decode and pass `osm_api`'s semantic rules; with a
+/// client, an object must not conflict with one already stored (an UpstreamTrafficSetting for a host
+/// another one of its namespace sets, as upstream refuses).
+#[derive(Clone, Default)]
+pub struct Validator {
+    client: Option<kube::Client>,
+}
 
 impl Validator {
-    /// Answers one admission request: allowed, or denied naming the offending field.
+    /// A validator that also checks new objects against the stored ones.
+    pub fn with_client(client: kube::Client) -> Self {
+        Self { client: Some(client) }
+    }
+
+    /// [`Validator::admit`], then the checks against stored objects (with a client).
+    pub async fn admit_checking_conflicts(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+    ) -> AdmissionResponse {
+        let response = self.admit(request);
+        let (Some(client), Some(object)) = (&self.client, &request.object) else {
+            return response;
+        };
+        if !response.allowed || request.kind.kind != "UpstreamTrafficSetting" {
+            return response;
+        }
+        let Some(ns) = request
+            .namespace
+            .as_deref()
+            .or(object.metadata.namespace.as_deref())
+        else {
+            return response;
+        };
+        let name = object.metadata.name.as_deref().unwrap_or(&request.name);
+        let host = object.data["spec"]["host"].as_str().unwrap_or_default();
+        let api: kube::Api<osm_api::policy::UpstreamTrafficSetting> =
+            kube::Api::namespaced(client.clone(), ns);
+        match api.list(&Default::default()).await {
+            Ok(list) => {
+                let key = osm_api::policy::host_key(ns, host);
+                if let Some(other) = list.items.iter().find(|o| {
+                    o.metadata.name.as_deref() != Some(name)
+                        && osm_api::policy::host_key(ns, &o.spec.host) == key
+                }) {
+                    let other = other.metadata.name.as_deref().unwrap_or_default();
+                    let message = format!(
+                        "UpstreamTrafficSetting {ns}/{name}: spec.host: {host:?} is already set by \
+                         UpstreamTrafficSetting {ns}/{other}; one host, one setting"
+                    );
+                    info!(kind = %request.kind.kind, name = %request.name, %message, "object refused");
+                    return response.deny(message);
+                }
+                response
+            }
+            // The stored objects are unknown: admit (the model reports a duplicate and applies the first).
+            Err(e) => {
+                warn!(error = %e, "listing UpstreamTrafficSettings for the duplicate-host check");
+                response
+            }
+        }
+    }
+
+    /// Answers one admission request from the object alone: allowed, or denied naming the offending
+    /// field.
     pub fn admit(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
         let allow = AdmissionResponse::from(request);
         // DELETE carries no new object: nothing to check.
@@ -275,7 +333,10 @@ async fn mutate_handler(State(injector): State<Arc<Injector>>, body: Bytes) -> a
 }
 
 async fn validate_handler(State(validator): State<Validator>, body: Bytes) -> axum::Json<Review> {
-    review(&body, |request| async move { validator.admit(&request) }).await
+    review(&body, |request| async move {
+        validator.admit_checking_conflicts(&request).await
+    })
+    .await
 }
 
 async fn healthz() -> &'static str {

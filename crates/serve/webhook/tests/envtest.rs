@@ -140,7 +140,8 @@ fn names(list: &Option<Vec<k8s_openapi::api::core::v1::Container>>) -> Vec<Strin
 }
 
 /// The injector behind a MutatingWebhookConfiguration: a Pod created in a meshed namespace is stored
-/// with `osm-init`, `envoy`, the `osm-proxy-uuid` label and probes moved to 15901/15902, and its
+/// with `osm-init`, `envoy`, the `osm-proxy-uuid` label and probes moved to 15901/15902 (every probe
+/// kind: `probe_pod_scenario`), and its
 /// bootstrap Secret exists with a node id carrying that uuid; a dry run gets the patch but no Secret;
 /// a Pod annotated `disabled` is stored as sent.
 #[tokio::test]
@@ -333,6 +334,8 @@ async fn injector_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
         "exactly one bootstrap Secret (none for the dry runs)"
     );
 
+    probe_pod_scenario(&pods, &secrets).await?;
+
     // Opted out: stored exactly as sent.
     let sent = pod(
         "opted-out",
@@ -354,6 +357,127 @@ async fn injector_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
         (get.port, get.path)
     };
     assert_eq!(http_get(&stored), http_get(&sent));
+    Ok(())
+}
+
+/// Every kind of probe, stored by the real apiserver as the injector rewrote it: HTTP to upstream's
+/// port and path, HTTPS to the same ports with scheme and path kept, TCP to `osm-healthcheck` on 15904
+/// with `Original-Tcp-Port` (and that container added), exec untouched, and a second container's HTTP
+/// probe on its own port (exempted in `osm-init`'s arguments) and path; the bootstrap Secret holds one
+/// listener per HTTP/HTTPS probe. (gRPC probes do not exist in the 1.20 API; the unit tests cover them.)
+async fn probe_pod_scenario(pods: &Api<Pod>, secrets: &Api<Secret>) -> anyhow::Result<()> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let sent: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "probes"},
+        "spec": {"containers": [
+            {
+                "name": "web", "image": "web:1", "ports": [{"name": "http", "containerPort": 8080}],
+                "livenessProbe": {"httpGet": {"port": "http", "path": "/live"}},
+                "readinessProbe": {"httpGet": {"port": 8443, "path": "/ready", "scheme": "HTTPS"}},
+                "startupProbe": {"tcpSocket": {"port": 5432}}
+            },
+            {
+                "name": "admin", "image": "admin:1",
+                "livenessProbe": {"httpGet": {"port": 9000, "path": "/live"}},
+                "readinessProbe": {"exec": {"command": ["true"]}}
+            }
+        ]}
+    }))?;
+    pods.create(&PostParams::default(), &sent)
+        .await
+        .context("creating the probes pod")?;
+    let stored = pods.get("probes").await?;
+    let spec = stored.spec.as_ref().unwrap();
+    assert_eq!(
+        names(&Some(spec.containers.clone())),
+        ["web", "admin", "osm-healthcheck", "envoy"]
+    );
+    let http_get = |p: Option<&k8s_openapi::api::core::v1::Probe>| {
+        let p = p.expect("probe kept");
+        assert!(p.tcp_socket.is_none(), "{p:?}");
+        p.http_get.clone().expect("an httpGet probe")
+    };
+    let (web, admin) = (&spec.containers[0], &spec.containers[1]);
+    let live = http_get(web.liveness_probe.as_ref());
+    assert_eq!(
+        (live.port, live.path.as_deref()),
+        (IntOrString::Int(15901), Some("/osm-liveness-probe"))
+    );
+    let ready = http_get(web.readiness_probe.as_ref());
+    assert_eq!(
+        (ready.port, ready.path.as_deref(), ready.scheme.as_deref()),
+        (IntOrString::Int(15902), Some("/ready"), Some("HTTPS"))
+    );
+    let startup = http_get(web.startup_probe.as_ref());
+    assert_eq!(
+        (startup.port, startup.path.as_deref()),
+        (IntOrString::Int(15904), Some("/osm-healthcheck"))
+    );
+    let headers: Vec<(String, String)> = startup
+        .http_headers
+        .iter()
+        .flatten()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    assert_eq!(headers, [("Original-Tcp-Port".to_owned(), "5432".to_owned())]);
+    let admin_live = http_get(admin.liveness_probe.as_ref());
+    assert_eq!(
+        (admin_live.port, admin_live.path.as_deref()),
+        (IntOrString::Int(15905), Some("/osm-liveness-probe/admin"))
+    );
+    assert_eq!(
+        admin.readiness_probe.as_ref().and_then(|p| p.exec.clone()),
+        sent.spec.as_ref().unwrap().containers[1]
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.exec.clone())
+    );
+    let healthcheck = &spec.containers[2];
+    assert_eq!(healthcheck.image.as_deref(), Some("osm-init:test"));
+    assert_eq!(healthcheck.command.as_deref(), Some(&["osm-init".to_owned()][..]));
+    assert_eq!(
+        healthcheck.args.clone().unwrap_or_default(),
+        ["healthcheck", "--listen-port", "15904"]
+    );
+    let init = spec.init_containers.as_ref().unwrap();
+    assert_eq!(
+        init[0].args.clone().unwrap_or_default(),
+        ["--inbound-port-exclusion-list=15905"]
+    );
+
+    let uuid = stored
+        .labels()
+        .get("osm-proxy-uuid")
+        .cloned()
+        .context("no uuid label")?;
+    let secret = secrets.get(&format!("envoy-bootstrap-config-{uuid}")).await?;
+    let bootstrap: Value = serde_json::from_slice(
+        &secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("bootstrap.yaml"))
+            .context("no bootstrap.yaml")?
+            .0,
+    )?;
+    let listeners: Vec<(&str, &Value)> = bootstrap["static_resources"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap(),
+                &l["address"]["socket_address"]["port_value"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            ("liveness_listener", &json!(15901)),
+            ("readiness_listener", &json!(15902)),
+            ("liveness_admin_listener", &json!(15905)),
+        ]
+    );
     Ok(())
 }
 
@@ -394,7 +518,11 @@ async fn start_validator(apiserver: &ApiServer) -> anyhow::Result<(Client, Runni
     create_namespace(&client, OSM_NAMESPACE, &[], &[]).await?;
     let listener = service_listener(&client, VALIDATOR_SERVICE, VALIDATOR_PORT).await?;
     let tls = server::service_tls_config(&ca, VALIDATOR_SERVICE, OSM_NAMESPACE, Duration::from_secs(3600))?;
-    let server = start_server(listener, tls, validator_router(Validator));
+    let server = start_server(
+        listener,
+        tls,
+        validator_router(Validator::with_client(client.clone())),
+    );
 
     let groups = [
         "access.smi-spec.io",
@@ -474,7 +602,104 @@ async fn validator_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
         .create(&PostParams::default(), &good)
         .await
         .context("a correct TrafficTarget must be accepted")?;
-    ingress_backend_refusals(&client, &ns).await
+    ingress_backend_refusals(&client, &ns).await?;
+    retry_refusals(&client, &ns).await?;
+    upstream_traffic_setting_refusals(&client, &ns).await
+}
+
+/// UpstreamTrafficSettings the webhook refuses, each naming `spec.host` or the status code: a host in
+/// another namespace, a host another setting of the namespace already has (in another spelling), a
+/// status code Envoy cannot send. Upstream's circuit-breaking demo setting is accepted.
+async fn upstream_traffic_setting_refusals(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let gvk = GroupVersionKind::gvk("policy.openservicemesh.io", "v1alpha1", "UpstreamTrafficSetting");
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
+    let object = |name: &str, spec: Value| -> anyhow::Result<DynamicObject> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "policy.openservicemesh.io/v1alpha1", "kind": "UpstreamTrafficSetting",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}))?)
+    };
+    let first = json!({"host": format!("httpbin.{ns}.svc.cluster.local"),
+                       "connectionSettings": {"tcp": {"maxConnections": 100, "connectTimeout": "5s"},
+                                              "http": {"maxPendingRequests": 1, "maxRequestsPerConnection": 5}}});
+    api.create(&PostParams::default(), &object("http-circuit-breaking", first)?)
+        .await
+        .context("upstream's circuit-breaking setting must be accepted")?;
+    let cases = [
+        (
+            "elsewhere",
+            json!({"host": "httpbin.other.svc.cluster.local"}),
+            "spec.host",
+        ),
+        ("duplicate", json!({"host": format!("httpbin.{ns}")}), "spec.host"),
+        (
+            "teapot",
+            json!({"host": "fortio", "rateLimit": {"local": {"http": {"requests": 1, "unit": "second",
+                                                                       "responseStatusCode": 418}}}}),
+            "spec.rateLimit.local.http.responseStatusCode",
+        ),
+    ];
+    for (name, spec, field) in cases {
+        match api.create(&PostParams::default(), &object(name, spec)?).await {
+            Err(kube::Error::Api(s)) => ensure!(
+                s.message.contains("denied the request")
+                    && s.message
+                        .contains(&format!("UpstreamTrafficSetting {ns}/{name}: {field}")),
+                "UpstreamTrafficSetting {name}: refusal must name {field}: {}",
+                s.message
+            ),
+            other => bail!("UpstreamTrafficSetting {name} must be refused: {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// Retries the webhook refuses, each naming its field: a destination that is not a Service, a
+/// condition Envoy does not know. Upstream's docs Retry is accepted.
+async fn retry_refusals(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let gvk = GroupVersionKind::gvk("policy.openservicemesh.io", "v1alpha1", "Retry");
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
+    let object = |name: &str, destination_kind: &str, retry_on: &str| -> anyhow::Result<DynamicObject> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "policy.openservicemesh.io/v1alpha1", "kind": "Retry",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "source": {"kind": "ServiceAccount", "name": "client", "namespace": ns},
+                "destinations": [{"kind": destination_kind, "name": "server", "namespace": ns}],
+                "retryPolicy": {"retryOn": retry_on, "perTryTimeout": "1s", "numRetries": 5,
+                                "retryBackoffBaseInterval": "1s"}}}))?)
+    };
+    let cases = [
+        (
+            "retry-to-account",
+            "ServiceAccount",
+            "5xx",
+            "spec.destinations[0].kind",
+        ),
+        (
+            "retry-on-typo",
+            "Service",
+            "5xx,gateway-eror",
+            "spec.retryPolicy.retryOn",
+        ),
+    ];
+    for (name, kind, retry_on, field) in cases {
+        match api
+            .create(&PostParams::default(), &object(name, kind, retry_on)?)
+            .await
+        {
+            Err(kube::Error::Api(s)) => ensure!(
+                s.message.contains("denied the request")
+                    && s.message.contains(&format!("Retry {ns}/{name}: {field}")),
+                "Retry {name}: refusal must name {field}: {}",
+                s.message
+            ),
+            other => bail!("Retry {name} must be refused: {other:?}"),
+        }
+    }
+    api.create(&PostParams::default(), &object("ok", "Service", "5xx")?)
+        .await
+        .context("a correct Retry must be accepted")?;
+    Ok(())
 }
 
 /// IngressBackends the webhook refuses, each naming its field: https validating client certificates
@@ -547,14 +772,9 @@ async fn unsupported_warns_as_admission_warnings() -> anyhow::Result<()> {
     result
 }
 
-/// Creates `object` with a raw request, as kubectl does, and returns the warnings the apiserver
-/// relayed (the `Warning` headers' texts).
-async fn create_collecting_warnings(client: &Client, object: &Value) -> anyhow::Result<(u16, Vec<String>)> {
-    let api_version = object["apiVersion"].as_str().context("apiVersion")?;
-    let kind = object["kind"].as_str().context("kind")?;
-    let ns = object["metadata"]["namespace"].as_str().context("namespace")?;
-    let (group, version) = api_version.split_once('/').context("group/version")?;
-    let plural = match kind {
+/// The resource name of an OSM kind.
+fn plural_of(kind: &str) -> anyhow::Result<&'static str> {
+    Ok(match kind {
         "Egress" => "egresses",
         "Retry" => "retries",
         "IngressBackend" => "ingressbackends",
@@ -562,7 +782,17 @@ async fn create_collecting_warnings(client: &Client, object: &Value) -> anyhow::
         "MeshConfig" => "meshconfigs",
         "MeshRootCertificate" => "meshrootcertificates",
         other => bail!("no resource name known for {other}"),
-    };
+    })
+}
+
+/// Creates `object` with a raw request, as kubectl does, and returns the warnings the apiserver
+/// relayed (the `Warning` headers' texts).
+async fn create_collecting_warnings(client: &Client, object: &Value) -> anyhow::Result<(u16, Vec<String>)> {
+    let api_version = object["apiVersion"].as_str().context("apiVersion")?;
+    let kind = object["kind"].as_str().context("kind")?;
+    let ns = object["metadata"]["namespace"].as_str().context("namespace")?;
+    let (group, version) = api_version.split_once('/').context("group/version")?;
+    let plural = plural_of(kind)?;
     let request = http::Request::post(format!("/apis/{group}/{version}/namespaces/{ns}/{plural}"))
         .header("content-type", "application/json")
         .body(serde_json::to_vec(object)?)?;
@@ -594,13 +824,13 @@ async fn unsupported_scenario(apiserver: &ApiServer) -> anyhow::Result<()> {
     let (_, _, first) = &all[0];
     let mut dry_run = first.clone();
     dry_run["metadata"]["name"] = json!("probe");
+    let api_version = first["apiVersion"].as_str().context("apiVersion")?;
+    let plural = plural_of(first["kind"].as_str().context("kind")?)?;
     let deadline = Instant::now() + WAIT;
     loop {
-        let request = http::Request::post(format!(
-            "/apis/policy.openservicemesh.io/v1alpha1/namespaces/{ns}/egresses?dryRun=All"
-        ))
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&dry_run)?)?;
+        let request = http::Request::post(format!("/apis/{api_version}/namespaces/{ns}/{plural}?dryRun=All"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&dry_run)?)?;
         let response = client.send(request.map(kube::client::Body::from)).await?;
         if response.headers().contains_key("warning") {
             break;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use osm_ca::{CertificateAuthority, TrustDomain};
 use osm_webhook::inject::{self, InjectConfig, InjectDecision, InjectError, SkipReason};
-use osm_xds::bootstrap::Probe;
+use osm_xds::bootstrap::{Probe, ProbeScheme};
 use serde_json::{Value, json};
 
 const UUID: &str = "0f4e3c4a-1b2c-4d5e-8f90-123456789abc";
@@ -365,25 +365,17 @@ fn existing_maps_and_arrays_are_extended() {
 }
 
 /// HTTP probes (numbered or named port, with or without a path) move to the sidecar's listeners with
-/// upstream's paths and come back as bootstrap probes aimed at the original port and path; HTTPS,
-/// TCP and exec probes are left alone.
+/// upstream's ports and paths and come back as bootstrap probes aimed at the original port and path.
 #[test]
 fn http_probes_move_to_the_sidecar() {
     let mut p = bare_pod();
-    p["spec"]["containers"] = json!([
-        {
-            "name": "web", "image": "web:1",
-            "ports": [{"name": "http", "containerPort": 8080}],
-            "livenessProbe": {"httpGet": {"port": "http", "path": "/healthz"}, "periodSeconds": 5},
-            "readinessProbe": {"httpGet": {"port": 8081, "path": "/ready", "scheme": "HTTP"}},
-            "startupProbe": {"httpGet": {"port": 8082}}
-        },
-        {
-            "name": "tls", "image": "tls:1",
-            "livenessProbe": {"httpGet": {"port": 8443, "path": "/h", "scheme": "HTTPS"}},
-            "readinessProbe": {"tcpSocket": {"port": 9000}}
-        }
-    ]);
+    p["spec"]["containers"] = json!([{
+        "name": "web", "image": "web:1",
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "livenessProbe": {"httpGet": {"port": "http", "path": "/healthz"}, "periodSeconds": 5},
+        "readinessProbe": {"httpGet": {"port": 8081, "path": "/ready", "scheme": "HTTP"}},
+        "startupProbe": {"httpGet": {"port": 8082}}
+    }]);
     let (doc, injection) = patched(&p, &meshed("shop"), &config());
     let web = container(&doc, "containers", "web");
     assert_eq!(
@@ -398,44 +390,260 @@ fn http_probes_move_to_the_sidecar() {
         web["startupProbe"]["httpGet"],
         json!({"port": 15903, "path": "/osm-startup-probe"})
     );
-    assert_eq!(container(&doc, "containers", "tls"), &p["spec"]["containers"][1]);
     assert_eq!(
         injection.probes,
         [
-            Probe {
-                name: "liveness",
-                listener_port: 15901,
-                path: "/healthz".into(),
-                app_port: 8080
-            },
-            Probe {
-                name: "readiness",
-                listener_port: 15902,
-                path: "/ready".into(),
-                app_port: 8081
-            },
-            Probe {
-                name: "startup",
-                listener_port: 15903,
-                path: "/".into(),
-                app_port: 8082
-            },
+            Probe::http("liveness", 15901, "/healthz", 8080),
+            Probe::http("readiness", 15902, "/ready", 8081),
+            Probe::http("startup", 15903, "/", 8082),
         ]
     );
-    let ports: Vec<(&str, i64)> = container(&doc, "containers", "envoy")["ports"]
+    assert_eq!(
+        envoy_ports(&doc)[3..],
+        [
+            ("liveness-port".to_owned(), 15901),
+            ("readiness-port".to_owned(), 15902),
+            ("startup-port".to_owned(), 15903)
+        ]
+    );
+    assert!(!container_names(&doc).contains(&"osm-healthcheck".to_owned()));
+}
+
+fn envoy_ports(doc: &Value) -> Vec<(String, i64)> {
+    container(doc, "containers", "envoy")["ports"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_i64().unwrap()))
-        .collect();
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or("").to_owned(),
+                p["containerPort"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn container_names(doc: &Value) -> Vec<String> {
+    doc["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn init_args(doc: &Value) -> Vec<String> {
+    serde_json::from_value(container(doc, "initContainers", "osm-init")["args"].clone()).unwrap()
+}
+
+/// HTTPS probes keep scheme and path and move to the same ports as HTTP ones; the bootstrap gets a
+/// TCP proxy to the app port for each (TLS end to end), as upstream.
+#[test]
+fn https_probes_keep_scheme_and_path() {
+    let mut p = bare_pod();
+    p["spec"]["containers"] = json!([{
+        "name": "tls", "image": "tls:1",
+        "ports": [{"name": "https", "containerPort": 8443}],
+        "livenessProbe": {"httpGet": {"port": 8443, "path": "/h", "scheme": "HTTPS"}},
+        "readinessProbe": {"httpGet": {"port": "https", "path": "/r", "scheme": "HTTPS",
+            "httpHeaders": [{"name": "X-Probe", "value": "1"}]}},
+        "startupProbe": {"httpGet": {"port": 8443, "scheme": "HTTPS"}, "failureThreshold": 30}
+    }]);
+    let (doc, injection) = patched(&p, &meshed("shop"), &config());
+    let tls = container(&doc, "containers", "tls");
     assert_eq!(
-        ports[3..],
+        tls["livenessProbe"],
+        json!({"httpGet": {"port": 15901, "path": "/h", "scheme": "HTTPS"}})
+    );
+    assert_eq!(
+        tls["readinessProbe"],
+        json!({"httpGet": {"port": 15902, "path": "/r", "scheme": "HTTPS",
+            "httpHeaders": [{"name": "X-Probe", "value": "1"}]}})
+    );
+    assert_eq!(
+        tls["startupProbe"],
+        json!({"httpGet": {"port": 15903, "scheme": "HTTPS"}, "failureThreshold": 30})
+    );
+    let https = |name: &str, port, path: &str| Probe {
+        name: name.into(),
+        listener_port: port,
+        scheme: ProbeScheme::Https,
+        kubelet_path: path.into(),
+        path: path.into(),
+        app_port: 8443,
+    };
+    assert_eq!(
+        injection.probes,
         [
-            ("liveness-port", 15901),
-            ("readiness-port", 15902),
-            ("startup-port", 15903)
+            https("liveness", 15901, "/h"),
+            https("readiness", 15902, "/r"),
+            https("startup", 15903, "/"),
         ]
     );
+    assert_eq!(envoy_ports(&doc).len(), 6);
+    assert!(!container_names(&doc).contains(&"osm-healthcheck".to_owned()));
+}
+
+/// TCP probes become HTTP GETs of `/osm-healthcheck` on 15904 carrying the original port (named ports
+/// resolved), and the pod gets upstream's `osm-healthcheck` container, here `osm-init healthcheck`
+/// from the init image, before the sidecar; no sidecar listener is added for them.
+#[test]
+fn tcp_probes_go_to_the_healthcheck_container() {
+    let mut p = bare_pod();
+    p["spec"]["containers"] = json!([{
+        "name": "db", "image": "db:1",
+        "ports": [{"name": "sql", "containerPort": 5432}],
+        "livenessProbe": {"tcpSocket": {"port": 5432}, "periodSeconds": 3},
+        "readinessProbe": {"tcpSocket": {"port": "sql"}},
+        "startupProbe": {"tcpSocket": {"port": 6000}}
+    }]);
+    let (doc, injection) = patched(&p, &meshed("shop"), &config());
+    let db = container(&doc, "containers", "db");
+    let healthcheck = |port: &str| {
+        json!({"port": 15904, "path": "/osm-healthcheck",
+            "httpHeaders": [{"name": "Original-Tcp-Port", "value": port}]})
+    };
+    assert_eq!(
+        db["livenessProbe"],
+        json!({"httpGet": healthcheck("5432"), "periodSeconds": 3})
+    );
+    assert_eq!(db["readinessProbe"], json!({"httpGet": healthcheck("5432")}));
+    assert_eq!(db["startupProbe"], json!({"httpGet": healthcheck("6000")}));
+    assert!(injection.probes.is_empty());
+    assert_eq!(envoy_ports(&doc).len(), 3, "no probe listener for TCP probes");
+    assert_eq!(container_names(&doc), ["db", "osm-healthcheck", "envoy"]);
+    assert_eq!(
+        container(&doc, "containers", "osm-healthcheck"),
+        &json!({
+            "name": "osm-healthcheck",
+            "image": "osm/osm-init:v0.1.0",
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["osm-init"],
+            "args": ["healthcheck", "--listen-port", "15904"],
+            "ports": [{"containerPort": 15904}]
+        })
+    );
+    // 15904 is always exempt from the inbound redirect: no flag needed.
+    assert!(init_args(&doc).is_empty(), "{:?}", init_args(&doc));
+}
+
+/// gRPC and exec probes are passed through untouched (upstream does the same).
+#[test]
+fn grpc_and_exec_probes_are_left_alone() {
+    let mut p = bare_pod();
+    p["spec"]["containers"] = json!([{
+        "name": "rpc", "image": "rpc:1",
+        "livenessProbe": {"grpc": {"port": 9090}},
+        "readinessProbe": {"exec": {"command": ["true"]}},
+        "startupProbe": {"grpc": {"port": 9090, "service": "ready"}}
+    }]);
+    let (doc, injection) = patched(&p, &meshed("shop"), &config());
+    let rpc = container(&doc, "containers", "rpc");
+    for field in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        assert_eq!(rpc[field], p["spec"]["containers"][0][field], "{field}");
+    }
+    assert!(injection.probes.is_empty());
+    assert_eq!(container_names(&doc), ["rpc", "envoy"]);
+}
+
+/// Beyond upstream (#4948): two containers probing with the same kinds do not collide. The first keeps
+/// upstream's ports and paths; the second's HTTP probe gets `/osm-<kind>-probe/<container>` on a port
+/// of its own from 15905 (skipping declared ports), its HTTPS probe a port of its own, both exempted
+/// from the inbound redirect; TCP probes of both share the healthcheck, told apart by their header.
+#[test]
+fn probes_of_two_containers_do_not_collide() {
+    let mut p = bare_pod();
+    p["metadata"]["annotations"] = json!({"openservicemesh.io/inbound-port-exclusion-list": "9999"});
+    p["spec"]["containers"] = json!([
+        {
+            "name": "web", "image": "web:1",
+            "ports": [{"containerPort": 8080}, {"containerPort": 15905}],
+            "livenessProbe": {"httpGet": {"port": 8080, "path": "/live"}},
+            "readinessProbe": {"httpGet": {"port": 8080, "path": "/ready"}},
+            "startupProbe": {"tcpSocket": {"port": 8080}}
+        },
+        {
+            "name": "admin", "image": "admin:1",
+            "livenessProbe": {"httpGet": {"port": 9000, "path": "/live"}},
+            "readinessProbe": {"httpGet": {"port": 9443, "path": "/ready", "scheme": "HTTPS"}},
+            "startupProbe": {"tcpSocket": {"port": 9000}}
+        }
+    ]);
+    let (doc, injection) = patched(&p, &meshed("shop"), &config());
+    let web = container(&doc, "containers", "web");
+    assert_eq!(
+        web["livenessProbe"]["httpGet"],
+        json!({"port": 15901, "path": "/osm-liveness-probe"})
+    );
+    assert_eq!(
+        web["readinessProbe"]["httpGet"],
+        json!({"port": 15902, "path": "/osm-readiness-probe"})
+    );
+    let admin = container(&doc, "containers", "admin");
+    assert_eq!(
+        admin["livenessProbe"]["httpGet"],
+        json!({"port": 15906, "path": "/osm-liveness-probe/admin"})
+    );
+    assert_eq!(
+        admin["readinessProbe"]["httpGet"],
+        json!({"port": 15907, "path": "/ready", "scheme": "HTTPS"})
+    );
+    assert_eq!(web["startupProbe"]["httpGet"]["httpHeaders"][0]["value"], "8080");
+    assert_eq!(
+        admin["startupProbe"]["httpGet"]["httpHeaders"][0]["value"],
+        "9000"
+    );
+    assert_eq!(
+        injection.probes,
+        [
+            Probe::http("liveness", 15901, "/live", 8080),
+            Probe::http("readiness", 15902, "/ready", 8080),
+            Probe {
+                name: "liveness_admin".into(),
+                listener_port: 15906,
+                scheme: ProbeScheme::Http,
+                kubelet_path: "/osm-liveness-probe/admin".into(),
+                path: "/live".into(),
+                app_port: 9000,
+            },
+            Probe {
+                name: "readiness_admin".into(),
+                listener_port: 15907,
+                scheme: ProbeScheme::Https,
+                kubelet_path: "/ready".into(),
+                path: "/ready".into(),
+                app_port: 9443,
+            },
+        ]
+    );
+    assert_eq!(
+        envoy_ports(&doc)[3..],
+        [
+            ("liveness-port".to_owned(), 15901),
+            ("readiness-port".to_owned(), 15902),
+            ("probe-15906".to_owned(), 15906),
+            ("probe-15907".to_owned(), 15907),
+        ]
+    );
+    assert_eq!(
+        init_args(&doc),
+        ["--inbound-port-exclusion-list=9999,15906,15907"]
+    );
+    assert_eq!(
+        container_names(&doc),
+        ["web", "admin", "osm-healthcheck", "envoy"]
+    );
+    // The plan the e2e tests use gives the same containers as the patch.
+    let mut spec: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(p["spec"].clone()).unwrap();
+    inject::plan_probes(&spec).unwrap().apply(&mut spec);
+    for (i, c) in spec.containers.iter().enumerate() {
+        assert_eq!(
+            serde_json::to_value(c).unwrap(),
+            doc["spec"]["containers"][i],
+            "{}",
+            c.name
+        );
+    }
 }
 
 /// A probe naming a port the container does not declare is left alone (nothing to proxy to).
@@ -541,12 +749,7 @@ fn ca() -> CertificateAuthority {
 /// node id is the proxy's certificate CN and which carries the probe listeners.
 #[test]
 fn bootstrap_secret_holds_the_bootstrap() {
-    let probes = [Probe {
-        name: "readiness",
-        listener_port: 15902,
-        path: "/ready".into(),
-        app_port: 14001,
-    }];
+    let probes = [Probe::http("readiness", 15902, "/ready", 14001)];
     let secret = inject::bootstrap_secret("bookstore", UUID, "bookstore", &probes, &config(), &ca()).unwrap();
     assert_eq!(
         secret.metadata.name.as_deref(),

@@ -95,7 +95,7 @@ fn validator_uses_the_request_namespace() {
     let request: AdmissionReview<DynamicObject> =
         serde_json::from_value(review("admission.k8s.io/v1", object, "bookbuyer")).unwrap();
     let request: AdmissionRequest<DynamicObject> = request.try_into().unwrap();
-    let response = Validator.admit(&request);
+    let response = Validator::default().admit(&request);
     assert!(!response.allowed);
     assert!(
         response.result.message.contains("\"bookbuyer\""),
@@ -106,7 +106,7 @@ fn validator_uses_the_request_namespace() {
 }
 
 async fn post(body: Vec<u8>) -> Value {
-    let response = validator_router(Validator)
+    let response = validator_router(Validator::default())
         .oneshot(
             http::Request::post("/validate")
                 .header("content-type", "application/json")

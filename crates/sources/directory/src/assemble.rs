@@ -414,6 +414,9 @@ fn mesh_object(
         MeshObject::UpstreamTrafficSetting(o) => {
             input.upstream_traffic_settings.insert(id, o.spec.clone());
         }
+        MeshObject::Retry(o) => {
+            input.retries.insert(id, o.spec.clone());
+        }
         other => extra.push(other.clone()),
     }
 }

@@ -17,7 +17,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
 use osm_api::config::{MeshConfig, MeshConfigSpec};
-use osm_api::policy::{Egress, IngressBackend, UpstreamTrafficSetting};
+use osm_api::policy::{Egress, IngressBackend, Retry, UpstreamTrafficSetting};
 use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
@@ -60,6 +60,8 @@ pub struct Snapshot {
     pub ingress_backends: Vec<Arc<IngressBackend>>,
     /// OSM UpstreamTrafficSettings (`policy.openservicemesh.io/v1alpha1`).
     pub upstream_traffic_settings: Vec<Arc<UpstreamTrafficSetting>>,
+    /// OSM Retry policies (`policy.openservicemesh.io/v1alpha1`).
+    pub retries: Vec<Arc<Retry>>,
     /// MeshConfigs of the OSM namespace (only `osm-mesh-config` is read).
     pub mesh_configs: Vec<Arc<MeshConfig>>,
 }
@@ -272,6 +274,7 @@ impl Assembly {
         a.policies(&snap.upstream_traffic_settings, "UpstreamTrafficSetting", |i| {
             &mut i.upstream_traffic_settings
         });
+        a.policies(&snap.retries, "Retry", |i| &mut i.retries);
         a
     }
 
@@ -647,7 +650,8 @@ policy!(
     TrafficSplit => osm_api::smi::split::TrafficSplitSpec,
     Egress => osm_api::policy::EgressSpec,
     IngressBackend => osm_api::policy::IngressBackendSpec,
-    UpstreamTrafficSetting => osm_api::policy::UpstreamTrafficSettingSpec
+    UpstreamTrafficSetting => osm_api::policy::UpstreamTrafficSettingSpec,
+    Retry => osm_api::policy::RetrySpec
 );
 
 /// Whether a Service names a target port (resolved against the pods it selects).

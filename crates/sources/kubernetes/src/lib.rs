@@ -44,7 +44,7 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource};
 use osm_api::config::MeshConfig;
 use osm_api::contract::MESH_CONFIG_NAME;
-use osm_api::policy::{Egress, IngressBackend, UpstreamTrafficSetting};
+use osm_api::policy::{Egress, IngressBackend, Retry, UpstreamTrafficSetting};
 use osm_api::smi::access::TrafficTarget;
 use osm_api::smi::specs::{HTTPRouteGroup, TCPRoute};
 use osm_api::smi::split::TrafficSplit;
@@ -200,6 +200,7 @@ impl KubeSource {
         let ingress_backends: Store<IngressBackend> = add!(Api::all(c.clone()), all(), Role::Rebuild);
         let upstream_traffic_settings: Store<UpstreamTrafficSetting> =
             add!(Api::all(c.clone()), all(), Role::Rebuild);
+        let retries: Store<Retry> = add!(Api::all(c.clone()), all(), Role::Rebuild);
         let mesh_configs: Store<MeshConfig> = add!(
             Api::namespaced(c.clone(), &self.opts.osm_namespace),
             all().fields(&format!("metadata.name={MESH_CONFIG_NAME}")),
@@ -219,6 +220,7 @@ impl KubeSource {
             egresses,
             ingress_backends,
             upstream_traffic_settings,
+            retries,
             mesh_configs,
         };
 
@@ -248,6 +250,7 @@ struct KubeStores {
     egresses: Store<Egress>,
     ingress_backends: Store<IngressBackend>,
     upstream_traffic_settings: Store<UpstreamTrafficSetting>,
+    retries: Store<Retry>,
     mesh_configs: Store<MeshConfig>,
 }
 
@@ -293,6 +296,7 @@ impl Stores for KubeStores {
             egresses: self.egresses.state(),
             ingress_backends: self.ingress_backends.state(),
             upstream_traffic_settings: self.upstream_traffic_settings.state(),
+            retries: self.retries.state(),
             mesh_configs: self.mesh_configs.state(),
         }
     }

@@ -1,6 +1,7 @@
-//! Upstream OSM's egress and headless/StatefulSet setups applied unchanged to a real kube-apiserver and
-//! watched: the Egress policies of the egress demos (`curl` → `httpbin.org:80` by host, and an IP
-//! range on 443) reach the model as the `curl` identity's egress; the StatefulSet of upstream's
+//! Upstream OSM's egress, retry, circuit-breaking and headless/StatefulSet setups applied unchanged to a
+//! real kube-apiserver and watched: the Egress policies of the egress demos (`curl` → `httpbin.org:80`
+//! by host, and an IP range on 443) reach the model as the `curl` identity's egress; the Retry and
+//! UpstreamTrafficSetting of the retry and circuit-breaking demos reach the input; the StatefulSet of upstream's
 //! `e2e_statefulsets_test.go` (bitnami ZooKeeper: a `zookeeper-headless` Service, three replicas)
 //! gives each pod its per-pod name `zookeeper-<i>.zookeeper-headless.<ns>`. No controller runs here:
 //! the test plays the StatefulSet and endpoints controllers (pods with `hostname`/`subdomain`, an
@@ -113,7 +114,7 @@ async fn egress_and_headless_upstream_yaml_is_watched() -> anyhow::Result<()> {
     osm_envtest::apply_crds(&client, &osm_api::crds::all()).await?;
     let namespaces = Api::<Namespace>::all(client.clone());
     create(&namespaces, json!({"metadata": {"name": "osm-system"}})).await?;
-    for ns in ["curl", "zookeeper"] {
+    for ns in ["curl", "zookeeper", "fortio"] {
         create(
             &namespaces,
             json!({"metadata": {"name": ns, "labels": {"openservicemesh.io/monitored-by": "osm"}}}),
@@ -157,6 +158,37 @@ async fn egress_and_headless_upstream_yaml_is_watched() -> anyhow::Result<()> {
             .egresses
             .contains_key(&ObjectRef::new("curl", "egress-ip-range"))
     );
+
+    // The retry and circuit-breaking demos' Retry and UpstreamTrafficSetting, unchanged.
+    for kind in ["Retry", "UpstreamTrafficSetting"] {
+        let gvk = GroupVersionKind::gvk("policy.openservicemesh.io", "v1alpha1", kind);
+        for doc in documents(DEMO_POLICIES)?
+            .into_iter()
+            .filter(|d| d["kind"] == kind)
+        {
+            let ns = doc["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let api =
+                Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ApiResource::from_gvk(&gvk));
+            let object: DynamicObject = serde_json::from_value(doc)?;
+            api.create(&PostParams::default(), &object)
+                .await
+                .with_context(|| format!("applying {kind} {}", object.name_any()))?;
+        }
+    }
+    let input_now = input_until(
+        &mut rx,
+        &mut input,
+        "the Retry and the UpstreamTrafficSetting",
+        |i| !i.retries.is_empty() && !i.upstream_traffic_settings.is_empty(),
+    )
+    .await?;
+    let retry = &input_now.retries[&ObjectRef::new("curl", "retry")];
+    assert_eq!(retry.retry_policy.num_retries, 5);
+    let uts = &input_now.upstream_traffic_settings[&ObjectRef::new("fortio", "http-circuit-breaking")];
+    assert_eq!(uts.host, "fortio.fortio.svc.cluster.local");
 
     // The StatefulSet setup: applied as written; then the test plays its controllers.
     for doc in documents(ZOOKEEPER)? {

@@ -48,6 +48,24 @@ pub enum App {
         #[arg(long)]
         record_requests: bool,
     },
+    /// `http-server`'s answers over TLS with the given certificate (PEM chain and key).
+    HttpsServer {
+        /// Port to listen on (0: any free port; the chosen one is printed).
+        #[arg(long)]
+        port: u16,
+        /// Name to answer with.
+        #[arg(long)]
+        name: String,
+        /// Address to listen on.
+        #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+        address: IpAddr,
+        /// The server's certificate chain (PEM).
+        #[arg(long)]
+        cert: std::path::PathBuf,
+        /// Its private key (PEM).
+        #[arg(long)]
+        key: std::path::PathBuf,
+    },
     /// Echo every byte received on TCP.
     TcpEcho {
         /// Port to listen on (0: any free port; the chosen one is printed).
@@ -75,6 +93,10 @@ pub enum App {
         #[arg(long)]
         record_requests: bool,
     },
+    /// Answer Envoy's external authorization checks (`envoy.service.auth.v3.Authorization`, gRPC over
+    /// h2c): deny requests with the `--deny-header` or a `--deny-path-prefix`, allow the rest; print
+    /// `check: {json}` for each check (path, caller principal, verdict).
+    ExtAuthzServer(ExtAuthzServerArgs),
     /// Send HTTP requests, one connection each, and print a JSON summary line at the end.
     HttpClient(HttpClientArgs),
     /// Send a message over TCP and expect it echoed, one connection each; print a JSON summary line.
@@ -155,6 +177,29 @@ pub struct BuyerArgs {
     /// Per-request timeout, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
+}
+
+/// Arguments of `ext-authz-server`.
+#[derive(Debug, Args)]
+pub struct ExtAuthzServerArgs {
+    /// Port to listen on (0: any free port; the chosen one is printed).
+    #[arg(long)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub address: IpAddr,
+    /// Name added to allowed requests as `x-ext-authz-checked` and to denials' gRPC message.
+    #[arg(long, default_value = "ext-authz")]
+    pub name: String,
+    /// Deny requests carrying this header (any value).
+    #[arg(long)]
+    pub deny_header: Option<String>,
+    /// Deny requests whose path starts with this; repeatable.
+    #[arg(long = "deny-path-prefix")]
+    pub deny_path_prefixes: Vec<String>,
+    /// Answer each check after this many milliseconds (a slow service).
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
 }
 
 /// Arguments of `http-client`.
@@ -277,6 +322,17 @@ pub async fn run(cli: Cli) -> std::io::Result<()> {
             let listener = bind(address, port).await?;
             http::serve(listener, name, record_requests).await
         }
+        App::HttpsServer {
+            port,
+            name,
+            address,
+            cert,
+            key,
+        } => {
+            let tls = crate::tls_server::server_config(&cert, &key)?;
+            let listener = bind(address, port).await?;
+            crate::tls_server::serve(listener, name, tls).await
+        }
         App::GrpcServer {
             port,
             name,
@@ -285,6 +341,15 @@ pub async fn run(cli: Cli) -> std::io::Result<()> {
         } => {
             let listener = bind(address, port).await?;
             grpc::serve(listener, name, record_requests).await
+        }
+        App::ExtAuthzServer(args) => {
+            let policy = crate::ext_authz::AuthzPolicy {
+                deny_header: args.deny_header.map(|h| h.to_ascii_lowercase()),
+                deny_path_prefixes: args.deny_path_prefixes,
+                delay: Duration::from_millis(args.delay_ms),
+            };
+            let listener = bind(args.address, args.port).await?;
+            crate::ext_authz::serve(listener, crate::ext_authz::AuthzService::new(args.name, policy)).await
         }
         App::TcpEcho { port, address } => {
             let listener = bind(address, port).await?;

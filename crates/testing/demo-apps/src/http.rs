@@ -9,7 +9,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
-use hyper::{Method, Request, Response};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -37,9 +37,10 @@ pub(crate) async fn accept(listener: &TcpListener) -> TcpStream {
 }
 
 /// Serves HTTP/1.1 on `listener` forever: every request gets `200`, body `name`, header
-/// `x-served-by: name`. Keep-alive is supported (Envoy pools upstream connections). With `record`, each
-/// request is printed as [`RECORDED_REQUEST`]` METHOD PATH` (path and query exactly as received);
-/// otherwise nothing is logged per request.
+/// `x-served-by: name` — except `/status/<code>`, answered with that status as httpbin does (upstream
+/// OSM's retry tests ask httpbin for `/status/503`). Keep-alive is supported (Envoy pools upstream
+/// connections). With `record`, each request is printed as [`RECORDED_REQUEST`]` METHOD PATH` (path
+/// and query exactly as received); otherwise nothing is logged per request.
 pub async fn serve(listener: TcpListener, name: String, record: bool) -> std::io::Result<()> {
     let name: Arc<str> = name.into();
     let value = header_value(&name)?;
@@ -49,10 +50,12 @@ pub async fn serve(listener: TcpListener, name: String, record: bool) -> std::io
             let path = req.uri().path_and_query().map_or("", |p| p.as_str());
             println!("{RECORDED_REQUEST} {} {path}", req.method());
         }
+        let status = requested_status(req.uri().path());
         async move {
             // Read the request body to its end so the connection can carry the next request.
             let _ = req.into_body().collect().await;
             let mut resp = Response::new(Full::new(Bytes::from(name.as_bytes().to_vec())));
+            *resp.status_mut() = status;
             resp.headers_mut()
                 .insert(HeaderName::from_static(SERVED_BY), value);
             resp.headers_mut()
@@ -61,6 +64,14 @@ pub async fn serve(listener: TcpListener, name: String, record: bool) -> std::io
         }
     })
     .await
+}
+
+/// The status a path asks for: `/status/<code>` with a valid code, else 200.
+fn requested_status(path: &str) -> StatusCode {
+    path.strip_prefix("/status/")
+        .and_then(|code| code.parse::<u16>().ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or(StatusCode::OK)
 }
 
 /// Serves HTTP/1.1 on `listener` forever, one task per connection, answering every request with

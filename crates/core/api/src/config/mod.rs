@@ -219,8 +219,18 @@ pub struct ObservabilitySpec {
     pub osm_log_level: String,
     /// Serve the controller's debug endpoints.
     pub enable_debug_server: bool,
+    /// Sidecars log each HTTP request and TCP connection as JSON on stdout (an osm-rs field; upstream
+    /// OSM always logs).
+    // Not written at its default, so a default MeshConfig serializes exactly as upstream's.
+    #[serde(skip_serializing_if = "is_true")]
+    #[schemars(extend("default" = true))]
+    pub enable_access_log: bool,
     /// Distributed tracing.
     pub tracing: TracingSpec,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for ObservabilitySpec {
@@ -228,6 +238,7 @@ impl Default for ObservabilitySpec {
         ObservabilitySpec {
             osm_log_level: "info".into(),
             enable_debug_server: false,
+            enable_access_log: true,
             tracing: TracingSpec::default(),
         }
     }

@@ -19,9 +19,10 @@ pub use ingress_backend::{
 };
 pub use retry::{Retry, RetryPolicySpec, RetrySpec, RetrySrcDstSpec};
 pub use upstream_traffic_setting::{
-    ConnectionSettingsSpec, HttpConnectionSettings, HttpHeaderValue, HttpLocalRateLimitSpec,
-    HttpPerRouteRateLimitSpec, HttpRouteSpec, LocalRateLimitSpec, RateLimitSpec, TcpConnectionSettings,
-    TcpLocalRateLimitSpec, UpstreamTrafficSetting, UpstreamTrafficSettingSpec, UpstreamTrafficSettingStatus,
+    ConnectionSettingsSpec, ENVOY_ERROR_STATUS_CODES, HttpConnectionSettings, HttpHeaderValue,
+    HttpLocalRateLimitSpec, HttpPerRouteRateLimitSpec, HttpRouteSpec, LocalRateLimitSpec, RateLimitSpec,
+    TcpConnectionSettings, TcpLocalRateLimitSpec, UpstreamTrafficSetting, UpstreamTrafficSettingSpec,
+    UpstreamTrafficSettingStatus, host_key, host_service_namespace,
 };
 
 /// Source/destination kind for a ServiceAccount.

@@ -186,15 +186,27 @@ pub struct UpstreamTrafficSettingStatus {
     pub reason: Option<String>,
 }
 
+/// The 4xx and 5xx codes Envoy's `envoy.type.v3.StatusCode` defines: a local reply can only carry one
+/// of these (any other would be NACKed by every sidecar).
+pub const ENVOY_ERROR_STATUS_CODES: [u32; 37] = [
+    400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 423,
+    424, 426, 428, 429, 431, 500, 501, 502, 503, 504, 505, 506, 507, 508, 510, 511,
+];
+
 fn http_rate_limit(errs: &mut Errors, path: &str, rl: &HttpLocalRateLimitSpec) {
     errs.one_of(format!("{path}.unit"), &rl.unit, &RATE_LIMIT_UNITS);
-    if let Some(code) = rl.response_status_code
-        && !(400..=599).contains(&code)
-    {
-        errs.add(
-            format!("{path}.responseStatusCode"),
-            format!("must be between 400 and 599 (got {code})"),
-        );
+    if let Some(code) = rl.response_status_code {
+        if !(400..=599).contains(&code) {
+            errs.add(
+                format!("{path}.responseStatusCode"),
+                format!("must be between 400 and 599 (got {code})"),
+            );
+        } else if !ENVOY_ERROR_STATUS_CODES.contains(&code) {
+            errs.add(
+                format!("{path}.responseStatusCode"),
+                format!("{code} is not a status code Envoy can send (known: 400–417, 421–424, 426, 428, 429, 431, 500–508, 510, 511)"),
+            );
+        }
     }
     for (i, h) in rl.response_headers_to_add.iter().enumerate() {
         errs.non_empty(format!("{path}.responseHeadersToAdd[{i}].name"), &h.name);
@@ -233,8 +245,46 @@ impl Validate for UpstreamTrafficSettingSpec {
     }
 }
 
+/// The namespace a host names explicitly as a Service's (`<svc>.<ns>.svc` or
+/// `<svc>.<ns>.svc.cluster.local`); `None` for any other spelling (a short name, or an external host).
+pub fn host_service_namespace(host: &str) -> Option<&str> {
+    match host.split('.').collect::<Vec<_>>().as_slice() {
+        [_, ns, "svc"] | [_, ns, "svc", "cluster", "local"] => Some(ns),
+        _ => None,
+    }
+}
+
+/// What two settings of one namespace compare to find a duplicate: the Service name for every
+/// spelling of a Service of `namespace` (`svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`),
+/// else the host itself, lower-cased.
+pub fn host_key(namespace: &str, host: &str) -> String {
+    let labels: Vec<&str> = host.split('.').collect();
+    match labels.as_slice() {
+        [name] => (*name).to_string(),
+        [name, ns] | [name, ns, "svc"] | [name, ns, "svc", "cluster", "local"] if *ns == namespace => {
+            (*name).to_string()
+        }
+        _ => host.to_ascii_lowercase(),
+    }
+}
+
 impl Validate for UpstreamTrafficSetting {
     fn validate(&self) -> Result<(), ValidationErrors> {
-        self.spec.validate()
+        let own = self.metadata.namespace.as_deref().unwrap_or_default();
+        let mut errs = Errors::default();
+        errs.extend(self.spec.validate());
+        if let Some(ns) = host_service_namespace(&self.spec.host)
+            && !own.is_empty()
+            && ns != own
+        {
+            errs.add(
+                "spec.host",
+                format!(
+                    "names a Service of namespace {ns}; an UpstreamTrafficSetting applies to the Services \
+                     of its own namespace ({own}): create it in {ns}"
+                ),
+            );
+        }
+        errs.finish()
     }
 }

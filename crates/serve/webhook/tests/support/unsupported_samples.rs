@@ -16,10 +16,6 @@ fn mesh_config_spec(path: &str) -> Value {
         "spec.sidecar.maxDataPlaneConnections" => json!({"sidecar": {"maxDataPlaneConnections": 100}}),
         "spec.sidecar.configResyncInterval" => json!({"sidecar": {"configResyncInterval": "30s"}}),
         "spec.sidecar.localProxyMode" => json!({"sidecar": {"localProxyMode": "PodIP"}}),
-        "spec.traffic.inboundExternalAuthorization.enable" => {
-            json!({"traffic": {"inboundExternalAuthorization": {
-            "enable": true, "address": "ext-authz.auth.svc.cluster.local", "port": 9002}}})
-        }
         "spec.observability.tracing.enable" => json!({"observability": {"tracing": {
             "enable": true, "address": "jaeger.tracing.svc.cluster.local", "port": 9411, "endpoint": "/api/v2/spans"}}}),
         "spec.observability.enableDebugServer" => json!({"observability": {"enableDebugServer": true}}),
@@ -37,7 +33,6 @@ fn mesh_config_spec(path: &str) -> Value {
         "spec.featureFlags.enableEnvoyActiveHealthChecks" => {
             json!({"featureFlags": {"enableEnvoyActiveHealthChecks": true}})
         }
-        "spec.featureFlags.enableRetryPolicy" => json!({"featureFlags": {"enableRetryPolicy": true}}),
         other => panic!("no sample for the unsupported MeshConfig field {other}: add one here"),
     }
 }
@@ -53,16 +48,6 @@ pub fn sample(entry: &Unsupported, name: &str, ns: &str) -> Value {
         Subject::MeshConfigField { path, .. } => json!({
             "apiVersion": "config.openservicemesh.io/v1alpha2", "kind": "MeshConfig",
             "metadata": {"name": name, "namespace": ns}, "spec": mesh_config_spec(path)}),
-        Subject::ObjectField { kind: "Egress", .. } => policy(
-            "Egress",
-            name,
-            ns,
-            json!({
-            "sources": [{"kind": "ServiceAccount", "name": "curl", "namespace": ns}],
-            "hosts": ["httpbin.org"], "ports": [{"number": 80, "protocol": "http"}],
-            "matches": [{"apiGroup": "policy.openservicemesh.io/v1alpha1",
-                         "kind": "UpstreamTrafficSetting", "name": "httpbin"}]}),
-        ),
         Subject::ObjectField {
             kind: "IngressBackend",
             ..
@@ -79,16 +64,6 @@ pub fn sample(entry: &Unsupported, name: &str, ns: &str) -> Value {
         Subject::ObjectField { kind, path, .. } => {
             panic!("no sample for the unsupported field {kind} {path}: add one here")
         }
-        Subject::Kind("Retry") => policy(
-            "Retry",
-            name,
-            ns,
-            json!({
-            "source": {"kind": "ServiceAccount", "name": "curl", "namespace": ns},
-            "destinations": [{"kind": "Service", "name": "httpbin", "namespace": ns}],
-            "retryPolicy": {"retryOn": "5xx", "perTryTimeout": "1s", "numRetries": 3,
-                            "retryBackoffBaseInterval": "1s"}}),
-        ),
         Subject::Kind("MeshRootCertificate") => json!({
             "apiVersion": "config.openservicemesh.io/v1alpha2", "kind": "MeshRootCertificate",
             "metadata": {"name": name, "namespace": ns},
