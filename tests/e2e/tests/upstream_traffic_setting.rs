@@ -468,3 +468,75 @@ fn upstream_traffic_setting_local_rate_limit_sotw() {
 fn upstream_traffic_setting_local_rate_limit_delta() {
     local_rate_limit("utrd", AdsApi::Delta);
 }
+
+/// Latency added by the local rate-limit filters (network and HTTP, limits never reached): GETs at a
+/// fixed rate through two sidecars, alternating between bookstore-v1 (limited) and bookstore-v2 (not),
+/// so both see the same machine; p50/p99 printed. Measures only; run with
+/// `cargo test -p osm-e2e --test upstream_traffic_setting rate_limit_latency -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark"]
+fn upstream_traffic_setting_rate_limit_latency_benchmark() {
+    const REQUESTS: usize = 1000;
+    const INTERVAL: Duration = Duration::from_millis(5);
+    if require_or_skip("utrb").is_none() {
+        return;
+    }
+    let mesh = mesh_with_settings(
+        "utrb",
+        AdsApi::Delta,
+        &["apiVersion: policy.openservicemesh.io/v1alpha1
+kind: UpstreamTrafficSetting
+metadata: {name: bookstore-v1, namespace: bookstore}
+spec:
+  host: bookstore-v1.bookstore.svc.cluster.local
+  rateLimit:
+    local:
+      tcp: {connections: 1000000, unit: second}
+      http: {requests: 1000000, unit: second}
+"],
+    );
+    let netns = mesh.pod("bookbuyer").pod.netns().to_string();
+    let target = |svc: &str| {
+        (
+            SocketAddr::new(mesh.service_ips[svc], osm_fixtures::BOOKSTORE_PORT),
+            format!("{svc}.bookstore:{}", osm_fixtures::BOOKSTORE_PORT),
+        )
+    };
+    let (limited, plain) = (target("bookstore-v1"), target("bookstore-v2"));
+    let (on, off) = osm_harness::in_netns(&netns, move || {
+        let (mut on, mut off) = (Vec::with_capacity(REQUESTS), Vec::with_capacity(REQUESTS));
+        let start = Instant::now();
+        for i in 0..2 * (REQUESTS + 50) {
+            // Fixed rate: each request at its slot, whatever the previous one took.
+            if let Some(wait) = (start + INTERVAL * i as u32).checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let (addr, host) = if i % 2 == 0 { &limited } else { &plain };
+            let t = Instant::now();
+            let stream = TcpStream::connect(addr).expect("connect");
+            let r = osm_harness::http_exchange(stream, host, "GET", "/books-bought").expect("a response");
+            assert_eq!(r.status, 200);
+            // The first 50 of each warm the connection pools up.
+            if i >= 100 {
+                if i % 2 == 0 { &mut on } else { &mut off }.push(t.elapsed());
+            }
+        }
+        (on, off)
+    })
+    .expect("in the pod");
+    let pct = |mut v: Vec<Duration>| {
+        v.sort();
+        let at = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+        (at(0.50), at(0.99))
+    };
+    let (on, off) = (pct(on), pct(off));
+    println!(
+        "local rate-limit latency, {REQUESTS} GETs each at {} req/s in all through two sidecars: \
+         limited p50 {:?} p99 {:?}; not limited p50 {:?} p99 {:?}",
+        1000 / INTERVAL.as_millis(),
+        on.0,
+        on.1,
+        off.0,
+        off.1
+    );
+}

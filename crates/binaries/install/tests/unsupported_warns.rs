@@ -28,16 +28,18 @@ fn unsupported_warns_for_set_values() {
         ]
     );
     let warnings = options(&[
-        "osm.featureFlags.enableRetryPolicy=true",
+        "osm.featureFlags.enableEnvoyActiveHealthChecks=true",
         "osm.localProxyMode=PodIP",
+        "osm.featureFlags.enableRetryPolicy=true",
     ])
     .unsupported_warnings();
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings[0].starts_with("--set osm.localProxyMode=PodIP: spec.sidecar.localProxyMode: "));
     assert!(
         warnings[1].starts_with(
-            "--set osm.featureFlags.enableRetryPolicy=true: spec.featureFlags.enableRetryPolicy: "
-        )
+            "--set osm.featureFlags.enableEnvoyActiveHealthChecks=true: spec.featureFlags.enableEnvoyActiveHealthChecks: "
+        ),
+        "{warnings:?}"
     );
 }
 

@@ -282,10 +282,18 @@ fn retry_rules() {
 /// Envoy defines), route paths compile.
 #[test]
 fn upstream_traffic_setting_rules() {
-    let ok = json!({"host": "httpbin.httpbin.svc.cluster.local",
+    let ok = json!({"host": "httpbin.curl.svc.cluster.local",
                     "rateLimit": {"local": {"http": {"requests": 10, "unit": "second"}}},
                     "httpRoutes": [{"path": "/status/.*", "rateLimit": {"local": {"requests": 1, "unit": "hour"}}}]});
     assert_eq!(fields(policy("UpstreamTrafficSetting", ok)), Vec::<String>::new());
+    // An external host (an Egress policy's setting) is fine; another namespace's Service is not.
+    let external = json!({"host": "httpbin.org"});
+    assert_eq!(
+        fields(policy("UpstreamTrafficSetting", external)),
+        Vec::<String>::new()
+    );
+    let elsewhere = json!({"host": "httpbin.httpbin.svc.cluster.local"});
+    assert_eq!(fields(policy("UpstreamTrafficSetting", elsewhere)), ["spec.host"]);
     let bad = json!({
         "host": "",
         "connectionSettings": {"tcp": {"connectTimeout": "0s"}},

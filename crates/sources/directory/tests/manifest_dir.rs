@@ -608,9 +608,9 @@ fn unknown_kinds_and_missing_directory() {
     assert_eq!(source.input(), &before);
 }
 
-/// Other OSM kinds are validated and kept for later; an invalid one is reported.
+/// Retry policies are validated and served in `MeshInput.retries`; an invalid one is reported.
 #[test]
-fn other_mesh_kinds_are_kept() {
+fn retries_are_read_and_checked() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let retry = |retry_on: &str| {
@@ -625,8 +625,9 @@ fn other_mesh_kinds_are_kept() {
     let result = ManifestDir::new(dir)
         .load()
         .unwrap_or_else(|e| panic!("{}", errors_text(&e)));
-    assert_eq!(result.extra.len(), 1);
-    assert_eq!(result.extra[0].kind(), "Retry");
+    assert!(result.extra.is_empty());
+    let read = &result.input.retries[&ObjectRef::new("shop", "web")];
+    assert_eq!(read.retry_policy.retry_on, "5xx");
     write(dir, "retry.yaml", &retry("sometimes"));
     let errors = ManifestDir::new(dir).load().unwrap_err();
     assert_eq!(errors.len(), 1, "{}", errors_text(&errors));

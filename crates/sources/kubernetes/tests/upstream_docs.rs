@@ -181,8 +181,8 @@ async fn egress_and_headless_upstream_yaml_is_watched() -> anyhow::Result<()> {
     let input_now = input_until(
         &mut rx,
         &mut input,
-        "the Retry and the UpstreamTrafficSetting",
-        |i| !i.retries.is_empty() && !i.upstream_traffic_settings.is_empty(),
+        "the Retry and the two UpstreamTrafficSettings",
+        |i| !i.retries.is_empty() && i.upstream_traffic_settings.len() == 2,
     )
     .await?;
     let retry = &input_now.retries[&ObjectRef::new("curl", "retry")];
