@@ -16,15 +16,15 @@ fn options(set: &[&str]) -> InstallOptions {
 #[test]
 fn unsupported_warns_for_set_values() {
     let warnings = options(&[
-        "osm.tracing.enable=true",
+        "osm.enableDebugServer=true",
         "osm.enablePermissiveTrafficPolicy=true",
     ])
     .unsupported_warnings();
     assert_eq!(
         warnings,
         [
-            "--set osm.tracing.enable=true: spec.observability.tracing.enable: not supported yet, accepted and \
-          ignored: no traces are sent"
+            "--set osm.enableDebugServer=true: spec.observability.enableDebugServer: not supported yet, \
+          accepted and ignored: no debug server is started"
         ]
     );
     let warnings = options(&[

@@ -141,11 +141,6 @@ pub const UNSUPPORTED: &[Unsupported] = &[
         "sidecars reach the application over 127.0.0.1",
     ),
     field(
-        "spec.observability.tracing.enable",
-        |s| s.observability.tracing.enable,
-        "no traces are sent",
-    ),
-    field(
         "spec.observability.enableDebugServer",
         |s| s.observability.enable_debug_server,
         "no debug server is started",

@@ -97,6 +97,8 @@ pub struct MeshState {
     rate_limits: HashMap<ServiceRef, Arc<LocalRateLimit>>,
     /// Retry policies by source identity, then destination Service.
     retries: RetriesBySource,
+    /// MeshConfig tracing, shared by every intent.
+    tracing: Option<Arc<Tracing>>,
     /// MeshConfig external authorization, shared by every inbound intent that accepts HTTP.
     ext_authz: Option<Arc<ExternalAuthz>>,
     model: MeshModel,
@@ -198,11 +200,20 @@ impl MeshState {
             limits: HashMap::new(),
             rate_limits: HashMap::new(),
             retries: HashMap::new(),
+            tracing: Tracing::from_spec(&input.mesh_config.observability.tracing).map(Arc::new),
             ext_authz: ExternalAuthz::from_spec(&input.mesh_config.traffic.inbound_external_authorization)
                 .map(Arc::new),
             model: MeshModel::default(),
         };
         state.retries = crate::retry::by_source(input, &mut state.model.warnings);
+        let tracing = &input.mesh_config.observability.tracing;
+        if tracing.enable && state.tracing.is_none() {
+            state.model.warnings.push(
+                "MeshConfig spec.observability.tracing.enable is true but spec.observability.tracing.address \
+                 is empty: no spans are sent until it names the collector"
+                    .to_string(),
+            );
+        }
         let settings = crate::upstream_traffic::by_service(input, &mut state.model.warnings);
         state.limits = settings.limits;
         state.rate_limits = settings.rate_limits;
@@ -690,6 +701,7 @@ impl MeshState {
             ports,
             ext_authz: self.ext_authz.clone().filter(|_| accepts_http),
             access_log: input.mesh_config.observability.enable_access_log,
+            tracing: self.tracing.clone(),
         }
     }
 
@@ -831,6 +843,7 @@ impl MeshState {
             services,
             egress_passthrough: input.mesh_config.traffic.enable_egress,
             access_log: input.mesh_config.observability.enable_access_log,
+            tracing: self.tracing.clone(),
         }
     }
 

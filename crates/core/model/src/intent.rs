@@ -43,6 +43,31 @@ pub struct InboundIntent {
     /// Log each request and connection on the sidecar's stdout (MeshConfig
     /// `observability.enableAccessLog`).
     pub access_log: bool,
+    /// Where HTTP requests' spans go (MeshConfig `observability.tracing`); `None`: not traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Arc<Tracing>>,
+}
+
+/// A Zipkin collector every HTTP connection manager reports spans to (MeshConfig
+/// `observability.tracing`, when enabled), over HTTP/JSON v2 as upstream does.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Tracing {
+    pub address: String,
+    pub port: u16,
+    /// The collector's API path, `/api/v2/spans` by default.
+    pub endpoint: String,
+}
+
+impl Tracing {
+    /// The tracing the MeshConfig asks for: enabled with an address.
+    pub fn from_spec(spec: &osm_api::config::TracingSpec) -> Option<Tracing> {
+        let address = spec.address.as_deref().filter(|a| !a.is_empty())?;
+        spec.enable.then(|| Tracing {
+            address: address.to_string(),
+            port: spec.port,
+            endpoint: spec.endpoint.clone(),
+        })
+    }
 }
 
 /// An external authorization service every inbound HTTP request is checked with (Envoy ext_authz, gRPC
@@ -316,6 +341,9 @@ pub struct OutboundIntent {
     /// Log each request and connection on the sidecar's stdout (MeshConfig
     /// `observability.enableAccessLog`).
     pub access_log: bool,
+    /// Where HTTP requests' spans go (MeshConfig `observability.tracing`); `None`: not traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Arc<Tracing>>,
 }
 
 /// One reachable service port.

@@ -32,7 +32,7 @@ use osm_model::{EgressIntent, EgressPort};
 
 use crate::cds;
 use crate::common::cidr;
-use crate::lds::{hcm_filter, listener_filter, tcp_proxy_filter};
+use crate::lds::{Telemetry, hcm_filter, listener_filter, tcp_proxy_filter};
 use crate::names;
 use crate::rds::http_route_match;
 use crate::resource::{Resource, TypeKind};
@@ -41,7 +41,8 @@ use crate::resource::{Resource, TypeKind};
 const HTTP_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 
 /// The egress filter chains of the outbound listener, port by port; `access_log` as the listener's.
-pub fn filter_chains(egress: &EgressIntent, access_log: bool) -> Vec<FilterChain> {
+pub(crate) fn filter_chains(egress: &EgressIntent, telemetry: Telemetry<'_>) -> Vec<FilterChain> {
+    let access_log = telemetry.access_log;
     let mut chains = Vec::new();
     for p in &egress.ports {
         if !p.http_hosts.is_empty() {
@@ -57,7 +58,7 @@ pub fn filter_chains(egress: &EgressIntent, access_log: bool) -> Vec<FilterChain
                     application_protocols: HTTP_PROTOCOLS.iter().map(|s| s.to_string()).collect(),
                     ..Default::default()
                 }),
-                filters: vec![hcm_filter(&name, &names::rds_egress(p.port), false, access_log)],
+                filters: vec![hcm_filter(&name, &names::rds_egress(p.port), false, telemetry)],
                 name,
                 ..Default::default()
             });

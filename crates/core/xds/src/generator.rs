@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 
 use osm_model::{
     AppProtocol, ConnectionLimits, EgressIntent, InboundAccess, InboundIntent, OutboundIntent,
-    OutboundService, ProxyIntent, RetryPolicy, ServiceIdentity, ServiceRef, UpstreamCluster,
+    OutboundService, ProxyIntent, RetryPolicy, ServiceIdentity, ServiceRef, Tracing, UpstreamCluster,
 };
 
 use crate::resource::{ProxyConfig, Resource, ResourceSet};
@@ -144,6 +144,7 @@ type BackendShape = (ServiceRef, u16, u32);
 struct RoutingShape {
     egress_passthrough: bool,
     access_log: bool,
+    tracing: Option<Arc<Tracing>>,
     egress: Arc<EgressIntent>,
     services: Vec<ServiceShape>,
 }
@@ -165,6 +166,7 @@ impl RoutingShape {
         Self {
             egress_passthrough: intent.egress_passthrough,
             access_log: intent.access_log,
+            tracing: intent.tracing.clone(),
             egress: egress.clone(),
             services: intent
                 .services
@@ -193,6 +195,7 @@ impl RoutingShape {
     fn matches(&self, intent: &OutboundIntent, egress: &EgressIntent, reads_retry: bool) -> bool {
         self.egress_passthrough == intent.egress_passthrough
             && self.access_log == intent.access_log
+            && self.tracing == intent.tracing
             && *self.egress == *egress
             && self.services.len() == intent.services.len()
             && self.services.iter().zip(&intent.services).all(|(shape, s)| {
@@ -224,6 +227,7 @@ impl RoutingShape {
         let mut h = std::hash::DefaultHasher::new();
         intent.egress_passthrough.hash(&mut h);
         intent.access_log.hash(&mut h);
+        intent.tracing.hash(&mut h);
         egress.hash(&mut h);
         for s in &intent.services {
             (&s.service, s.port, s.protocol, &s.addresses).hash(&mut h);
@@ -277,6 +281,8 @@ impl Routing {
 /// depends on the egress intent too.
 fn build_listener(intent: &OutboundIntent, egress: &EgressIntent) -> Vec<Arc<Resource>> {
     let mut out: Vec<Arc<Resource>> = lds::outbound(intent, egress).into_iter().collect();
+    // Every proxy has this set: the collector's cluster serves the inbound connection managers too.
+    out.extend(intent.tracing.as_deref().map(crate::tracing::cluster));
     out.extend(egress::route_configs(egress));
     out.extend(egress::clusters(egress));
     out

@@ -80,7 +80,7 @@ pub fn filter_chains(intent: &InboundIntent) -> Vec<FilterChain> {
                     &name,
                     &names::rds_ingress(ing.target_port),
                     with_rbac,
-                    intent.access_log,
+                    crate::lds::Telemetry::inbound(intent),
                     // Ingress requests are checked too, as upstream does.
                     intent
                         .ext_authz

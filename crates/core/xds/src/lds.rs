@@ -25,7 +25,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use osm_model::{
     AppProtocol, EgressIntent, InboundAccess, InboundIntent, OutboundIntent, OutboundService, TcpAccess,
-    pod_service,
+    Tracing, pod_service,
 };
 use prost::{Message, Name};
 
@@ -45,7 +45,7 @@ pub fn outbound(intent: &OutboundIntent, egress: &EgressIntent) -> Option<Arc<Re
     let mut filter_chains: Vec<FilterChain> = intent
         .services
         .iter()
-        .flat_map(|s| outbound_chains(s, intent.access_log))
+        .flat_map(|s| outbound_chains(s, Telemetry::outbound(intent)))
         .collect();
     claim_each_address_once(&mut filter_chains);
     if !egress.is_empty() {
@@ -56,7 +56,7 @@ pub fn outbound(intent: &OutboundIntent, egress: &EgressIntent) -> Option<Arc<Re
             .map(|c| c.filter_chain_match.as_ref().map(Message::encode_to_vec))
             .collect();
         filter_chains.extend(
-            crate::egress::filter_chains(egress, intent.access_log)
+            crate::egress::filter_chains(egress, Telemetry::outbound(intent))
                 .into_iter()
                 .filter(|c| matches.insert(c.filter_chain_match.as_ref().map(Message::encode_to_vec))),
         );
@@ -124,9 +124,9 @@ fn claim_each_address_once(chains: &mut Vec<FilterChain>) {
 /// hostnames gets one chain per such pod (its address to its own cluster: a TCP client that resolved
 /// `web-0.web.ns` reaches web-0, as it would without a mesh), and one for any other address; HTTP
 /// ports tell pods apart by Host instead (`rds::outbound`).
-fn outbound_chains(s: &OutboundService, access_log: bool) -> Vec<FilterChain> {
+fn outbound_chains(s: &OutboundService, telemetry: Telemetry<'_>) -> Vec<FilterChain> {
     if s.protocol != AppProtocol::Tcp || s.pod_hosts.is_empty() {
-        return vec![outbound_chain(s, access_log)];
+        return vec![outbound_chain(s, telemetry)];
     }
     let mut chains: Vec<FilterChain> = s
         .pod_hosts
@@ -140,7 +140,7 @@ fn outbound_chains(s: &OutboundService, access_log: bool) -> Vec<FilterChain> {
                     prefix_ranges: p.cluster.endpoints.iter().map(|ip| host_cidr(*ip)).collect(),
                     ..Default::default()
                 }),
-                filters: vec![tcp_proxy_filter(&name, &p.cluster.name(), access_log)],
+                filters: vec![tcp_proxy_filter(&name, &p.cluster.name(), telemetry.access_log)],
                 name,
                 ..Default::default()
             }
@@ -163,16 +163,17 @@ fn outbound_chains(s: &OutboundService, access_log: bool) -> Vec<FilterChain> {
                 addresses: rest,
                 ..s.clone()
             },
-            access_log,
+            telemetry,
         ));
     }
     chains
 }
 
-fn outbound_chain(s: &OutboundService, access_log: bool) -> FilterChain {
+fn outbound_chain(s: &OutboundService, telemetry: Telemetry<'_>) -> FilterChain {
     let name = names::outbound_filter_chain(&s.service, s.port, s.protocol);
+    let access_log = telemetry.access_log;
     let filter = match s.protocol {
-        AppProtocol::Http => hcm_filter(&name, &names::rds_outbound(s.port), false, access_log),
+        AppProtocol::Http => hcm_filter(&name, &names::rds_outbound(s.port), false, telemetry),
         AppProtocol::Tcp => {
             let cluster_specifier = match s.backends.as_slice() {
                 [only] => tcp_proxy::ClusterSpecifier::Cluster(only.cluster.name()),
@@ -244,7 +245,7 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
                             &name,
                             &names::rds_inbound(port.target_port),
                             true,
-                            intent.access_log,
+                            Telemetry::inbound(intent),
                             request_limit.into_iter().chain(authz).collect(),
                         )))
                         .collect()
@@ -377,8 +378,36 @@ pub fn prometheus(access_log: bool) -> Arc<Resource> {
     Resource::encode(TypeKind::Listener, names::PROMETHEUS_LISTENER, &listener)
 }
 
-pub(crate) fn hcm_filter(stat_prefix: &str, rds_name: &str, with_rbac: bool, access_log: bool) -> Filter {
-    hcm_filter_with(stat_prefix, rds_name, with_rbac, access_log, Vec::new())
+/// What every HTTP connection manager of an intent reports: access logs and, when configured, spans.
+#[derive(Clone, Copy)]
+pub(crate) struct Telemetry<'a> {
+    pub access_log: bool,
+    pub tracing: Option<&'a Tracing>,
+}
+
+impl<'a> Telemetry<'a> {
+    pub(crate) fn inbound(intent: &'a InboundIntent) -> Self {
+        Self {
+            access_log: intent.access_log,
+            tracing: intent.tracing.as_deref(),
+        }
+    }
+
+    pub(crate) fn outbound(intent: &'a OutboundIntent) -> Self {
+        Self {
+            access_log: intent.access_log,
+            tracing: intent.tracing.as_deref(),
+        }
+    }
+}
+
+pub(crate) fn hcm_filter(
+    stat_prefix: &str,
+    rds_name: &str,
+    with_rbac: bool,
+    telemetry: Telemetry<'_>,
+) -> Filter {
+    hcm_filter_with(stat_prefix, rds_name, with_rbac, telemetry, Vec::new())
 }
 
 /// [`hcm_filter`] with `extra` filters between RBAC and the router, in the order given (upstream's:
@@ -387,7 +416,7 @@ pub(crate) fn hcm_filter_with(
     stat_prefix: &str,
     rds_name: &str,
     with_rbac: bool,
-    access_log: bool,
+    telemetry: Telemetry<'_>,
     extra: Vec<HttpFilter>,
 ) -> Filter {
     let mut http_filters = Vec::new();
@@ -403,7 +432,8 @@ pub(crate) fn hcm_filter_with(
     http_filters.push(router_filter());
     let hcm = path_normalization::apply(HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
-        access_log: crate::access_log::access_logs(access_log),
+        access_log: crate::access_log::access_logs(telemetry.access_log),
+        tracing: telemetry.tracing.map(crate::tracing::hcm_tracing),
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
             route_config_name: rds_name.to_string(),

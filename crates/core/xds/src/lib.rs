@@ -24,6 +24,7 @@ pub mod rate_limit;
 pub mod rds;
 pub mod resource;
 pub mod sds;
+pub mod tracing;
 
 pub use generator::{Generator, GeneratorStats, identity_secrets};
 pub use resource::{PerType, ProxyConfig, RESOURCES_FIELD, Resource, ResourceSet, TypeKind};

@@ -13,6 +13,8 @@ pub const OUTBOUND_EGRESS_FILTER_CHAIN: &str = "outbound-egress-filter-chain";
 /// `egress-tcp-proxy.<port>`.
 pub const EGRESS_TCP_PROXY_STAT_PREFIX: &str = "egress-tcp-proxy";
 pub const METRICS_CLUSTER: &str = "envoy-metrics-cluster";
+/// The Zipkin collector of MeshConfig `observability.tracing` (upstream's name).
+pub const TRACING_CLUSTER: &str = "envoy-tracing-cluster";
 /// The external authorization service of MeshConfig `traffic.inboundExternalAuthorization` (upstream
 /// reached it without a cluster, through Envoy's Google gRPC client; named like its fixed clusters).
 pub const EXT_AUTHZ_CLUSTER: &str = "envoy-ext-authz-cluster";

@@ -16,8 +16,6 @@ fn mesh_config_spec(path: &str) -> Value {
         "spec.sidecar.maxDataPlaneConnections" => json!({"sidecar": {"maxDataPlaneConnections": 100}}),
         "spec.sidecar.configResyncInterval" => json!({"sidecar": {"configResyncInterval": "30s"}}),
         "spec.sidecar.localProxyMode" => json!({"sidecar": {"localProxyMode": "PodIP"}}),
-        "spec.observability.tracing.enable" => json!({"observability": {"tracing": {
-            "enable": true, "address": "jaeger.tracing.svc.cluster.local", "port": 9411, "endpoint": "/api/v2/spans"}}}),
         "spec.observability.enableDebugServer" => json!({"observability": {"enableDebugServer": true}}),
         "spec.certificate.certKeyBitSize" => json!({"certificate": {"certKeyBitSize": 4096}}),
         "spec.featureFlags.enableWASMStats" => json!({"featureFlags": {"enableWASMStats": true}}),
