@@ -203,7 +203,7 @@ fn ext_authz(prefix: &str, api: AdsApi) {
     let stats = mesh.envoy("bookstore-v1").admin_get("/stats").expect("stats");
     let denied = osm_e2e::stat_value(
         &stats,
-        "http.inbound_bookstore/bookstore-v1_14001_http.ext_authz.inboundExtAuthz.denied",
+        "http.mesh-http-conn-manager.rds-inbound.14001.ext_authz.inboundExtAuthz.denied",
     );
     assert_eq!(
         denied,

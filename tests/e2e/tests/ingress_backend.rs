@@ -109,11 +109,12 @@ fn ingress_backend_http(prefix: &str, api: AdsApi) {
         assert_eq!(r.status, 200, "{r:?}\n{}", nginx.log_tail());
         assert_eq!(r.header("x-served-by"), Some("bookstore-v1"), "{r:?}");
     }
-    // The requests went through the ingress chain, under its upstream name.
+    // The requests went through the ingress chain's connection manager (upstream's stat prefix,
+    // `mesh-http-conn-manager.<route config>`).
     let stats = mesh.envoy("bookstore-v1").admin_get("/stats").unwrap();
     let chain_rq = stat_value(
         &stats,
-        "http.ingress_bookstore/bookstore-v1_14001_http.downstream_rq_2xx",
+        "http.mesh-http-conn-manager.rds-ingress.14001.downstream_rq_2xx",
     );
     assert!(chain_rq >= 5, "ingress chain requests {chain_rq}:\n{stats}");
 

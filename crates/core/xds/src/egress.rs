@@ -58,7 +58,7 @@ pub(crate) fn filter_chains(egress: &EgressIntent, telemetry: Telemetry<'_>) -> 
                     application_protocols: HTTP_PROTOCOLS.iter().map(|s| s.to_string()).collect(),
                     ..Default::default()
                 }),
-                filters: vec![hcm_filter(&name, &names::rds_egress(p.port), false, telemetry)],
+                filters: vec![hcm_filter(&names::rds_egress(p.port), false, telemetry)],
                 name,
                 ..Default::default()
             });

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::describe::describe;
-use crate::{Generator, identity_secrets};
+use crate::{Generator, identity_secrets, names};
 use osm_fixtures::bookstore;
 use osm_model::{MeshModel, compute};
 
@@ -128,7 +128,7 @@ fn path_security_every_hcm_normalises() {
             assert!(seen >= 1, "{proxy}: no connection manager");
             let metrics =
                 &v["listeners"]["inbound-prometheus-listener"]["filter_chains"]["(unnamed 1)"]["filters"][0];
-            let routes = &metrics["route_config"]["virtual_hosts"]["prometheus"]["routes"];
+            let routes = &metrics["route_config"]["virtual_hosts"][names::PROMETHEUS_VIRTUAL_HOST]["routes"];
             assert_eq!(
                 routes,
                 &serde_json::json!([{

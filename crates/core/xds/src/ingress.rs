@@ -77,7 +77,6 @@ pub fn filter_chains(intent: &InboundIntent) -> Vec<FilterChain> {
             }
             FilterChain {
                 filters: vec![hcm_filter_with(
-                    &name,
                     &names::rds_ingress(ing.target_port),
                     with_rbac,
                     crate::lds::Telemetry::inbound(intent),

@@ -140,7 +140,11 @@ fn outbound_chains(s: &OutboundService, telemetry: Telemetry<'_>) -> Vec<FilterC
                     prefix_ranges: p.cluster.endpoints.iter().map(|ip| host_cidr(*ip)).collect(),
                     ..Default::default()
                 }),
-                filters: vec![tcp_proxy_filter(&name, &p.cluster.name(), telemetry.access_log)],
+                filters: vec![tcp_proxy_filter(
+                    &names::outbound_tcp_proxy_stat_prefix(&name),
+                    &p.cluster.name(),
+                    telemetry.access_log,
+                )],
                 name,
                 ..Default::default()
             }
@@ -173,7 +177,7 @@ fn outbound_chain(s: &OutboundService, telemetry: Telemetry<'_>) -> FilterChain 
     let name = names::outbound_filter_chain(&s.service, s.port, s.protocol);
     let access_log = telemetry.access_log;
     let filter = match s.protocol {
-        AppProtocol::Http => hcm_filter(&name, &names::rds_outbound(s.port), false, telemetry),
+        AppProtocol::Http => hcm_filter(&names::rds_outbound(s.port), false, telemetry),
         AppProtocol::Tcp => {
             let cluster_specifier = match s.backends.as_slice() {
                 [only] => tcp_proxy::ClusterSpecifier::Cluster(only.cluster.name()),
@@ -191,7 +195,7 @@ fn outbound_chain(s: &OutboundService, telemetry: Telemetry<'_>) -> FilterChain 
             typed_filter(
                 "envoy.filters.network.tcp_proxy",
                 &TcpProxy {
-                    stat_prefix: name.clone(),
+                    stat_prefix: names::outbound_tcp_proxy_stat_prefix(&name),
                     cluster_specifier: Some(cluster_specifier),
                     access_log: crate::access_log::access_logs(access_log),
                     ..Default::default()
@@ -242,7 +246,6 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
                     connection_limit
                         .into_iter()
                         .chain(std::iter::once(hcm_filter_with(
-                            &name,
                             &names::rds_inbound(port.target_port),
                             true,
                             Telemetry::inbound(intent),
@@ -257,14 +260,18 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
                             "envoy.filters.network.rbac",
                             &NetworkRbac {
                                 rules: Some(principals_policy(allowed.iter(), trust_domain)),
-                                stat_prefix: format!("{name}."),
+                                stat_prefix: names::NETWORK_RBAC_STAT_PREFIX.to_string(),
                                 ..Default::default()
                             },
                         ));
                     }
                     // After RBAC: a refused client does not use up the allowed ones' connections.
                     filters.extend(connection_limit);
-                    filters.push(tcp_proxy_filter(&name, &local_cluster, intent.access_log));
+                    filters.push(tcp_proxy_filter(
+                        &names::inbound_tcp_proxy_stat_prefix(&local_cluster),
+                        &local_cluster,
+                        intent.access_log,
+                    ));
                     filters
                 }
             };
@@ -331,7 +338,7 @@ pub fn prometheus(access_log: bool) -> Arc<Resource> {
     let route_config = RouteConfiguration {
         name: "prometheus-route".to_string(),
         virtual_hosts: vec![VirtualHost {
-            name: "prometheus".to_string(),
+            name: names::PROMETHEUS_VIRTUAL_HOST.to_string(),
             domains: vec!["*".to_string()],
             routes: vec![Route {
                 r#match: Some(RouteMatch {
@@ -356,7 +363,7 @@ pub fn prometheus(access_log: bool) -> Arc<Resource> {
         ..Default::default()
     };
     let hcm = path_normalization::apply(HttpConnectionManager {
-        stat_prefix: "prometheus".to_string(),
+        stat_prefix: names::PROMETHEUS_HTTP_CONN_MANAGER_STAT_PREFIX.to_string(),
         // Every scrape is logged, as upstream's sidecars do.
         access_log: crate::access_log::access_logs(access_log),
         route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(route_config)),
@@ -401,19 +408,15 @@ impl<'a> Telemetry<'a> {
     }
 }
 
-pub(crate) fn hcm_filter(
-    stat_prefix: &str,
-    rds_name: &str,
-    with_rbac: bool,
-    telemetry: Telemetry<'_>,
-) -> Filter {
-    hcm_filter_with(stat_prefix, rds_name, with_rbac, telemetry, Vec::new())
+/// A mesh HTTP connection manager on route config `rds_name`, with upstream's stat prefix
+/// `mesh-http-conn-manager.<rds_name>`.
+pub(crate) fn hcm_filter(rds_name: &str, with_rbac: bool, telemetry: Telemetry<'_>) -> Filter {
+    hcm_filter_with(rds_name, with_rbac, telemetry, Vec::new())
 }
 
 /// [`hcm_filter`] with `extra` filters between RBAC and the router, in the order given (upstream's:
 /// the local rate limit the routes enable, then ext_authz).
 pub(crate) fn hcm_filter_with(
-    stat_prefix: &str,
     rds_name: &str,
     with_rbac: bool,
     telemetry: Telemetry<'_>,
@@ -431,7 +434,7 @@ pub(crate) fn hcm_filter_with(
     http_filters.extend(extra);
     http_filters.push(router_filter());
     let hcm = path_normalization::apply(HttpConnectionManager {
-        stat_prefix: stat_prefix.to_string(),
+        stat_prefix: names::hcm_stat_prefix(rds_name),
         access_log: crate::access_log::access_logs(telemetry.access_log),
         tracing: telemetry.tracing.map(crate::tracing::hcm_tracing),
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {

@@ -13,6 +13,32 @@ pub const OUTBOUND_EGRESS_FILTER_CHAIN: &str = "outbound-egress-filter-chain";
 /// `egress-tcp-proxy.<port>`.
 pub const EGRESS_TCP_PROXY_STAT_PREFIX: &str = "egress-tcp-proxy";
 pub const METRICS_CLUSTER: &str = "envoy-metrics-cluster";
+/// Stat prefixes as upstream's, so `osm proxy get stats` greps and dashboards keep working: the mesh
+/// HTTP connection managers (`mesh-http-conn-manager.<route config>`), the mesh TCP proxies
+/// (`inbound-mesh-tcp-proxy.<local cluster>`, `outbound-mesh-tcp-proxy_<filter chain>`), the
+/// prometheus listener's connection manager and the network RBAC filter.
+pub const MESH_HTTP_CONN_MANAGER_STAT_PREFIX: &str = "mesh-http-conn-manager";
+pub const INBOUND_MESH_TCP_PROXY_STAT_PREFIX: &str = "inbound-mesh-tcp-proxy";
+pub const OUTBOUND_MESH_TCP_PROXY_STAT_PREFIX: &str = "outbound-mesh-tcp-proxy";
+pub const PROMETHEUS_HTTP_CONN_MANAGER_STAT_PREFIX: &str = "prometheus-http-conn-manager";
+pub const NETWORK_RBAC_STAT_PREFIX: &str = "network-";
+/// The prometheus listener's only virtual host.
+pub const PROMETHEUS_VIRTUAL_HOST: &str = "prometheus-inbound-virtual-host";
+
+/// `mesh-http-conn-manager.<route config>`
+pub fn hcm_stat_prefix(route_config: &str) -> String {
+    format!("{MESH_HTTP_CONN_MANAGER_STAT_PREFIX}.{route_config}")
+}
+
+/// `inbound-mesh-tcp-proxy.<local cluster>`
+pub fn inbound_tcp_proxy_stat_prefix(local_cluster: &str) -> String {
+    format!("{INBOUND_MESH_TCP_PROXY_STAT_PREFIX}.{local_cluster}")
+}
+
+/// `outbound-mesh-tcp-proxy_<filter chain>`
+pub fn outbound_tcp_proxy_stat_prefix(filter_chain: &str) -> String {
+    format!("{OUTBOUND_MESH_TCP_PROXY_STAT_PREFIX}_{filter_chain}")
+}
 /// The Zipkin collector of MeshConfig `observability.tracing` (upstream's name).
 pub const TRACING_CLUSTER: &str = "envoy-tracing-cluster";
 /// The external authorization service of MeshConfig `traffic.inboundExternalAuthorization` (upstream
