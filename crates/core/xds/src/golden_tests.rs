@@ -361,12 +361,14 @@ spec:
         assert!(model.warnings.is_empty(), "{:?}", model.warnings);
         let v = described(&model, "bookbuyer");
         let vhosts = &v["routes"]["rds-outbound.14001"]["virtual_hosts"];
-        let action = |name: &str| vhosts[name]["routes"][0]["action"].clone();
-        assert!(action("bookstore/bookstore").is_object(), "{vhosts}");
-        assert!(action("bookstore/bookstore-v1").get("retry_policy").is_none());
+        let action = |name: &str| {
+            vhosts[format!("outbound_virtual-host|{name}.svc.cluster.local")]["routes"][0]["action"].clone()
+        };
+        assert!(action("bookstore.bookstore").is_object(), "{vhosts}");
+        assert!(action("bookstore-v1.bookstore").get("retry_policy").is_none());
         insta::assert_yaml_snapshot!(
             "retry_bookbuyer_route",
-            action("bookstore/bookstore")["retry_policy"]
+            action("bookstore.bookstore")["retry_policy"]
         );
         // Nobody else retries.
         let thief = described(&model, "bookthief");

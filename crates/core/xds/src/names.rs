@@ -25,6 +25,12 @@ pub const NETWORK_RBAC_STAT_PREFIX: &str = "network-";
 /// The prometheus listener's only virtual host.
 pub const PROMETHEUS_VIRTUAL_HOST: &str = "prometheus-inbound-virtual-host";
 
+/// `outbound_virtual-host|<svc>.<ns>.svc.cluster.local`: a service's virtual host in an outbound route
+/// config (upstream's name; a headless service's pod is `<hostname>.<svc>` in the service's namespace).
+pub fn outbound_virtual_host(service: &ServiceRef) -> String {
+    format!("outbound_virtual-host|{}", osm_model::service_sni(service))
+}
+
 /// `mesh-http-conn-manager.<route config>`
 pub fn hcm_stat_prefix(route_config: &str) -> String {
     format!("{MESH_HTTP_CONN_MANAGER_STAT_PREFIX}.{route_config}")

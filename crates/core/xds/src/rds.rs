@@ -72,7 +72,7 @@ pub fn outbound(port: u16, services: &[&OutboundService]) -> Arc<Resource> {
             let mut domains: Vec<String> = hosts.iter().map(|h| format!("{h}:{}", s.port)).collect();
             domains.extend(hosts);
             VirtualHost {
-                name: svc.to_string(),
+                name: names::outbound_virtual_host(svc),
                 domains,
                 routes: vec![Route {
                     name: "default".to_string(),
@@ -117,7 +117,7 @@ fn pod_virtual_host(s: &OutboundService, p: &PodHost, short_unique: bool) -> Vir
     let mut domains: Vec<String> = hosts.iter().map(|h| format!("{h}:{}", s.port)).collect();
     domains.extend(hosts);
     VirtualHost {
-        name: pod.to_string(),
+        name: names::outbound_virtual_host(&pod),
         domains,
         routes: vec![Route {
             name: "default".to_string(),
