@@ -77,8 +77,12 @@ fn probe_lines(plan: &osm_webhook::inject::ProbePlan) -> Vec<String> {
             )
         })
         .collect();
-    if plan.healthcheck {
-        lines.push("TCP probes: run `osm-init healthcheck` on the host (port 15904)".into());
+    if !plan.healthcheck_ports.is_empty() {
+        let ports: Vec<String> = plan.healthcheck_ports.iter().map(u16::to_string).collect();
+        lines.push(format!(
+            "TCP probes: run `osm-init healthcheck --allowed-ports={}` on the host (port 15904)",
+            ports.join(",")
+        ));
     }
     if !plan.extra_ports.is_empty() {
         let ports: Vec<String> = plan.extra_ports.iter().map(u16::to_string).collect();
@@ -172,7 +176,7 @@ mod tests {
                 "container 0 livenessProbe: HTTP GET :15901/osm-liveness-probe",
                 "container 0 readinessProbe: HTTP GET :15904/osm-healthcheck (header Original-Tcp-Port: 5432)",
                 "container 1 livenessProbe: HTTP GET :15905/osm-liveness-probe/admin",
-                "TCP probes: run `osm-init healthcheck` on the host (port 15904)",
+                "TCP probes: run `osm-init healthcheck --allowed-ports=5432` on the host (port 15904)",
                 "run osm-init with --inbound-port-exclusion-list=15905",
             ]
         );

@@ -5,7 +5,9 @@
 //! interception rules never redirect), path [`PATH`], header [`PORT_HEADER`]`: <port>`. This server dials
 //! `127.0.0.1:<port>` for each such request: 200 when the connection is accepted, 503 when it is not.
 //! The kubelet cannot dial the app port itself: inbound connections to it are redirected to Envoy, which
-//! accepts them whether or not the app listens. Blocking std I/O, one short-lived thread per request:
+//! accepts them whether or not the app listens. Anyone who reaches the pod reaches this port, so it dials
+//! only the ports the pod's TCP probes name (`--allowed-ports`, which the injector writes): it must not
+//! tell a stranger which other loopback ports (Envoy's admin interface, say) are open. Blocking std I/O, one short-lived thread per request:
 //! a probe every few seconds needs nothing more, and the init image stays one small binary.
 
 use std::io::{Read, Write};
@@ -93,8 +95,14 @@ pub fn parse_request(head: &str) -> Request {
 }
 
 /// The answer to `request`, dialling with `dial` (pure apart from `dial`).
-pub fn answer(request: Request, dial: impl FnOnce(u16) -> std::io::Result<()>) -> Answer {
+/// Only `allowed` ports are dialled (empty: any).
+pub fn answer(request: Request, allowed: &[u16], dial: impl FnOnce(u16) -> std::io::Result<()>) -> Answer {
     let (status, body, head) = match request {
+        Request::Check { port, .. } if !allowed.is_empty() && !allowed.contains(&port) => (
+            403,
+            format!("port {port} is not one of this pod's TCP probe ports"),
+            false,
+        ),
         Request::Check { port, head } => match dial(port) {
             Ok(()) => (200, format!("connected to 127.0.0.1:{port}"), head),
             Err(e) => (503, format!("cannot connect to 127.0.0.1:{port}: {e}"), head),
@@ -111,6 +119,7 @@ impl Answer {
         let reason = match self.status {
             200 => "OK",
             400 => "Bad Request",
+            403 => "Forbidden",
             404 => "Not Found",
             _ => "Service Unavailable",
         };
@@ -132,8 +141,10 @@ pub fn dial_loopback(port: u16) -> std::io::Result<()> {
     TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), DIAL_TIMEOUT).map(drop)
 }
 
-/// Answers health checks on `listener` until accepting fails for good.
-pub fn serve(listener: TcpListener) -> std::io::Result<()> {
+/// Answers health checks on `listener` until accepting fails for good, dialling only `allowed` ports
+/// (empty: any).
+pub fn serve(listener: TcpListener, allowed: &[u16]) -> std::io::Result<()> {
+    let allowed: Arc<[u16]> = allowed.into();
     let in_flight = Arc::new(AtomicUsize::new(0));
     loop {
         let stream = match listener.accept() {
@@ -151,8 +162,9 @@ pub fn serve(listener: TcpListener) -> std::io::Result<()> {
             continue;
         }
         let in_flight = Arc::clone(&in_flight);
+        let allowed = Arc::clone(&allowed);
         std::thread::spawn(move || {
-            if let Err(e) = handle(stream) {
+            if let Err(e) = handle(stream, &allowed) {
                 eprintln!("osm-healthcheck: {e}");
             }
             in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -160,7 +172,7 @@ pub fn serve(listener: TcpListener) -> std::io::Result<()> {
     }
 }
 
-fn handle(mut stream: TcpStream) -> std::io::Result<()> {
+fn handle(mut stream: TcpStream, allowed: &[u16]) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut head = Vec::new();
@@ -178,7 +190,7 @@ fn handle(mut stream: TcpStream) -> std::io::Result<()> {
             break Request::BadRequest("request head too long".into());
         }
     };
-    let answer = answer(request, dial_loopback);
+    let answer = answer(request, allowed, dial_loopback);
     stream.write_all(&answer.to_bytes())?;
     stream.flush()
 }
@@ -230,7 +242,7 @@ mod tests {
             parse_request(&format!("POST {PATH} HTTP/1.1\r\nOriginal-Tcp-Port: 80")),
             Request::NotFound
         );
-        let a = answer(Request::NotFound, |_| panic!("must not dial"));
+        let a = answer(Request::NotFound, &[], |_| panic!("must not dial"));
         assert_eq!(a.status, 404);
     }
 
@@ -238,9 +250,9 @@ mod tests {
     /// failures; upstream answered 404 here, which reads as "no such path").
     #[test]
     fn probe_answer_follows_the_dial() {
-        let ok = answer(Request::Check { port: 1, head: false }, |_| Ok(()));
+        let ok = answer(Request::Check { port: 1, head: false }, &[], |_| Ok(()));
         assert_eq!(ok.status, 200);
-        let refused = answer(Request::Check { port: 1, head: true }, |_| {
+        let refused = answer(Request::Check { port: 1, head: true }, &[1], |_| {
             Err(std::io::ErrorKind::ConnectionRefused.into())
         });
         assert_eq!(refused.status, 503);
@@ -252,23 +264,46 @@ mod tests {
         assert!(bytes.ends_with("\r\n\r\n"), "HEAD has no body: {bytes}");
     }
 
-    /// Over real sockets on loopback: a listening port → 200, the same port once closed → 503.
+    /// A port no TCP probe names is not dialled: a stranger learns nothing of the pod's other ports.
+    #[test]
+    fn probe_port_not_allowed_is_not_dialled() {
+        let no = answer(
+            Request::Check {
+                port: 15000,
+                head: false,
+            },
+            &[5432],
+            |_| panic!("must not dial"),
+        );
+        assert_eq!(no.status, 403, "{no:?}");
+        assert!(
+            String::from_utf8(no.to_bytes())
+                .unwrap()
+                .starts_with("HTTP/1.1 403 Forbidden\r\n")
+        );
+    }
+
+    /// Over real sockets on loopback: a listening port → 200, the same port once closed → 503, a port
+    /// not allowed → 403 however open.
     #[test]
     fn probe_server_dials_loopback() {
         let server = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let server_addr = server.local_addr().unwrap();
-        std::thread::spawn(move || serve(server));
         let app = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let app_port = app.local_addr().unwrap().port();
-        let ask = || {
+        std::thread::spawn(move || serve(server, &[app_port]));
+        let ask_port = |port: u16| {
             let mut s = TcpStream::connect(server_addr).unwrap();
-            write!(s, "GET {PATH} HTTP/1.1\r\n{PORT_HEADER}: {app_port}\r\n\r\n").unwrap();
+            write!(s, "GET {PATH} HTTP/1.1\r\n{PORT_HEADER}: {port}\r\n\r\n").unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).unwrap();
             out
         };
+        let ask = || ask_port(app_port);
         let up = ask();
         assert!(up.starts_with("HTTP/1.1 200 "), "{up}");
+        let other = ask_port(server_addr.port());
+        assert!(other.starts_with("HTTP/1.1 403 "), "{other}");
         drop(app);
         let down = ask();
         assert!(down.starts_with("HTTP/1.1 503 "), "{down}");

@@ -80,6 +80,10 @@ enum Command {
         /// Port to listen on (all addresses).
         #[arg(long, value_name = "PORT", default_value_t = osm_init::healthcheck::DEFAULT_LISTEN_PORT, value_parser = port)]
         listen_port: u16,
+        /// The only ports checks may dial, comma-separated (the pod's TCP probe ports; the injector
+        /// writes them). Empty: any.
+        #[arg(long, value_name = "PORTS", value_delimiter = ',', value_parser = port)]
+        allowed_ports: Vec<u16>,
     },
 }
 
@@ -98,16 +102,20 @@ impl Args {
     }
 }
 
-fn healthcheck(listen_port: u16) -> anyhow::Result<()> {
+fn healthcheck(listen_port: u16, allowed_ports: &[u16]) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, listen_port))
         .with_context(|| format!("listening on port {listen_port}"))?;
     eprintln!("osm-healthcheck: listening on {}", listener.local_addr()?);
-    osm_init::healthcheck::serve(listener).context("accepting connections")
+    osm_init::healthcheck::serve(listener, allowed_ports).context("accepting connections")
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    if let Some(Command::Healthcheck { listen_port }) = args.command {
-        return healthcheck(listen_port);
+    if let Some(Command::Healthcheck {
+        listen_port,
+        allowed_ports,
+    }) = &args.command
+    {
+        return healthcheck(*listen_port, allowed_ports);
     }
     let cfg = args.config();
     cfg.validate()?;
@@ -179,13 +187,20 @@ mod tests {
         let args = parse(&["healthcheck"]).unwrap();
         assert!(matches!(
             args.command,
-            Some(Command::Healthcheck { listen_port: 15904 })
+            Some(Command::Healthcheck { listen_port: 15904, ref allowed_ports }) if allowed_ports.is_empty()
         ));
-        let args = parse(&["healthcheck", "--listen-port", "16000"]).unwrap();
+        let args = parse(&[
+            "healthcheck",
+            "--listen-port",
+            "16000",
+            "--allowed-ports=5432,6000",
+        ])
+        .unwrap();
         assert!(matches!(
             args.command,
-            Some(Command::Healthcheck { listen_port: 16000 })
+            Some(Command::Healthcheck { listen_port: 16000, ref allowed_ports }) if allowed_ports == &[5432, 6000]
         ));
+        assert!(parse(&["healthcheck", "--allowed-ports=0"]).is_err());
         assert!(parse(&["healthcheck", "--listen-port", "0"]).is_err());
         assert!(parse(&["--dry-run", "healthcheck"]).is_err());
     }

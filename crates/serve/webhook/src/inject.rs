@@ -467,8 +467,9 @@ pub struct ProbePlan {
     pub edits: Vec<ProbeEdit>,
     /// The HTTP/HTTPS probes the sidecar's bootstrap must proxy.
     pub probes: Vec<Probe>,
-    /// A TCP probe was rewritten: the Pod needs the `osm-healthcheck` container.
-    pub healthcheck: bool,
+    /// The ports of the TCP probes rewritten, sorted: the Pod needs the `osm-healthcheck` container,
+    /// which dials only these.
+    pub healthcheck_ports: Vec<u16>,
     /// Listener ports used beyond 15901-15903, to exempt from the inbound redirect.
     pub extra_ports: Vec<u16>,
 }
@@ -528,7 +529,9 @@ pub fn plan_probes(spec: &PodSpec) -> Result<ProbePlan, TooManyProbes> {
                 let Some(port) = probe_port(&tcp.port, c) else {
                     continue;
                 };
-                plan.healthcheck = true;
+                if let Err(at) = plan.healthcheck_ports.binary_search(&port) {
+                    plan.healthcheck_ports.insert(at, port);
+                }
                 plan.edits.push(ProbeEdit {
                     container: i,
                     field: kind.field,
@@ -740,12 +743,12 @@ pub fn mutate(
         spec.init_containers.is_some(),
         to_value(&init_container(init_image, init_args, config)),
     );
-    if plan.healthcheck {
+    if !plan.healthcheck_ports.is_empty() {
         // Before the sidecar, as upstream orders them.
         patch.append(
             &["spec", "containers"],
             true,
-            to_value(&healthcheck_container(init_image)),
+            to_value(&healthcheck_container(init_image, &plan.healthcheck_ports)),
         );
     }
     patch.append(
@@ -1010,7 +1013,8 @@ fn envoy_container(
 
 /// Upstream's `osm-healthcheck` container, answering rewritten TCP probes on 15904: here
 /// `osm-init healthcheck` from the init image, so no third image is needed.
-fn healthcheck_container(init_image: &str) -> Container {
+fn healthcheck_container(init_image: &str, probe_ports: &[u16]) -> Container {
+    let ports: Vec<String> = probe_ports.iter().map(u16::to_string).collect();
     Container {
         name: HEALTHCHECK_CONTAINER_NAME.into(),
         image: Some(init_image.into()),
@@ -1020,6 +1024,7 @@ fn healthcheck_container(init_image: &str) -> Container {
             "healthcheck".into(),
             "--listen-port".into(),
             names::HEALTHCHECK_PORT.to_string(),
+            format!("--allowed-ports={}", ports.join(",")),
         ]),
         ports: Some(vec![ContainerPort {
             container_port: i32::from(names::HEALTHCHECK_PORT),

@@ -437,7 +437,7 @@ async fn probe_pod_scenario(pods: &Api<Pod>, secrets: &Api<Secret>) -> anyhow::R
     assert_eq!(healthcheck.command.as_deref(), Some(&["osm-init".to_owned()][..]));
     assert_eq!(
         healthcheck.args.clone().unwrap_or_default(),
-        ["healthcheck", "--listen-port", "15904"]
+        ["healthcheck", "--listen-port", "15904", "--allowed-ports=5432"]
     );
     let init = spec.init_containers.as_ref().unwrap();
     assert_eq!(

@@ -519,7 +519,7 @@ fn tcp_probes_go_to_the_healthcheck_container() {
             "image": "osm/osm-init:v0.1.0",
             "imagePullPolicy": "IfNotPresent",
             "command": ["osm-init"],
-            "args": ["healthcheck", "--listen-port", "15904"],
+            "args": ["healthcheck", "--listen-port", "15904", "--allowed-ports=5432,6000"],
             "ports": [{"containerPort": 15904}]
         })
     );
