@@ -127,15 +127,7 @@ pub(crate) fn refers_to(input: &MeshInput, service: &ServiceRef) -> bool {
 }
 
 fn host_service(namespace: &str, host: &str) -> Option<ServiceRef> {
-    let labels: Vec<&str> = host.split('.').collect();
-    let in_namespace = match labels.as_slice() {
-        [name] => Some(*name),
-        [name, ns] | [name, ns, "svc"] | [name, ns, "svc", "cluster", "local"] if *ns == namespace => {
-            Some(*name)
-        }
-        _ => None,
-    }?;
-    (!in_namespace.is_empty()).then(|| ServiceRef::new(namespace, in_namespace))
+    osm_api::policy::host_service_name(namespace, host).map(|name| ServiceRef::new(namespace, name))
 }
 
 /// Whether an Egress policy of the setting's namespace names it in `matches`.

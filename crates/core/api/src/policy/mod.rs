@@ -22,7 +22,7 @@ pub use upstream_traffic_setting::{
     ConnectionSettingsSpec, ENVOY_ERROR_STATUS_CODES, HttpConnectionSettings, HttpHeaderValue,
     HttpLocalRateLimitSpec, HttpPerRouteRateLimitSpec, HttpRouteSpec, LocalRateLimitSpec, RateLimitSpec,
     TcpConnectionSettings, TcpLocalRateLimitSpec, UpstreamTrafficSetting, UpstreamTrafficSettingSpec,
-    UpstreamTrafficSettingStatus, host_key, host_service_namespace,
+    UpstreamTrafficSettingStatus, host_key, host_service_name, host_service_namespace,
 };
 
 /// Source/destination kind for a ServiceAccount.

@@ -254,18 +254,23 @@ pub fn host_service_namespace(host: &str) -> Option<&str> {
     }
 }
 
-/// What two settings of one namespace compare to find a duplicate: the Service name for every
-/// spelling of a Service of `namespace` (`svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`),
-/// else the host itself, lower-cased.
-pub fn host_key(namespace: &str, host: &str) -> String {
+/// The name of the Service of `namespace` a host names, in any spelling upstream's users write
+/// (`svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`); `None` for another namespace's Service
+/// or an external host.
+pub fn host_service_name<'h>(namespace: &str, host: &'h str) -> Option<&'h str> {
     let labels: Vec<&str> = host.split('.').collect();
-    match labels.as_slice() {
-        [name] => (*name).to_string(),
-        [name, ns] | [name, ns, "svc"] | [name, ns, "svc", "cluster", "local"] if *ns == namespace => {
-            (*name).to_string()
-        }
-        _ => host.to_ascii_lowercase(),
-    }
+    let name = match labels.as_slice() {
+        [name] => *name,
+        [name, ns] | [name, ns, "svc"] | [name, ns, "svc", "cluster", "local"] if *ns == namespace => *name,
+        _ => return None,
+    };
+    (!name.is_empty()).then_some(name)
+}
+
+/// What two settings of one namespace compare to find a duplicate: the Service name for every
+/// spelling of a Service of `namespace` ([`host_service_name`]), else the host itself, lower-cased.
+pub fn host_key(namespace: &str, host: &str) -> String {
+    host_service_name(namespace, host).map_or_else(|| host.to_ascii_lowercase(), str::to_string)
 }
 
 impl Validate for UpstreamTrafficSetting {
