@@ -71,6 +71,40 @@ pub struct SidecarSetup {
     pub init: osm_init::InitConfig,
 }
 
+/// The TCP echo service the bookstore demo gains in several tests: Service `tcpecho/tcp-echo` at
+/// [`TCP_ECHO_IP`]:[`TCP_ECHO_PORT`] (TCP), backed by pod `tcp-echo` (an extra pod of
+/// [`Mesh::bookstore`] running [`tcp_echo_args`]).
+pub const TCP_ECHO_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 1, 1);
+pub const TCP_ECHO_PORT: u16 = 7070;
+
+/// `osm-demo-app tcp-echo` arguments on [`TCP_ECHO_PORT`].
+pub fn tcp_echo_args() -> Vec<String> {
+    vec!["tcp-echo".into(), "--port".into(), TCP_ECHO_PORT.to_string()]
+}
+
+/// Adds the TCP echo Service and its pod (at `ips["tcp-echo"]`) to `input`.
+pub fn add_tcp_echo(input: &mut MeshInput, ips: &BTreeMap<String, IpAddr>) {
+    let mut b = osm_fixtures::MeshBuilder {
+        input: std::mem::take(input),
+    };
+    b.service(
+        "tcpecho",
+        "tcp-echo",
+        Some(IpAddr::V4(TCP_ECHO_IP)),
+        &[(TCP_ECHO_PORT, TCP_ECHO_PORT, osm_model::AppProtocol::Tcp)],
+        &[("app", "tcp-echo")],
+    );
+    b.pod(
+        "tcpecho",
+        "tcp-echo",
+        "tcp-echo",
+        &[("app", "tcp-echo")],
+        Some(ips["tcp-echo"]),
+        Some("tcp-echo"),
+    );
+    *input = b.input;
+}
+
 /// `osm-demo-app http-server` arguments for a server named `name`.
 pub fn http_server_args(name: &str, port: u16) -> Vec<String> {
     vec![

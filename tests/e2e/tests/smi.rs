@@ -3,11 +3,11 @@
 //! pushed version ACKed and no Envoy restarted.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use osm_e2e::{BOOKBUYER_HEADER, Mesh, USER_AGENT, require_or_skip};
 use osm_fixtures::{MeshBuilder, bookstore_split};
-use osm_model::{AppProtocol, MeshInput, ObjectRef};
+use osm_model::{MeshInput, ObjectRef};
 use osm_xds::bootstrap::AdsApi;
 
 const BOOKS_BOUGHT: &str = "http://bookstore.bookstore:14001/books-bought";
@@ -15,25 +15,12 @@ const BUY_A_BOOK: &str = "http://bookstore.bookstore:14001/buy-a-book/new";
 const TCP_ECHO: &str = "tcp-echo.tcpecho:7070";
 
 /// Adds a TCP echo server that only bookbuyer may reach (TCPRoute on port 7070).
+/// The shared TCP echo service, and the SMI policies letting bookbuyer reach it.
 fn add_tcp_echo(input: &mut MeshInput, ips: &BTreeMap<String, IpAddr>) {
+    osm_e2e::add_tcp_echo(input, ips);
     let mut b = MeshBuilder {
         input: std::mem::take(input),
     };
-    b.service(
-        "tcpecho",
-        "tcp-echo",
-        Some(IpAddr::V4(Ipv4Addr::new(10, 96, 1, 1))),
-        &[(7070, 7070, AppProtocol::Tcp)],
-        &[("app", "tcp-echo")],
-    );
-    b.pod(
-        "tcpecho",
-        "tcp-echo",
-        "tcp-echo",
-        &[("app", "tcp-echo")],
-        Some(ips["tcp-echo"]),
-        Some("tcp-echo"),
-    );
     b.policies_yaml(
         r#"
 apiVersion: specs.smi-spec.io/v1alpha4
@@ -66,7 +53,7 @@ fn smi(prefix: &str, api: AdsApi) {
     if require_or_skip(prefix).is_none() {
         return;
     }
-    let tcp_echo_app = vec!["tcp-echo".to_string(), "--port".into(), "7070".into()];
+    let tcp_echo_app = osm_e2e::tcp_echo_args();
     let (mesh, _) = Mesh::bookstore(
         prefix,
         api,

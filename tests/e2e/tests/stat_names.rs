@@ -4,16 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use osm_e2e::{Mesh, require_or_skip, stat_value};
-use osm_fixtures::MeshBuilder;
-use osm_model::AppProtocol;
 use osm_xds::bootstrap::AdsApi;
 
-const ECHO_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 2, 1);
-const ECHO_PORT: u16 = 7070;
+use osm_e2e::{TCP_ECHO_IP as ECHO_IP, TCP_ECHO_PORT as ECHO_PORT};
 
 /// (pod, stat) per upstream's rules: `mesh-http-conn-manager.<route config>` for HTTP connection
 /// managers, `outbound-mesh-tcp-proxy_<filter chain>` and `inbound-mesh-tcp-proxy.<local cluster>` for
@@ -54,34 +51,13 @@ fn stat_names(prefix: &str, api: AdsApi) {
     if require_or_skip(prefix).is_none() {
         return;
     }
-    let tcp_echo = vec!["tcp-echo".to_string(), "--port".into(), ECHO_PORT.to_string()];
     let (mesh, ips) = Mesh::bookstore(
         prefix,
         api,
         true,
         None,
-        &[("tcp-echo", Some(tcp_echo))],
-        |input, ips| {
-            let mut b = MeshBuilder {
-                input: std::mem::take(input),
-            };
-            b.service(
-                "tcpecho",
-                "tcp-echo",
-                Some(IpAddr::V4(ECHO_IP)),
-                &[(ECHO_PORT, ECHO_PORT, AppProtocol::Tcp)],
-                &[("app", "tcp-echo")],
-            );
-            b.pod(
-                "tcpecho",
-                "tcp-echo",
-                "tcp-echo",
-                &[("app", "tcp-echo")],
-                Some(ips["tcp-echo"]),
-                Some("tcp-echo"),
-            );
-            *input = b.input;
-        },
+        &[("tcp-echo", Some(osm_e2e::tcp_echo_args()))],
+        osm_e2e::add_tcp_echo,
     )
     .expect("mesh starts");
 

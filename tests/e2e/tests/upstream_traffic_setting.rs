@@ -7,38 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use osm_e2e::{Mesh, require_or_skip, stat_value};
-use osm_fixtures::MeshBuilder;
-use osm_model::{AppProtocol, MeshInput, ObjectRef};
+use osm_model::ObjectRef;
 use osm_xds::bootstrap::AdsApi;
 
-const ECHO_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 1, 1);
-const ECHO_PORT: u16 = 7070;
-
-fn add_tcp_echo(input: &mut MeshInput, ips: &BTreeMap<String, IpAddr>) {
-    let mut b = MeshBuilder {
-        input: std::mem::take(input),
-    };
-    b.service(
-        "tcpecho",
-        "tcp-echo",
-        Some(IpAddr::V4(ECHO_IP)),
-        &[(ECHO_PORT, ECHO_PORT, AppProtocol::Tcp)],
-        &[("app", "tcp-echo")],
-    );
-    b.pod(
-        "tcpecho",
-        "tcp-echo",
-        "tcp-echo",
-        &[("app", "tcp-echo")],
-        Some(ips["tcp-echo"]),
-        Some("tcp-echo"),
-    );
-    *input = b.input;
-}
+use osm_e2e::{TCP_ECHO_IP as ECHO_IP, TCP_ECHO_PORT as ECHO_PORT, add_tcp_echo};
 
 const MAX_ONE_CONNECTION: &str = "apiVersion: policy.openservicemesh.io/v1alpha1
 kind: UpstreamTrafficSetting
@@ -49,9 +25,20 @@ spec:
     tcp: {maxConnections: 1}
 ";
 
+/// An UpstreamTrafficSetting as an OSM user writes it, keyed as the model reads it.
+fn setting(yaml: &str) -> (ObjectRef, osm_api::policy::UpstreamTrafficSettingSpec) {
+    let uts: osm_api::policy::UpstreamTrafficSetting =
+        serde_saphyr::from_str(yaml).expect("UpstreamTrafficSetting YAML");
+    let id = ObjectRef::new(
+        uts.metadata.namespace.clone().unwrap_or_default(),
+        uts.metadata.name.clone().unwrap_or_default(),
+    );
+    (id, uts.spec)
+}
+
 /// The bookstore demo (permissive) with the TCP echo service and these UpstreamTrafficSettings (YAML).
 fn mesh_with_settings(prefix: &str, api: AdsApi, settings: &[&str]) -> Mesh {
-    let tcp_echo = vec!["tcp-echo".to_string(), "--port".into(), ECHO_PORT.to_string()];
+    let tcp_echo = osm_e2e::tcp_echo_args();
     let (mesh, _ips) = Mesh::bookstore(
         prefix,
         api,
@@ -60,15 +47,9 @@ fn mesh_with_settings(prefix: &str, api: AdsApi, settings: &[&str]) -> Mesh {
         &[("tcp-echo", Some(tcp_echo))],
         |input, ips| {
             add_tcp_echo(input, ips);
-            for yaml in settings {
-                let uts: osm_api::policy::UpstreamTrafficSetting =
-                    serde_saphyr::from_str(yaml).expect("UpstreamTrafficSetting YAML");
-                let id = ObjectRef::new(
-                    uts.metadata.namespace.clone().unwrap_or_default(),
-                    uts.metadata.name.clone().unwrap_or_default(),
-                );
-                input.upstream_traffic_settings.insert(id, uts.spec);
-            }
+            input
+                .upstream_traffic_settings
+                .extend(settings.iter().map(|yaml| setting(yaml)));
         },
     )
     .expect("mesh starts");
@@ -422,7 +403,7 @@ spec:
     assert!(tcp_limited() >= 1, "the refusal is counted as rate_limited");
 
     // `burst` adds to the bucket: with burst 1, two connections a minute (a new bucket, full).
-    let burst: osm_api::policy::UpstreamTrafficSetting = serde_saphyr::from_str(
+    let (id, burst) = setting(
         "apiVersion: policy.openservicemesh.io/v1alpha1
 kind: UpstreamTrafficSetting
 metadata: {name: tcp-echo, namespace: tcpecho}
@@ -432,11 +413,9 @@ spec:
     local:
       tcp: {connections: 1, unit: minute, burst: 1}
 ",
-    )
-    .expect("UpstreamTrafficSetting YAML");
+    );
     mesh.update(|i| {
-        i.upstream_traffic_settings
-            .insert(ObjectRef::new("tcpecho", "tcp-echo"), burst.spec.clone());
+        i.upstream_traffic_settings.insert(id.clone(), burst.clone());
     })
     .expect("the burst is ACKed");
     // The listener is replaced once drained of its old filter chain: new connections see the bucket.
