@@ -639,16 +639,25 @@ async fn upstream_traffic_setting_refusals(client: &Client, ns: &str) -> anyhow:
         ),
     ];
     for (name, spec, field) in cases {
-        match api.create(&PostParams::default(), &object(name, spec)?).await {
-            Err(kube::Error::Api(s)) => ensure!(
-                s.message.contains("denied the request")
-                    && s.message
-                        .contains(&format!("UpstreamTrafficSetting {ns}/{name}: {field}")),
-                "UpstreamTrafficSetting {name}: refusal must name {field}: {}",
-                s.message
-            ),
-            other => bail!("UpstreamTrafficSetting {name} must be refused: {other:?}"),
-        }
+        expect_refused(&api, &object(name, spec)?, field).await?;
+    }
+    Ok(())
+}
+
+/// Creating `object` is refused by the validating webhook with a message naming `<Kind> <ns>/<name>:
+/// <field>`.
+async fn expect_refused(api: &Api<DynamicObject>, object: &DynamicObject, field: &str) -> anyhow::Result<()> {
+    let kind = object.types.as_ref().map(|t| t.kind.as_str()).unwrap_or_default();
+    let (ns, name) = (object.namespace().unwrap_or_default(), object.name_any());
+    ensure!(!kind.is_empty(), "{name}: the object names no kind");
+    match api.create(&PostParams::default(), object).await {
+        Err(kube::Error::Api(s)) => ensure!(
+            s.message.contains("denied the request")
+                && s.message.contains(&format!("{kind} {ns}/{name}: {field}")),
+            "{kind} {name}: refusal must name {field}: {}",
+            s.message
+        ),
+        other => bail!("{kind} {name} must be refused: {other:?}"),
     }
     Ok(())
 }
@@ -683,18 +692,7 @@ async fn retry_refusals(client: &Client, ns: &str) -> anyhow::Result<()> {
         ),
     ];
     for (name, kind, retry_on, field) in cases {
-        match api
-            .create(&PostParams::default(), &object(name, kind, retry_on)?)
-            .await
-        {
-            Err(kube::Error::Api(s)) => ensure!(
-                s.message.contains("denied the request")
-                    && s.message.contains(&format!("Retry {ns}/{name}: {field}")),
-                "Retry {name}: refusal must name {field}: {}",
-                s.message
-            ),
-            other => bail!("Retry {name} must be refused: {other:?}"),
-        }
+        expect_refused(&api, &object(name, kind, retry_on)?, field).await?;
     }
     api.create(&PostParams::default(), &object("ok", "Service", "5xx")?)
         .await
@@ -736,16 +734,7 @@ async fn ingress_backend_refusals(client: &Client, ns: &str) -> anyhow::Result<(
         ),
     ];
     for (name, spec, field) in cases {
-        match api.create(&PostParams::default(), &object(name, spec)?).await {
-            Err(kube::Error::Api(s)) => ensure!(
-                s.message.contains("denied the request")
-                    && s.message
-                        .contains(&format!("IngressBackend {ns}/{name}: {field}")),
-                "IngressBackend {name}: refusal must name {field}: {}",
-                s.message
-            ),
-            other => bail!("IngressBackend {name} must be refused: {other:?}"),
-        }
+        expect_refused(&api, &object(name, spec)?, field).await?;
     }
     let ok = json!({"backends": [{"name": "httpbin", "port": {"number": 14001, "protocol": "https"},
                                   "tls": {"skipClientCertValidation": false}}],
