@@ -22,15 +22,20 @@ const PODS: [&str; 5] = [
 ];
 const SERVICES: [&str; 4] = ["bookstore", "bookstore-v1", "bookstore-v2", "bookwarehouse"];
 
-/// Pods at 10.0.0.10.., services at 10.96.0.1.. (in the fixture's order).
-fn mesh(permissive: bool, split: Option<(u32, u32)>) -> MeshModel {
+/// The bookstore demo with pods at 10.0.0.10.., services at 10.96.0.1.. (in the fixture's order).
+fn bookstore_input(permissive: bool, split: Option<(u32, u32)>) -> osm_model::MeshInput {
     let index = |list: &[&str], name: &str| list.iter().position(|x| *x == name).expect("known name") as u8;
-    let input = bookstore(
+    bookstore(
         permissive,
         split,
         |p| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + index(&PODS, p))),
         |s| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1 + index(&SERVICES, s))),
-    );
+    )
+}
+
+/// [`bookstore_input`] computed, without warnings.
+fn mesh(permissive: bool, split: Option<(u32, u32)>) -> MeshModel {
+    let input = bookstore_input(permissive, split);
     let model = compute(&input);
     assert!(model.warnings.is_empty(), "{:?}", model.warnings);
     model
@@ -146,13 +151,7 @@ fn path_security_every_hcm_normalises() {
 /// on the HTTP and SNI ports; the server-first port is never inspected.
 #[test]
 fn smi_bookbuyer_egress() {
-    let index = |list: &[&str], name: &str| list.iter().position(|x| *x == name).expect("known name") as u8;
-    let mut input = bookstore(
-        false,
-        Some((50, 50)),
-        |p| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + index(&PODS, p))),
-        |s| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1 + index(&SERVICES, s))),
-    );
+    let mut input = bookstore_input(false, Some((50, 50)));
     input.mesh_config.traffic.enable_egress = false;
     let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(
         "apiVersion: specs.smi-spec.io/v1alpha4
@@ -235,13 +234,7 @@ spec:
 #[test]
 fn smi_bookstore_ingress_backend() {
     use osm_model::ObjectRef;
-    let index = |list: &[&str], name: &str| list.iter().position(|x| *x == name).expect("known name") as u8;
-    let input = bookstore(
-        false,
-        Some((50, 50)),
-        |p| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + index(&PODS, p))),
-        |s| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1 + index(&SERVICES, s))),
-    );
+    let input = bookstore_input(false, Some((50, 50)));
     let mut b = osm_fixtures::MeshBuilder { input };
     b.ingress_controller(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 9)));
     let mut input = b.input;
@@ -294,13 +287,7 @@ spec:
 /// other clusters are unchanged.
 #[test]
 fn smi_bookbuyer_upstream_traffic_setting() {
-    let index = |list: &[&str], name: &str| list.iter().position(|x| *x == name).expect("known name") as u8;
-    let mut input = bookstore(
-        false,
-        Some((50, 50)),
-        |p| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + index(&PODS, p))),
-        |s| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1 + index(&SERVICES, s))),
-    );
+    let mut input = bookstore_input(false, Some((50, 50)));
     let uts: osm_api::policy::UpstreamTrafficSetting = serde_saphyr::from_str(
         "apiVersion: policy.openservicemesh.io/v1alpha1
 kind: UpstreamTrafficSetting
@@ -333,14 +320,7 @@ spec:
 #[test]
 fn retry_bookbuyer_route() {
     for permissive in [false, true] {
-        let index =
-            |list: &[&str], name: &str| list.iter().position(|x| *x == name).expect("known name") as u8;
-        let mut input = bookstore(
-            permissive,
-            Some((50, 50)),
-            |p| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + index(&PODS, p))),
-            |s| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1 + index(&SERVICES, s))),
-        );
+        let mut input = bookstore_input(permissive, Some((50, 50)));
         input.mesh_config.feature_flags.enable_retry_policy = true;
         let retry: osm_api::policy::Retry = serde_saphyr::from_str(
             "apiVersion: policy.openservicemesh.io/v1alpha1
@@ -385,13 +365,7 @@ fn ext_authz_mesh(
     address: &str,
     edit: impl FnOnce(&mut osm_model::MeshInput),
 ) -> MeshModel {
-    let index = |list: &[&str], name: &str| list.iter().position(|x| *x == name).expect("known name") as u8;
-    let mut input = bookstore(
-        permissive,
-        Some((50, 50)),
-        |p| IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + index(&PODS, p))),
-        |s| IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1 + index(&SERVICES, s))),
-    );
+    let mut input = bookstore_input(permissive, Some((50, 50)));
     input.mesh_config.traffic.inbound_external_authorization = osm_api::config::ExternalAuthzSpec {
         enable: true,
         address: Some(address.to_string()),
