@@ -41,7 +41,7 @@ use crate::resource::{Resource, TypeKind};
 const HTTP_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 
 /// The egress filter chains of the outbound listener, port by port; `access_log` as the listener's.
-pub(crate) fn filter_chains(egress: &EgressIntent, telemetry: Telemetry<'_>) -> Vec<FilterChain> {
+pub(crate) fn filter_chains(egress: &EgressIntent, telemetry: &Telemetry) -> Vec<FilterChain> {
     let access_log = telemetry.access_log;
     let mut chains = Vec::new();
     for p in &egress.ports {

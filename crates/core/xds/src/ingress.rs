@@ -32,6 +32,7 @@ use crate::resource::{Resource, TypeKind, to_any};
 
 /// The ingress filter chains of the inbound listener, one per admitted application port.
 pub fn filter_chains(intent: &InboundIntent) -> Vec<FilterChain> {
+    let telemetry = crate::lds::Telemetry::inbound(intent);
     intent
         .ingress
         .iter()
@@ -79,7 +80,7 @@ pub fn filter_chains(intent: &InboundIntent) -> Vec<FilterChain> {
                 filters: vec![hcm_filter_with(
                     &names::rds_ingress(ing.target_port),
                     with_rbac,
-                    crate::lds::Telemetry::inbound(intent),
+                    &telemetry,
                     // Ingress requests are checked too, as upstream does.
                     intent
                         .ext_authz

@@ -42,10 +42,11 @@ pub fn outbound(intent: &OutboundIntent, egress: &EgressIntent) -> Option<Arc<Re
     if intent.services.is_empty() && !intent.egress_passthrough && egress.is_empty() {
         return None;
     }
+    let telemetry = Telemetry::outbound(intent);
     let mut filter_chains: Vec<FilterChain> = intent
         .services
         .iter()
-        .flat_map(|s| outbound_chains(s, Telemetry::outbound(intent)))
+        .flat_map(|s| outbound_chains(s, &telemetry))
         .collect();
     claim_each_address_once(&mut filter_chains);
     if !egress.is_empty() {
@@ -56,7 +57,7 @@ pub fn outbound(intent: &OutboundIntent, egress: &EgressIntent) -> Option<Arc<Re
             .map(|c| c.filter_chain_match.as_ref().map(Message::encode_to_vec))
             .collect();
         filter_chains.extend(
-            crate::egress::filter_chains(egress, Telemetry::outbound(intent))
+            crate::egress::filter_chains(egress, &telemetry)
                 .into_iter()
                 .filter(|c| matches.insert(c.filter_chain_match.as_ref().map(Message::encode_to_vec))),
         );
@@ -124,7 +125,7 @@ fn claim_each_address_once(chains: &mut Vec<FilterChain>) {
 /// hostnames gets one chain per such pod (its address to its own cluster: a TCP client that resolved
 /// `web-0.web.ns` reaches web-0, as it would without a mesh), and one for any other address; HTTP
 /// ports tell pods apart by Host instead (`rds::outbound`).
-fn outbound_chains(s: &OutboundService, telemetry: Telemetry<'_>) -> Vec<FilterChain> {
+fn outbound_chains(s: &OutboundService, telemetry: &Telemetry) -> Vec<FilterChain> {
     if s.protocol != AppProtocol::Tcp || s.pod_hosts.is_empty() {
         return vec![outbound_chain(s, telemetry)];
     }
@@ -173,7 +174,7 @@ fn outbound_chains(s: &OutboundService, telemetry: Telemetry<'_>) -> Vec<FilterC
     chains
 }
 
-fn outbound_chain(s: &OutboundService, telemetry: Telemetry<'_>) -> FilterChain {
+fn outbound_chain(s: &OutboundService, telemetry: &Telemetry) -> FilterChain {
     let name = names::outbound_filter_chain(&s.service, s.port, s.protocol);
     let access_log = telemetry.access_log;
     let filter = match s.protocol {
@@ -220,6 +221,7 @@ fn outbound_chain(s: &OutboundService, telemetry: Telemetry<'_>) -> FilterChain 
 /// Then the chains IngressBackend policies add (see [`crate::ingress`]). `None` when the pod backs no
 /// service.
 pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resource>> {
+    let telemetry = Telemetry::inbound(intent);
     let mut filter_chains = Vec::new();
     for port in &intent.ports {
         let Some(first) = port.services.first() else {
@@ -248,7 +250,7 @@ pub fn inbound(intent: &InboundIntent, trust_domain: &str) -> Option<Arc<Resourc
                         .chain(std::iter::once(hcm_filter_with(
                             &names::rds_inbound(port.target_port),
                             true,
-                            Telemetry::inbound(intent),
+                            &telemetry,
                             request_limit.into_iter().chain(authz).collect(),
                         )))
                         .collect()
@@ -386,31 +388,30 @@ pub fn prometheus(access_log: bool) -> Arc<Resource> {
 }
 
 /// What every HTTP connection manager of an intent reports: access logs and, when configured, spans.
-#[derive(Clone, Copy)]
-pub(crate) struct Telemetry<'a> {
+/// Built once per listener (the tracer's config is encoded here, not once per connection manager).
+pub(crate) struct Telemetry {
     pub access_log: bool,
-    pub tracing: Option<&'a Tracing>,
+    tracing: Option<http_connection_manager::Tracing>,
 }
 
-impl<'a> Telemetry<'a> {
-    pub(crate) fn inbound(intent: &'a InboundIntent) -> Self {
+impl Telemetry {
+    fn of(access_log: bool, tracing: Option<&Tracing>) -> Self {
         Self {
-            access_log: intent.access_log,
-            tracing: intent.tracing.as_deref(),
+            access_log,
+            tracing: tracing.map(crate::tracing::hcm_tracing),
         }
     }
 
-    pub(crate) fn outbound(intent: &'a OutboundIntent) -> Self {
-        Self {
-            access_log: intent.access_log,
-            tracing: intent.tracing.as_deref(),
-        }
+    pub(crate) fn inbound(intent: &InboundIntent) -> Self {
+        Self::of(intent.access_log, intent.tracing.as_deref())
+    }
+
+    pub(crate) fn outbound(intent: &OutboundIntent) -> Self {
+        Self::of(intent.access_log, intent.tracing.as_deref())
     }
 }
 
-/// A mesh HTTP connection manager on route config `rds_name`, with upstream's stat prefix
-/// `mesh-http-conn-manager.<rds_name>`.
-pub(crate) fn hcm_filter(rds_name: &str, with_rbac: bool, telemetry: Telemetry<'_>) -> Filter {
+pub(crate) fn hcm_filter(rds_name: &str, with_rbac: bool, telemetry: &Telemetry) -> Filter {
     hcm_filter_with(rds_name, with_rbac, telemetry, Vec::new())
 }
 
@@ -419,7 +420,7 @@ pub(crate) fn hcm_filter(rds_name: &str, with_rbac: bool, telemetry: Telemetry<'
 pub(crate) fn hcm_filter_with(
     rds_name: &str,
     with_rbac: bool,
-    telemetry: Telemetry<'_>,
+    telemetry: &Telemetry,
     extra: Vec<HttpFilter>,
 ) -> Filter {
     let mut http_filters = Vec::new();
@@ -436,7 +437,7 @@ pub(crate) fn hcm_filter_with(
     let hcm = path_normalization::apply(HttpConnectionManager {
         stat_prefix: names::hcm_stat_prefix(rds_name),
         access_log: crate::access_log::access_logs(telemetry.access_log),
-        tracing: telemetry.tracing.map(crate::tracing::hcm_tracing),
+        tracing: telemetry.tracing.clone(),
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
             route_config_name: rds_name.to_string(),
