@@ -32,11 +32,17 @@ pub(crate) fn by_service(input: &MeshInput, warnings: &mut Vec<String>) -> Upstr
     let mut claimed: HashMap<ServiceRef, String> = HashMap::new();
     for (id, spec) in &input.upstream_traffic_settings {
         let Some(service) = host_service(&id.namespace, &spec.host) else {
-            // An Egress policy's setting names an external host; the Egress applies it.
+            // An Egress policy's setting names an external host; the Egress applies its connection
+            // settings, and only those (as upstream): no sidecar of that host enforces rate limits.
             if !named_by_egress(input, id) {
                 warnings.push(format!(
                     "UpstreamTrafficSetting {id}: spec.host {:?} names no Service of namespace {}; it is not applied",
                     spec.host, id.namespace
+                ));
+            } else if spec.rate_limit.is_some() || !spec.http_routes.is_empty() {
+                warnings.push(format!(
+                    "UpstreamTrafficSetting {id}: spec.rateLimit and spec.httpRoutes are not applied to egress \
+                     traffic (an Egress policy applies spec.connectionSettings only)"
                 ));
             }
             continue;

@@ -295,6 +295,26 @@ spec:
     assert_eq!(ports[0].http_hosts[0].limits, want, "the HTTP host's cluster");
     assert_eq!(ports[1].limits, want, "the https port's cluster");
 
+    // Rate limits have no sidecar to enforce them on an external host: reported, not dropped.
+    let mut with_rate_limit = input.clone();
+    let setting = with_rate_limit
+        .upstream_traffic_settings
+        .get_mut(&ObjectRef::new("bookbuyer", "httpbin"))
+        .expect("the setting");
+    setting.rate_limit =
+        serde_json::from_value(serde_json::json!({"local": {"tcp": {"connections": 1, "unit": "minute"}}}))
+            .expect("a rate limit");
+    let model = compute(&with_rate_limit);
+    assert!(
+        model
+            .warnings
+            .iter()
+            .any(|w| w
+                .contains("bookbuyer/httpbin: spec.rateLimit and spec.httpRoutes are not applied to egress")),
+        "{:?}",
+        model.warnings
+    );
+
     input.upstream_traffic_settings.clear();
     let model = compute(&input);
     assert!(model.proxies["bookbuyer"].egress.is_empty());
